@@ -1,0 +1,142 @@
+"""A serial barcode scanner (USB-CDC or UART) through pyserial.
+
+Scanners send each code as a line. This driver frames lines (CR, LF or CRLF), refuses overlong
+lines and garbage without stalling, deals with a code that arrives without a terminator, and
+reopens the port when the device disappears and comes back (USB unplugged, scanner rebooted).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Callable
+
+import serial
+
+log = logging.getLogger(__name__)
+
+TERMINATORS = b"\r\n"
+
+
+class LineFramer:
+    """Bytes in, complete lines out. Pure: no I/O, no clock."""
+
+    def __init__(self, max_line: int) -> None:
+        self.max_line = max_line
+        self._buffer = bytearray()
+        self._discarding = False  # inside an overlong line: drop until its terminator
+        self.overlong = 0
+
+    def feed(self, data: bytes) -> list[bytes]:
+        lines: list[bytes] = []
+        for byte in data:
+            if byte in TERMINATORS:
+                if self._discarding:
+                    self._discarding = False
+                elif self._buffer:  # the LF of a CRLF, or a blank line, yields nothing
+                    lines.append(bytes(self._buffer))
+                self._buffer.clear()
+            elif not self._discarding:
+                self._buffer.append(byte)
+                if len(self._buffer) > self.max_line:
+                    self._buffer.clear()
+                    self._discarding = True
+                    self.overlong += 1
+                    log.warning("scanner line longer than %d bytes dropped", self.max_line)
+        return lines
+
+    @property
+    def partial(self) -> bool:
+        return bool(self._buffer) or self._discarding
+
+    def take_partial(self) -> bytes:
+        """End the current line where it stands (no terminator came)."""
+        data = b"" if self._discarding else bytes(self._buffer)
+        self._buffer.clear()
+        self._discarding = False
+        return data
+
+
+class SerialScanner:
+    def __init__(
+        self,
+        port: str,
+        on_line: Callable[[str], None],
+        *,
+        baudrate: int = 9600,
+        max_line: int = 1024,
+        line_timeout: float = 0.5,
+        unterminated: str = "drop",
+        reconnect_interval: float = 1.0,
+        name: str = "scanner",
+    ) -> None:
+        self.port = port
+        self.on_line = on_line
+        self.baudrate = baudrate
+        self.max_line = max_line
+        self.line_timeout = line_timeout
+        self.unterminated = unterminated
+        self.reconnect_interval = reconnect_interval
+        self.name = name
+        self.connected = threading.Event()
+        self.lines_read = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 2.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def _run(self) -> None:
+        announced_missing = False
+        while not self._stop.is_set():
+            try:
+                port = serial.Serial(self.port, self.baudrate, timeout=0.05, exclusive=True)
+            except (serial.SerialException, OSError, ValueError) as exc:
+                if not announced_missing:
+                    log.warning("scanner not available port=%s error=%r, retrying", self.port, str(exc))
+                    announced_missing = True
+                self._stop.wait(self.reconnect_interval)
+                continue
+            announced_missing = False
+            log.info("scanner connected port=%s baudrate=%d", self.port, self.baudrate)
+            self.connected.set()
+            try:
+                self._read(port)
+            except (serial.SerialException, OSError) as exc:
+                log.warning("scanner disconnected port=%s error=%r", self.port, str(exc))
+            finally:
+                self.connected.clear()
+                try:
+                    port.close()
+                except Exception:
+                    pass
+            self._stop.wait(self.reconnect_interval)
+
+    def _read(self, port: serial.Serial) -> None:
+        framer = LineFramer(self.max_line)
+        last_byte = time.monotonic()
+        while not self._stop.is_set():
+            data = port.read(max(1, min(port.in_waiting, 4096)))
+            now = time.monotonic()
+            if data:
+                last_byte = now
+                for line in framer.feed(data):
+                    self._deliver(line)
+            elif framer.partial and now - last_byte >= self.line_timeout:
+                partial = framer.take_partial()
+                if self.unterminated == "accept" and partial:
+                    self._deliver(partial)
+                else:
+                    log.warning("scanner partial line without terminator dropped bytes=%d", len(partial))
+
+    def _deliver(self, line: bytes) -> None:
+        self.lines_read += 1
+        # Scanned codes are ASCII; anything else is kept visible (U+FFFD) and refused downstream.
+        self.on_line(line.decode("utf-8", errors="replace"))

@@ -1,0 +1,394 @@
+"""One TOML file, read into typed objects at start-up.
+
+Every option is read when the config is loaded (as Klipper does), so a typo is an error at
+start-up and not a surprise at the first scan. Errors name the key and what is wrong; all of
+them are collected, so a technician fixes the file in one go. ``gate check-config`` and
+``gate run`` exit 2 on any of them.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from gate.decision import DIRECTIONS, IN, OUT
+from gate.engine import EngineSettings
+from gate.formats import FORMATS, gt1
+from gate.policy import REENTRY_POLICIES, GatePolicy
+from gate.turnstile import MODES, UNLOCK_MODES, TurnstileSettings
+
+DEFAULT_PATH = "/etc/gate/gate.toml"
+_REQUIRED = object()
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+BCM_PINS = range(0, 28)
+
+
+class ConfigError(Exception):
+    def __init__(self, path: str, problems: list[str]) -> None:
+        self.path = path
+        self.problems = problems
+        super().__init__(f"{path}: " + "; ".join(problems))
+
+
+class _Section:
+    """Reads one table; remembers what was read so that leftovers are reported as unknown."""
+
+    def __init__(self, name: str, data: Any, problems: list[str]) -> None:
+        self.name = name
+        self.problems = problems
+        if not isinstance(data, dict):
+            problems.append(f"{name}: must be a table")
+            data = {}
+        self.data = data
+        self.read: set[str] = set()
+
+    def key(self, key: str) -> str:
+        return f"{self.name}.{key}" if self.name else key
+
+    def _error(self, key: str, message: str) -> None:
+        self.problems.append(f"{self.key(key)}: {message}")
+
+    def get(
+        self,
+        key: str,
+        kind: type,
+        default: Any = _REQUIRED,
+        *,
+        choices: tuple[Any, ...] | None = None,
+        minval: float | None = None,
+        maxval: float | None = None,
+    ) -> Any:
+        self.read.add(key)
+        if key not in self.data:
+            if default is _REQUIRED:
+                self._error(key, "required value missing")
+            return None if default is _REQUIRED else default
+        value = self.data[key]
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if kind is list:
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                self._error(key, f"expected a list of strings, got {value!r}")
+                return default if default is not _REQUIRED else []
+        elif isinstance(value, bool) and kind is not bool or not isinstance(value, kind):
+            self._error(key, f"expected {kind.__name__}, got {type(value).__name__} {value!r}")
+            return None if default is _REQUIRED else default
+        if choices is not None and value not in choices:
+            self._error(key, f"must be one of {', '.join(map(str, choices))}, got {value!r}")
+        if minval is not None and value < minval:
+            self._error(key, f"must be at least {minval}, got {value!r}")
+        if maxval is not None and value > maxval:
+            self._error(key, f"must be at most {maxval}, got {value!r}")
+        return value
+
+    def table(self, key: str) -> "_Section | None":
+        self.read.add(key)
+        if key not in self.data:
+            return None
+        return _Section(self.key(key), self.data[key], self.problems)
+
+    def finish(self) -> None:
+        for key in self.data:
+            if key not in self.read:
+                self._error(key, "unknown key")
+
+
+@dataclass(frozen=True)
+class OutputPin:
+    pin: int
+    active_high: bool = True
+
+
+@dataclass(frozen=True)
+class InputPin:
+    pin: int
+    pull_up: bool = True  # contact to ground, as on most turnstile PASS outputs
+    bounce: float = 0.02
+    normally_closed: bool = False  # fire loop: the contact opens on alarm (and on a cut wire)
+
+
+@dataclass(frozen=True)
+class GpioConfig:
+    pin_factory: str = "default"  # "default": gpiozero picks (lgpio on a Pi); "mock": simulator
+    unlock: dict[str, OutputPin] = field(default_factory=dict)
+    lights: dict[str, OutputPin] = field(default_factory=dict)
+    buzzer: OutputPin | None = None
+    passage: dict[str, InputPin] = field(default_factory=dict)
+    fire_alarm: InputPin | None = None
+    tamper: InputPin | None = None
+
+
+@dataclass(frozen=True)
+class ScannerConfig:
+    port: str
+    baudrate: int = 9600
+    direction: str = IN
+    max_line: int = 1024
+    line_timeout: float = 0.5
+    unterminated: str = "drop"
+    reconnect_interval: float = 1.0
+
+
+@dataclass(frozen=True)
+class SimulatorConfig:
+    enabled: bool = False
+    control_socket: str = ""
+    walk_time: float = 0.3
+
+
+@dataclass(frozen=True)
+class Config:
+    path: str
+    gate_id: str
+    venue: str
+    state_dir: Path
+    mode: str
+    log_level: str
+    engine: EngineSettings
+    turnstile: TurnstileSettings
+    gpio: GpioConfig
+    scanner: ScannerConfig | None
+    gt1_keys: dict[bytes, gt1.IssuerKey]
+    simulator: SimulatorConfig
+
+    @property
+    def database(self) -> Path:
+        return self.state_dir / "gate.db"
+
+
+def default_path() -> str:
+    return os.environ.get("GATE_CONFIG", DEFAULT_PATH)
+
+
+def load(path: str | os.PathLike[str]) -> Config:
+    path = str(path)
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(path, ["file not found"]) from None
+    except PermissionError:
+        raise ConfigError(path, ["not readable by this user"]) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(path, [f"not valid TOML: {exc}"]) from None
+    return parse(data, path)
+
+
+def parse(data: dict[str, Any], path: str = "<config>") -> Config:
+    problems: list[str] = []
+    root = _Section("", data, problems)
+
+    gate = root.table("gate") or _Section("gate", {}, problems)
+    gate_id = gate.get("id", str)
+    venue = gate.get("venue", str)
+    for key, value in (("id", gate_id), ("venue", venue)):
+        if value is not None and not _NAME.match(value):
+            problems.append(f"gate.{key}: letters, digits, '.', '_' and '-' only (max 64), got {value!r}")
+    state_dir = Path(gate.get("state_dir", str, "/var/lib/gate"))
+    mode = gate.get("mode", str, "normal", choices=MODES)
+    log_level = gate.get("log_level", str, "info", choices=("debug", "info", "warning", "error"))
+    gate.finish()
+
+    engine = _read_policy(root.table("policy") or _Section("policy", {}, problems))
+    turnstile_section = root.table("turnstile") or _Section("turnstile", {}, problems)
+    gpio = _read_gpio(root.table("gpio") or _Section("gpio", {}, problems))
+    turnstile = _read_turnstile(turnstile_section, gpio)
+    scanner_section = root.table("scanner")
+    scanner = _read_scanner(scanner_section) if scanner_section is not None else None
+    gt1_keys = _read_trust(root.table("trust"), problems)
+    sim = root.table("simulator")
+    simulator = SimulatorConfig()
+    if sim is not None:
+        simulator = SimulatorConfig(
+            enabled=sim.get("enabled", bool, False),
+            control_socket=sim.get("control_socket", str, str(state_dir / "sim.sock")),
+            walk_time=sim.get("walk_time", float, 0.3, minval=0.0, maxval=60.0),
+        )
+        sim.finish()
+    root.finish()
+
+    # Combinations that cannot work.
+    if simulator.enabled and gpio.pin_factory != "mock":
+        gpio = GpioConfig(**{**gpio.__dict__, "pin_factory": "mock"})
+    if scanner is not None and scanner.direction not in gpio.unlock:
+        problems.append(f"scanner.direction: {scanner.direction!r} needs gpio.unlock_{scanner.direction}")
+    for direction in gpio.unlock:
+        if direction not in gpio.passage:
+            problems.append(f"gpio.passage_{direction}: required when gpio.unlock_{direction} is set")
+    if problems:
+        raise ConfigError(path, problems)
+    return Config(
+        path=path,
+        gate_id=gate_id,
+        venue=venue,
+        state_dir=state_dir,
+        mode=mode,
+        log_level=log_level,
+        engine=engine,
+        turnstile=turnstile,
+        gpio=gpio,
+        scanner=scanner,
+        gt1_keys=gt1_keys,
+        simulator=simulator,
+    )
+
+
+def _read_policy(sec: _Section) -> EngineSettings:
+    formats = sec.get("formats", list, ["gt1"])
+    for name in formats:
+        if name not in FORMATS:
+            sec._error("formats", f"unknown format {name!r} (known: {', '.join(FORMATS)})")
+    zone = sec.get("zone", str, "")
+    settings = EngineSettings(
+        formats=tuple(n for n in formats if n in FORMATS),
+        gate_policy=GatePolicy(
+            events=frozenset(sec.get("events", list, [])),
+            products=frozenset(sec.get("products", list, [])),
+            zone=zone or None,
+            reentry=sec.get("reentry", str, "deny", choices=REENTRY_POLICIES),
+        ),
+        proof_max_age=sec.get("proof_max_age", float, 30.0, minval=1.0, maxval=600.0),
+        proof_max_ahead=sec.get("proof_max_ahead", float, 5.0, minval=0.0, maxval=600.0),
+    )
+    sec.finish()
+    return settings
+
+
+def _read_turnstile(sec: _Section, gpio: GpioConfig) -> TurnstileSettings:
+    settings = TurnstileSettings(
+        unlock_mode=sec.get("unlock_mode", str, "pulse", choices=UNLOCK_MODES),
+        pulse=sec.get("pulse_ms", int, 300, minval=20, maxval=10_000) / 1000,
+        passage_timeout=sec.get("passage_timeout", float, 8.0, minval=0.1, maxval=600.0),
+        deny_display=sec.get("deny_display", float, 1.5, minval=0.0, maxval=60.0),
+        exit=sec.get("exit", str, "free", choices=("free", "scan")),
+        directions=tuple(d for d in DIRECTIONS if d in gpio.unlock),
+    )
+    sec.finish()
+    return settings
+
+
+def _output(sec: _Section) -> OutputPin:
+    pin = OutputPin(sec.get("pin", int, minval=BCM_PINS.start, maxval=BCM_PINS.stop - 1), sec.get("active_high", bool, True))
+    sec.finish()
+    return pin
+
+
+def _input(sec: _Section, fire: bool = False) -> InputPin:
+    pin = InputPin(
+        pin=sec.get("pin", int, minval=BCM_PINS.start, maxval=BCM_PINS.stop - 1),
+        pull_up=sec.get("pull_up", bool, True),
+        bounce=sec.get("bounce_ms", int, 20, minval=0, maxval=1000) / 1000,
+        normally_closed=sec.get("normally_closed", bool, True) if fire else False,
+    )
+    sec.finish()
+    return pin
+
+
+def _read_gpio(sec: _Section) -> GpioConfig:
+    pin_factory = sec.get("pin_factory", str, "default", choices=("default", "mock"))
+    unlock = {d: _output(t) for d in DIRECTIONS if (t := sec.table(f"unlock_{d}"))}
+    if IN not in unlock:
+        sec._error("unlock_in", "required table missing (the entry relay)")
+    lights = {c: _output(t) for c in ("green", "red", "amber") if (t := sec.table(c))}
+    buzzer_table = sec.table("buzzer")
+    passage = {d: _input(t) for d in DIRECTIONS if (t := sec.table(f"passage_{d}"))}
+    fire_table, tamper_table = sec.table("fire_alarm"), sec.table("tamper")
+    gpio = GpioConfig(
+        pin_factory=pin_factory,
+        unlock=unlock,
+        lights=lights,
+        buzzer=_output(buzzer_table) if buzzer_table else None,
+        passage=passage,
+        fire_alarm=_input(fire_table, fire=True) if fire_table else None,
+        tamper=_input(tamper_table) if tamper_table else None,
+    )
+    sec.finish()
+    used: dict[int, str] = {}
+    for name, pin in _named_pins(gpio):
+        if pin is None:
+            continue
+        if pin in used:
+            sec.problems.append(f"gpio.{name}.pin: pin {pin} is already used by gpio.{used[pin]}.pin")
+        else:
+            used[pin] = name
+    return gpio
+
+
+def _named_pins(gpio: GpioConfig) -> list[tuple[str, int | None]]:
+    pins = [(f"unlock_{d}", p.pin) for d, p in gpio.unlock.items()]
+    pins += [(c, p.pin) for c, p in gpio.lights.items()]
+    pins += [(f"passage_{d}", p.pin) for d, p in gpio.passage.items()]
+    pins += [(name, p.pin) for name, p in (("buzzer", gpio.buzzer), ("fire_alarm", gpio.fire_alarm), ("tamper", gpio.tamper)) if p]
+    return pins
+
+
+def _read_scanner(sec: _Section) -> ScannerConfig:
+    scanner = ScannerConfig(
+        port=sec.get("port", str),
+        baudrate=sec.get("baudrate", int, 9600, choices=(1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200)),
+        direction=sec.get("direction", str, IN, choices=DIRECTIONS),
+        max_line=sec.get("max_line", int, 1024, minval=16, maxval=65536),
+        line_timeout=sec.get("line_timeout", float, 0.5, minval=0.01, maxval=60.0),
+        unterminated=sec.get("unterminated", str, "drop", choices=("drop", "accept")),
+        reconnect_interval=sec.get("reconnect_interval", float, 1.0, minval=0.05, maxval=60.0),
+    )
+    sec.finish()
+    return scanner
+
+
+def decode_key(text: str) -> bytes:
+    """A 32-byte key written as 64 hex digits or as base64 (standard or URL-safe)."""
+    text = text.strip()
+    if re.fullmatch(r"[0-9a-fA-F]{64}", text):
+        return bytes.fromhex(text)
+    try:
+        raw = base64.b64decode(text.replace("-", "+").replace("_", "/") + "=" * (-len(text) % 4), validate=True)
+    except binascii.Error:
+        raise ValueError("not hex or base64") from None
+    if len(raw) != 32:
+        raise ValueError(f"decodes to {len(raw)} bytes, expected 32")
+    return raw
+
+
+def _read_trust(sec: _Section | None, problems: list[str]) -> dict[bytes, gt1.IssuerKey]:
+    keys: dict[bytes, gt1.IssuerKey] = {}
+    if sec is None:
+        return keys
+    issuers = sec.data.get("gt1_issuers", [])
+    sec.read.add("gt1_issuers")
+    if not isinstance(issuers, list):
+        problems.append("trust.gt1_issuers: must be an array of tables ([[trust.gt1_issuers]])")
+        issuers = []
+    for i, entry in enumerate(issuers):
+        item = _Section(f"trust.gt1_issuers[{i}]", entry, problems)
+        name = item.get("name", str, f"issuer {i}")
+        public_text = item.get("public_key", str)
+        kid_text = item.get("kid", str, "")
+        events = item.get("events", list, [])
+        not_before = item.get("not_before", int, None)
+        not_after = item.get("not_after", int, None)
+        item.finish()
+        if public_text is None:
+            continue
+        try:
+            public_key = decode_key(public_text)
+        except ValueError as exc:
+            problems.append(f"{item.key('public_key')}: {exc}")
+            continue
+        try:
+            kid = bytes.fromhex(kid_text) if kid_text else gt1.kid_for(public_key)
+        except ValueError:
+            problems.append(f"{item.key('kid')}: not hex")
+            continue
+        if kid in keys:
+            problems.append(f"{item.key('kid')}: kid {kid.hex()} is already used by {keys[kid].name!r}")
+            continue
+        keys[kid] = gt1.IssuerKey(kid, public_key, frozenset(events), not_before, not_after, name)
+    sec.finish()
+    return keys

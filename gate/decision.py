@@ -1,0 +1,123 @@
+"""What a decision is: a value with a stable reason code, the claims it was made from."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+
+class Reason(StrEnum):
+    """Stable reason codes (DESIGN §2). Extend, never rename: dashboards and staff rely on them."""
+
+    OK = "ok"
+    UNREADABLE = "unreadable"
+    UNKNOWN_FORMAT = "unknown_format"
+    BAD_SIGNATURE = "bad_signature"
+    UNKNOWN_KEY = "unknown_key"
+    REVOKED = "revoked"
+    BLOCKED = "blocked"
+    NOT_YET_VALID = "not_yet_valid"
+    EXPIRED = "expired"
+    WRONG_EVENT = "wrong_event"
+    WRONG_PRODUCT = "wrong_product"
+    WRONG_ZONE = "wrong_zone"
+    ALREADY_USED = "already_used"
+    STALE_PROOF = "stale_proof"
+    REPLAYED_PROOF = "replayed_proof"
+    CLOCK_UNSYNCED = "clock_unsynced"
+    GATE_CLOSED = "gate_closed"
+    EMERGENCY = "emergency"
+    BUSY = "busy"
+    ERROR = "error"
+
+
+IN = "in"
+OUT = "out"
+DIRECTIONS = (IN, OUT)
+
+
+def ticket_key(format_name: str, ticket_id: bytes | str) -> str:
+    """The ledger's identity of a ticket: SHA-256 over the format and its stable id.
+
+    Hashed so that the ledger, the logs and the bus never carry a raw ticket secret, and
+    namespaced by format so that two formats' ids can never collide.
+    """
+    raw = ticket_id.encode() if isinstance(ticket_id, str) else ticket_id
+    return hashlib.sha256(format_name.encode() + b":" + raw).hexdigest()
+
+
+@dataclass(frozen=True)
+class Proof:
+    """A holder's proof of possession: a rotating code or an NFC answer, drawn at ``drawn_at``."""
+
+    kind: str  # "rotating" or "nfc"
+    drawn_at: int
+
+
+@dataclass(frozen=True)
+class Claims:
+    """What a verified ticket says, whatever its format. Checked against the gate by gate.policy."""
+
+    format: str
+    ticket_key: str
+    event: str | None = None
+    product: str | None = None
+    zones: tuple[str, ...] | None = None
+    entries: int | None = None  # None: the ticket does not say; 0: unlimited
+    not_before: int | None = None
+    expires: int | None = None
+    issuer: str | None = None
+    kid: str | None = None
+    proof: Proof | None = None
+
+
+@dataclass(frozen=True)
+class Denial:
+    """A format's refusal: the reason code and a short detail for the operator (no secrets)."""
+
+    reason: Reason
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class Decision:
+    accepted: bool
+    reason: Reason
+    format: str | None = None
+    ticket_key: str | None = None
+    direction: str = IN
+    details: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def deny(
+        cls,
+        reason: Reason,
+        detail: str = "",
+        *,
+        claims: Claims | None = None,
+        format_name: str | None = None,
+        direction: str = IN,
+        **details: Any,
+    ) -> "Decision":
+        if detail:
+            details = {"detail": detail, **details}
+        return cls(
+            accepted=False,
+            reason=reason,
+            format=claims.format if claims else format_name,
+            ticket_key=claims.ticket_key if claims else None,
+            direction=direction,
+            details=details,
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "accepted": self.accepted,
+            "reason": str(self.reason),
+            "format": self.format,
+            "ticket_key": self.ticket_key,
+            "direction": self.direction,
+            "details": self.details,
+        }

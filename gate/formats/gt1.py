@@ -1,0 +1,368 @@
+"""GT1, gate's own ticket format (DESIGN §4): COSE_Sign1 / EdDSA over a CWT-style claims map.
+
+Pure functions, no I/O:
+- ``read(text, ctx)``: a scanned ``GT1:`` / ``GT1R:`` text → ``Claims`` or ``Denial``;
+- ``read_credential``: the same for raw COSE bytes plus an optional holder proof (NFC answers);
+- ``issue`` / ``encode_static`` / ``encode_rotating``: what ``gate issue`` and ``gate wallet`` use.
+
+Any correct COSE_Sign1 implementation can issue GT1 tickets: the Sig_structure is RFC 9052's,
+the protected header is ``{1: -8, 4: kid}``, claims use RFC 8392 integer keys where they exist.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import base45
+import cbor2
+from nacl.exceptions import BadSignatureError
+from nacl.signing import SigningKey, VerifyKey
+
+from gate.decision import Claims, Denial, Proof, Reason, ticket_key
+
+NAME = "gt1"
+STATIC_PREFIX = "GT1:"
+ROTATING_PREFIX = "GT1R:"
+MAX_TEXT = 4096  # a QR code holds < 4.3 kB; anything longer is not a GT1 ticket
+COSE_SIGN1_TAG = 18
+ALG_EDDSA = -8
+HDR_ALG, HDR_KID = 1, 4
+CWT_ISS, CWT_EXP, CWT_NBF, CWT_IAT, CWT_CTI = 1, 4, 5, 6, 7
+
+
+@dataclass(frozen=True)
+class IssuerKey:
+    """A trusted GT1 issuer key; ``events`` empty means any event."""
+
+    kid: bytes
+    public_key: bytes
+    events: frozenset[str] = frozenset()
+    not_before: int | None = None
+    not_after: int | None = None
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        # Built once at start-up; verifying then costs no key parsing per scan.
+        object.__setattr__(self, "_verify_key", VerifyKey(self.public_key))
+
+    def verify(self, message: bytes, signature: bytes) -> bool:
+        try:
+            self._verify_key.verify(message, signature)  # type: ignore[attr-defined]
+        except BadSignatureError:
+            return False
+        return True
+
+
+@dataclass(frozen=True)
+class Context:
+    """What a GT1 verification needs from the gate: the time, the keys, the proof window."""
+
+    now: float
+    keys: dict[bytes, IssuerKey]
+    proof_max_age: float = 30.0
+    proof_max_ahead: float = 5.0
+
+
+class Unreadable(Exception):
+    """The input is not a well-formed GT1 credential; the message says what is wrong."""
+
+
+def kid_for(public_key: bytes) -> bytes:
+    """Recommended kid: the first 8 bytes of SHA-256 of the raw 32-byte Ed25519 public key."""
+    return hashlib.sha256(public_key).digest()[:8]
+
+
+def recognises(text: str) -> bool:
+    return text.startswith(STATIC_PREFIX) or text.startswith(ROTATING_PREFIX)
+
+
+# --- reading -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Sign1:
+    protected: bytes
+    kid: bytes
+    payload: bytes
+    signature: bytes
+
+    def to_be_signed(self) -> bytes:
+        return sig_structure(self.protected, self.payload)
+
+
+def sig_structure(protected: bytes, payload: bytes) -> bytes:
+    return cbor2.dumps(["Signature1", protected, b"", payload])
+
+
+def _loads(data: bytes, what: str) -> Any:
+    try:
+        return cbor2.loads(data)
+    except Exception as exc:  # cbor2 raises several types on hostile input
+        raise Unreadable(f"{what} is not valid CBOR") from exc
+
+
+def _b45(text: str, what: str) -> bytes:
+    try:
+        return base45.b45decode(text)
+    except Exception as exc:
+        raise Unreadable(f"{what} is not valid base45") from exc
+
+
+def parse_sign1(data: bytes) -> Sign1:
+    obj = _loads(data, "credential")
+    if isinstance(obj, cbor2.CBORTag):
+        if obj.tag != COSE_SIGN1_TAG:
+            raise Unreadable(f"CBOR tag {obj.tag} is not COSE_Sign1 (18)")
+        obj = obj.value
+    if not isinstance(obj, (list, tuple)) or len(obj) != 4:
+        raise Unreadable("credential is not a 4-element COSE_Sign1 array")
+    protected, unprotected, payload, signature = obj
+    if not isinstance(protected, bytes) or not isinstance(payload, bytes):
+        raise Unreadable("COSE protected header and payload must be byte strings")
+    if not isinstance(unprotected, Mapping):
+        raise Unreadable("COSE unprotected header must be a map")
+    if not isinstance(signature, bytes) or len(signature) != 64:
+        raise Unreadable("COSE signature must be 64 bytes (Ed25519)")
+    header = _loads(protected, "protected header") if protected else {}
+    if not isinstance(header, Mapping):
+        raise Unreadable("COSE protected header is not a map")
+    if header.get(HDR_ALG) != ALG_EDDSA:
+        raise Unreadable(f"COSE algorithm {header.get(HDR_ALG)!r} is not EdDSA (-8)")
+    kid = header.get(HDR_KID, unprotected.get(HDR_KID))
+    if not isinstance(kid, bytes) or not kid:
+        raise Unreadable("COSE kid missing or not a byte string")
+    return Sign1(protected, kid, payload, signature)
+
+
+def _opt(payload: Mapping[Any, Any], key: Any, kind: type, name: str) -> Any:
+    value = payload.get(key)
+    if value is None:
+        return None
+    if kind is int and (isinstance(value, bool) or not isinstance(value, int)):
+        raise Unreadable(f"claim {name} is not an integer")
+    if kind is not int and not isinstance(value, kind):
+        raise Unreadable(f"claim {name} is not a {kind.__name__}")
+    return value
+
+
+@dataclass(frozen=True)
+class TicketClaims:
+    """The GT1 claims map, typed."""
+
+    cti: bytes
+    event: str
+    issuer: str | None
+    expires: int | None
+    not_before: int | None
+    issued_at: int | None
+    product: str | None
+    entries: int | None
+    zones: tuple[str, ...] | None
+    holder_key: bytes | None
+
+
+def parse_claims(payload_bytes: bytes) -> TicketClaims:
+    payload = _loads(payload_bytes, "payload")
+    if not isinstance(payload, Mapping):
+        raise Unreadable("payload is not a CBOR map")
+    cti = payload.get(CWT_CTI)
+    if not isinstance(cti, bytes) or not 8 <= len(cti) <= 32:
+        raise Unreadable("claim cti (7) must be a byte string of 8-32 bytes")
+    event = payload.get("evt")
+    if not isinstance(event, str) or not event:
+        raise Unreadable("claim evt is required and must be text")
+    entries = _opt(payload, "ent", int, "ent")
+    if entries is not None and entries < 0:
+        raise Unreadable("claim ent must not be negative")
+    zones = _opt(payload, "zn", (list, tuple), "zn")
+    if zones is not None and not all(isinstance(z, str) for z in zones):
+        raise Unreadable("claim zn must be an array of text")
+    holder_key = _opt(payload, "hk", bytes, "hk")
+    if holder_key is not None and len(holder_key) != 32:
+        raise Unreadable("claim hk must be a 32-byte Ed25519 public key")
+    return TicketClaims(
+        cti=cti,
+        event=event,
+        issuer=_opt(payload, CWT_ISS, str, "iss"),
+        expires=_opt(payload, CWT_EXP, int, "exp"),
+        not_before=_opt(payload, CWT_NBF, int, "nbf"),
+        issued_at=_opt(payload, CWT_IAT, int, "iat"),
+        product=_opt(payload, "cls", str, "cls"),
+        entries=entries,
+        zones=tuple(zones) if zones is not None else None,
+        holder_key=holder_key,
+    )
+
+
+def rotating_message(cti: bytes, drawn_at: int) -> bytes:
+    return b"GT1R" + cti + struct.pack(">Q", drawn_at)
+
+
+def nfc_message(cti: bytes, drawn_at: int, nonce: bytes, gate_id: str) -> bytes:
+    return b"GT1N" + cti + struct.pack(">Q", drawn_at) + nonce + gate_id.encode()
+
+
+def _parse_proof_envelope(data: bytes) -> tuple[bytes, int, bytes]:
+    obj = _loads(data, "rotating code")
+    if not isinstance(obj, (list, tuple)) or len(obj) != 3:
+        raise Unreadable("rotating code is not [credential, t, sig]")
+    cose, drawn_at, sig = obj
+    if not isinstance(cose, bytes):
+        raise Unreadable("rotating code credential is not a byte string")
+    if isinstance(drawn_at, bool) or not isinstance(drawn_at, int) or not 0 <= drawn_at < 2**63:
+        raise Unreadable("rotating code time is not a non-negative integer")
+    if not isinstance(sig, bytes) or len(sig) != 64:
+        raise Unreadable("rotating code signature must be 64 bytes")
+    return cose, drawn_at, sig
+
+
+def read(text: str, ctx: Context) -> Claims | Denial:
+    """Verify a scanned GT1 text (static or rotating)."""
+    try:
+        if len(text) > MAX_TEXT:
+            raise Unreadable(f"longer than {MAX_TEXT} characters")
+        if text.startswith(ROTATING_PREFIX):
+            cose, drawn_at, sig = _parse_proof_envelope(_b45(text[len(ROTATING_PREFIX) :], "GT1R"))
+            return read_credential(cose, ctx, proof=("rotating", drawn_at, sig, rotating_message))
+        if text.startswith(STATIC_PREFIX):
+            return read_credential(_b45(text[len(STATIC_PREFIX) :], "GT1"), ctx)
+        return Denial(Reason.UNKNOWN_FORMAT, "not a GT1 text")
+    except Unreadable as exc:
+        return Denial(Reason.UNREADABLE, f"gt1: {exc}")
+
+
+def read_credential(
+    cose: bytes,
+    ctx: Context,
+    proof: tuple[str, int, bytes, Any] | None = None,
+) -> Claims | Denial:
+    """Verify COSE bytes and, for a holder-bound ticket, the holder's proof.
+
+    ``proof`` is ``(kind, drawn_at, signature, message_for(cti, drawn_at))``; the message
+    function lets the NFC exchange bind its nonce and gate id without a second code path.
+    Raises ``Unreadable`` for malformed input (``read`` maps it to a denial).
+    """
+    sign1 = parse_sign1(cose)
+    key = ctx.keys.get(sign1.kid)
+    if key is None:
+        return Denial(Reason.UNKNOWN_KEY, f"gt1: no trusted key with kid {sign1.kid.hex()}")
+    if not key.verify(sign1.to_be_signed(), sign1.signature):
+        return Denial(Reason.BAD_SIGNATURE, "gt1: issuer signature does not verify")
+    claims = parse_claims(sign1.payload)
+    if key.events and claims.event not in key.events:
+        return Denial(Reason.UNKNOWN_KEY, f"gt1: key {key.kid.hex()} may not sign event {claims.event}")
+    signed_at = claims.issued_at if claims.issued_at is not None else ctx.now
+    if (key.not_before is not None and signed_at < key.not_before) or (
+        key.not_after is not None and signed_at > key.not_after
+    ):
+        return Denial(Reason.UNKNOWN_KEY, f"gt1: key {key.kid.hex()} not valid at {int(signed_at)}")
+
+    drawn = None
+    if claims.holder_key is not None:
+        if proof is None:
+            return Denial(Reason.STALE_PROOF, "gt1: holder-bound ticket shown without a fresh proof")
+        kind, drawn_at, sig, message_for = proof
+        try:
+            VerifyKey(claims.holder_key).verify(message_for(claims.cti, drawn_at), sig)
+        except BadSignatureError:
+            return Denial(Reason.BAD_SIGNATURE, f"gt1: holder signature on {kind} proof does not verify")
+        if not ctx.now - ctx.proof_max_age <= drawn_at <= ctx.now + ctx.proof_max_ahead:
+            return Denial(Reason.STALE_PROOF, f"gt1: {kind} proof drawn {int(ctx.now - drawn_at)} s ago")
+        drawn = Proof(kind, drawn_at)
+    elif proof is not None and proof[0] == "rotating":
+        raise Unreadable("rotating code for a ticket that has no holder key")
+
+    return Claims(
+        format=NAME,
+        ticket_key=ticket_key(NAME, claims.cti),
+        event=claims.event,
+        product=claims.product,
+        zones=claims.zones,
+        entries=claims.entries,
+        not_before=claims.not_before,
+        expires=claims.expires,
+        issuer=claims.issuer,
+        kid=sign1.kid.hex(),
+        proof=drawn,
+    )
+
+
+def ticket_key_of(text: str) -> str | None:
+    """The ledger key of a GT1 text without verifying it (for ``gate revoke TOKEN``)."""
+    try:
+        if text.startswith(ROTATING_PREFIX):
+            cose = _parse_proof_envelope(_b45(text[len(ROTATING_PREFIX) :], "GT1R"))[0]
+        elif text.startswith(STATIC_PREFIX):
+            cose = _b45(text[len(STATIC_PREFIX) :], "GT1")
+        else:
+            return None
+        return ticket_key(NAME, parse_claims(parse_sign1(cose).payload).cti)
+    except Unreadable:
+        return None
+
+
+# --- issuing -------------------------------------------------------------------------------
+
+
+def build_claims(
+    *,
+    cti: bytes,
+    event: str,
+    issuer: str | None = None,
+    product: str | None = None,
+    not_before: int | None = None,
+    expires: int | None = None,
+    issued_at: int | None = None,
+    entries: int | None = None,
+    zones: list[str] | None = None,
+    holder_key: bytes | None = None,
+) -> dict[Any, Any]:
+    claims: dict[Any, Any] = {CWT_CTI: cti, "evt": event}
+    optional = {
+        CWT_ISS: issuer,
+        CWT_NBF: not_before,
+        CWT_EXP: expires,
+        CWT_IAT: issued_at,
+        "cls": product,
+        "ent": entries,
+        "zn": zones,
+        "hk": holder_key,
+    }
+    claims.update({k: v for k, v in optional.items() if v is not None})
+    return claims
+
+
+def issue(signing_key: SigningKey, claims: dict[Any, Any], kid: bytes | None = None) -> bytes:
+    """Sign a claims map into tagged COSE_Sign1 bytes."""
+    public = bytes(signing_key.verify_key)
+    protected = cbor2.dumps({HDR_ALG: ALG_EDDSA, HDR_KID: kid or kid_for(public)})
+    payload = cbor2.dumps(claims)
+    signature = signing_key.sign(sig_structure(protected, payload)).signature
+    return cbor2.dumps(cbor2.CBORTag(COSE_SIGN1_TAG, [protected, {}, payload, signature]))
+
+
+def encode_static(cose: bytes) -> str:
+    return STATIC_PREFIX + base45.b45encode(cose).decode("ascii")
+
+
+def holder_proof(cose: bytes, holder: SigningKey, drawn_at: int) -> tuple[bytes, bytes]:
+    """(cti, signature) of a rotating proof; raises ``Unreadable`` if cose is not a GT1 ticket."""
+    cti = parse_claims(parse_sign1(cose).payload).cti
+    return cti, holder.sign(rotating_message(cti, drawn_at)).signature
+
+
+def encode_rotating(cose: bytes, holder: SigningKey, drawn_at: int) -> str:
+    """The code a phone shows at ``drawn_at``: ``GT1R:`` + base45 of ``[cose, t, sig]``."""
+    _, sig = holder_proof(cose, holder, drawn_at)
+    return ROTATING_PREFIX + base45.b45encode(cbor2.dumps([cose, drawn_at, sig])).decode("ascii")
+
+
+def decode_static(text: str) -> bytes:
+    """COSE bytes of a ``GT1:`` text (for ``gate wallet``)."""
+    if not text.startswith(STATIC_PREFIX):
+        raise Unreadable("not a GT1: text")
+    return _b45(text[len(STATIC_PREFIX) :], "GT1")

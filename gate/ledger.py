@@ -1,0 +1,199 @@
+"""The ledger: every admission, revert, passage and exit, durable in one SQLite file.
+
+Records are facts keyed by ``(origin, seq)``; a gate numbers its own records without gaps. A
+record is on disk (WAL, ``synchronous=FULL``) before ``append`` returns, so the relay never
+moves for an admission that a power cut could forget. One long-lived connection is owned by the
+decision loop; other processes (``gate revoke``) may write revocations alongside it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+import sqlite_utils
+
+from gate.policy import Usage
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+
+# Record kinds.
+ADMISSION = "admission"  # a ticket was let through, direction "in" (entry) or "out" (exit)
+REVERT = "revert"  # the admission (ref) did not lead to a passage: the ticket stays valid
+PASSAGE = "passage"  # the turnstile confirmed the admission (ref)
+FORCED = "forced_passage"  # someone passed with no admission
+FREE_EXIT = "free_exit"  # someone left through a free exit
+KINDS = (ADMISSION, REVERT, PASSAGE, FORCED, FREE_EXIT)
+
+
+@dataclass(frozen=True)
+class Record:
+    origin: str
+    seq: int
+    kind: str
+    at: float
+    ticket_key: str | None = None
+    format: str | None = None
+    direction: str | None = None
+    ref_origin: str | None = None
+    ref_seq: int | None = None
+    details: dict[str, Any] | None = None
+
+    @property
+    def ref(self) -> tuple[str, int] | None:
+        return (self.ref_origin, self.ref_seq) if self.ref_origin is not None else None  # type: ignore[return-value]
+
+
+_COLUMNS = "origin, seq, kind, at, ticket_key, format, direction, ref_origin, ref_seq, details"
+
+
+class Ledger:
+    def __init__(self, path: Path | str, origin: str) -> None:
+        self.path = Path(path)
+        self.origin = origin
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self.conn.execute("PRAGMA busy_timeout = 5000")
+        self.conn.execute("PRAGMA journal_mode = WAL")
+        self.conn.execute("PRAGMA synchronous = FULL")
+        self._migrate()
+
+    def _migrate(self) -> None:
+        version = self.conn.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise RuntimeError(
+                f"database {self.path} has schema {version}, newer than this gate ({SCHEMA_VERSION})"
+            )
+        if version == SCHEMA_VERSION:
+            return
+        db = sqlite_utils.Database(self.conn)
+        with self._transaction():
+            db["ledger"].create(
+                {
+                    "origin": str,
+                    "seq": int,
+                    "kind": str,
+                    "at": float,
+                    "ticket_key": str,
+                    "format": str,
+                    "direction": str,
+                    "ref_origin": str,
+                    "ref_seq": int,
+                    "details": str,
+                },
+                pk=("origin", "seq"),
+                not_null={"origin", "seq", "kind", "at"},
+                if_not_exists=True,
+            )
+            db["ledger"].create_index(["ticket_key"], if_not_exists=True)
+            db["revocations"].create(
+                {"ticket_key": str, "note": str, "at": float},
+                pk="ticket_key",
+                if_not_exists=True,
+            )
+            self.conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        log.info("ledger schema ready path=%s version=%d", self.path, SCHEMA_VERSION)
+
+    # --- writing ---------------------------------------------------------------------------
+
+    def append(
+        self,
+        kind: str,
+        at: float,
+        *,
+        ticket_key: str | None = None,
+        format: str | None = None,
+        direction: str | None = None,
+        ref: tuple[str, int] | None = None,
+        details: dict[str, Any] | None = None,
+    ) -> Record:
+        """Record one fact of this gate's own; durable when this returns."""
+        if kind not in KINDS:
+            raise ValueError(f"unknown record kind {kind!r}")
+        # The sequence number is taken inside the INSERT: SQLite serialises writers, so the
+        # daemon and a ``gate verify`` on the same file can never hand out one number twice.
+        rows = self.conn.execute(
+            f"INSERT INTO ledger ({_COLUMNS}) VALUES "
+            "(?, (SELECT COALESCE(MAX(seq), 0) + 1 FROM ledger WHERE origin = ?), ?, ?, ?, ?, ?, ?, ?, ?) "
+            "RETURNING seq",
+            (
+                self.origin,
+                self.origin,
+                kind,
+                at,
+                ticket_key,
+                format,
+                direction,
+                ref[0] if ref else None,
+                ref[1] if ref else None,
+                json.dumps(details, separators=(",", ":")) if details else None,
+            ),
+        ).fetchall()  # fetchall steps the statement to its end, which commits it
+        return Record(self.origin, rows[0][0], kind, at, ticket_key, format, direction,
+                      ref[0] if ref else None, ref[1] if ref else None, details)
+
+    def revoke(self, entries: Iterable[tuple[str, str]], at: float) -> int:
+        """Revoke ticket keys (``(ticket_key, note)``); returns how many were new."""
+        with self._transaction():
+            before = self.conn.total_changes
+            self.conn.executemany(
+                "INSERT OR IGNORE INTO revocations (ticket_key, note, at) VALUES (?, ?, ?)",
+                ((key, note, at) for key, note in entries),
+            )
+            return self.conn.total_changes - before
+
+    @contextmanager
+    def _transaction(self) -> Iterator[None]:
+        """One explicit transaction (the connection otherwise commits every statement)."""
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        self.conn.execute("COMMIT")
+
+    # --- reading ---------------------------------------------------------------------------
+
+    def is_revoked(self, ticket_key: str) -> bool:
+        row = self.conn.execute("SELECT 1 FROM revocations WHERE ticket_key = ?", (ticket_key,)).fetchone()
+        return row is not None
+
+    def usage(self, ticket_key: str) -> Usage:
+        rows = self.conn.execute(
+            "SELECT origin, seq, kind, direction, ref_origin, ref_seq FROM ledger WHERE ticket_key = ?",
+            (ticket_key,),
+        ).fetchall()
+        reverted = {(r[4], r[5]) for r in rows if r[2] == REVERT}
+        entries = exits = 0
+        for origin, seq, kind, direction, _, _ in rows:
+            if kind == ADMISSION and (origin, seq) not in reverted:
+                if direction == "out":
+                    exits += 1
+                else:
+                    entries += 1
+        return Usage(entries=entries, exits=exits)
+
+    def records(self, origin: str | None = None, after_seq: int = 0) -> list[Record]:
+        where, args = "WHERE seq > ?", [after_seq]
+        if origin is not None:
+            where += " AND origin = ?"
+            args.append(origin)
+        rows = self.conn.execute(f"SELECT {_COLUMNS} FROM ledger {where} ORDER BY origin, seq", args)
+        return [
+            Record(*row[:9], details=json.loads(row[9]) if row[9] else None)  # type: ignore[misc]
+            for row in rows
+        ]
+
+    def integrity_ok(self) -> bool:
+        return self.conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+    def close(self) -> None:
+        self.conn.close()

@@ -1,0 +1,305 @@
+"""The decision loop (DESIGN §2): one thread owns every decision and every ledger write.
+
+Readers (scanner, camera, NFC) and inputs (passage sensor, fire alarm, tamper) run in their own
+threads and only ``post`` events here. The loop decides, records durably, then moves the relay,
+and turns sensor events into ledger facts. It also feeds the systemd watchdog, so a hung loop
+(not just a live process) is what systemd restarts.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from gate import ledger as records
+from gate.clock import Clock
+from gate.decision import Claims, Decision, Reason
+from gate.engine import DecisionEngine
+from gate.ledger import Ledger, Record
+from gate.turnstile import CONFIRMED, FORCED, FREE_EXIT, Pending, TurnstileController
+
+log = logging.getLogger(__name__)
+
+Listener = Callable[[str, dict[str, Any]], None]
+IDLE_WAKE = 0.5  # longest sleep without events: bounds watchdog and timer latency
+
+
+@dataclass(frozen=True)
+class Scan:
+    text: str
+    source: str
+    direction: str
+    received: float  # clock.monotonic() when the reader had the text
+
+
+@dataclass(frozen=True)
+class Passage:
+    direction: str
+
+
+@dataclass(frozen=True)
+class FireAlarm:
+    active: bool
+
+
+@dataclass(frozen=True)
+class Tamper:
+    active: bool
+
+
+@dataclass(frozen=True)
+class SetMode:
+    mode: str
+
+
+@dataclass(frozen=True)
+class Call:
+    """Run a function on the loop thread (tests, status snapshots)."""
+
+    fn: Callable[[], Any]
+    done: threading.Event
+    result: list[Any]
+
+
+_STOP = object()
+
+
+class DecisionLoop:
+    def __init__(
+        self,
+        engine: DecisionEngine,
+        ledger: Ledger,
+        turnstile: TurnstileController,
+        clock: Clock,
+        *,
+        watchdog: Callable[[], None] | None = None,
+    ) -> None:
+        self.engine = engine
+        self.ledger = ledger
+        self.turnstile = turnstile
+        self.clock = clock
+        self.watchdog = watchdog
+        self.listeners: list[Listener] = []
+        self.counters: Counter[str] = Counter()
+        self.crashed: BaseException | None = None
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+
+    # --- from other threads ----------------------------------------------------------------
+
+    def post(self, event: Any) -> None:
+        self._queue.put(event)
+
+    def scan(self, text: str, source: str, direction: str = "in") -> None:
+        self.post(Scan(text, source, direction, self.clock.monotonic()))
+
+    # LaneEvents: the GPIO driver calls these from its threads.
+    def passage(self, direction: str) -> None:
+        self.post(Passage(direction))
+
+    def fire_alarm(self, active: bool) -> None:
+        self.post(FireAlarm(active))
+
+    def tamper(self, active: bool) -> None:
+        self.post(Tamper(active))
+
+    def call(self, fn: Callable[[], Any], timeout: float = 5.0) -> Any:
+        done, result = threading.Event(), []
+        self.post(Call(fn, done, result))
+        if not done.wait(timeout):
+            raise TimeoutError("decision loop did not answer")
+        return result[0]
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self.run, name="decision-loop", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self.post(_STOP)
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    @property
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    # --- the loop --------------------------------------------------------------------------
+
+    def run(self) -> None:
+        try:
+            self.turnstile.start()
+            while True:
+                if self.watchdog is not None:
+                    self.watchdog()
+                deadline = self.turnstile.next_deadline()
+                wait = IDLE_WAKE if deadline is None else max(0.0, min(IDLE_WAKE, deadline - self.clock.monotonic()))
+                try:
+                    event = self._queue.get(timeout=wait)
+                except queue.Empty:
+                    event = None
+                if event is _STOP:
+                    break
+                if event is not None:
+                    self._handle(event)
+                expired = self.turnstile.tick()
+                if expired is not None:
+                    self._revert(expired, "no passage within timeout")
+        except BaseException as exc:  # the lane must fall safe whatever happened
+            self.crashed = exc
+            log.critical("decision loop crashed, outputs to safe state", exc_info=True)
+            raise
+        finally:
+            self.turnstile.safe()
+
+    def _handle(self, event: Any) -> None:
+        if isinstance(event, Scan):
+            self._on_scan(event)
+        elif isinstance(event, Passage):
+            self._on_passage(event.direction)
+        elif isinstance(event, FireAlarm):
+            self._on_fire_alarm(event.active)
+        elif isinstance(event, Tamper):
+            self.counters["tamper"] += int(event.active)
+            log.warning("tamper input active=%s", event.active)
+            self._emit("alarm", {"alarm": "tamper", "active": event.active})
+        elif isinstance(event, SetMode):
+            interrupted = self.turnstile.set_mode(event.mode)
+            if interrupted is not None:
+                self._revert(interrupted, f"mode changed to {event.mode}")
+            log.info("mode set mode=%s", event.mode)
+            self._emit("mode", {"mode": event.mode})
+        elif isinstance(event, Call):
+            try:
+                event.result.append(event.fn())
+            finally:
+                event.done.set()
+        else:
+            log.error("unknown event dropped type=%s", type(event).__name__)
+
+    def _on_scan(self, scan: Scan) -> None:
+        claims: Claims | None = None
+        if self.turnstile.emergency:
+            decision = Decision.deny(Reason.EMERGENCY, "fire alarm: scans refused", direction=scan.direction)
+        elif self.turnstile.mode == "locked":
+            decision = Decision.deny(Reason.GATE_CLOSED, "lane is locked", direction=scan.direction)
+        elif self.turnstile.busy:
+            decision = Decision.deny(Reason.BUSY, "waiting for the previous person to pass", direction=scan.direction)
+        else:
+            decision, claims = self.engine.decide(scan.text, scan.direction, self.clock.now())
+        if decision.accepted and claims is not None:
+            decision = self._admit(decision, claims)
+        if not decision.accepted:
+            self.turnstile.show_denied()
+        latency_ms = (self.clock.monotonic() - scan.received) * 1000
+        self.counters["accepted" if decision.accepted else f"denied.{decision.reason}"] += 1
+        log.info(
+            "decision accepted=%s reason=%s format=%s direction=%s source=%s ticket=%s latency_ms=%.2f",
+            decision.accepted,
+            decision.reason,
+            decision.format,
+            decision.direction,
+            scan.source,
+            (decision.ticket_key or "-")[:16],
+            latency_ms,
+        )
+        self._emit("decision", {**decision.as_dict(), "source": scan.source, "latency_ms": round(latency_ms, 3)})
+
+    def _admit(self, decision: Decision, claims: Claims) -> Decision:
+        if self.turnstile.mode == "free":
+            return Decision(True, Reason.OK, decision.format, decision.ticket_key, decision.direction, {**decision.details, "mode": "free"})
+        try:
+            record = self.ledger.append(
+                records.ADMISSION,
+                self.clock.now(),
+                ticket_key=claims.ticket_key,
+                format=claims.format,
+                direction=decision.direction,
+                details={"proof": claims.proof.kind} if claims.proof else None,
+            )
+        except Exception:
+            log.exception("ledger write failed, scan denied reason=error")
+            return Decision.deny(Reason.ERROR, "could not record the admission", claims=claims, direction=decision.direction)
+        self.engine.remember_proof(claims)
+        self.turnstile.open_for(decision.direction, (record, claims))  # only after the record is durable
+        self._emit("record", _record_dict(record))
+        return decision
+
+    def _append(self, kind: str, **fields: Any) -> Record | None:
+        try:
+            record = self.ledger.append(kind, self.clock.now(), **fields)
+        except Exception:
+            log.exception("ledger write failed kind=%s", kind)
+            return None
+        self._emit("record", _record_dict(record))
+        return record
+
+    def _revert(self, pending: Pending, why: str) -> None:
+        admission, claims = pending.admission
+        self.engine.forget_proof(claims)
+        self.counters["reverted"] += 1
+        log.info("admission reverted seq=%d why=%r ticket=%s", admission.seq, why, admission.ticket_key[:16])
+        self._append(
+            records.REVERT,
+            ticket_key=admission.ticket_key,
+            format=admission.format,
+            direction=admission.direction,
+            ref=(admission.origin, admission.seq),
+            details={"why": why},
+        )
+
+    def _on_passage(self, direction: str) -> None:
+        outcome, admission = self.turnstile.passage(direction)
+        if outcome == CONFIRMED:
+            record, _claims = admission
+            self.counters["passages"] += 1
+            self._append(
+                records.PASSAGE,
+                ticket_key=record.ticket_key,
+                format=record.format,
+                direction=direction,
+                ref=(record.origin, record.seq),
+            )
+        elif outcome == FORCED:
+            self.counters["forced_passages"] += 1
+            log.warning("forced passage direction=%s", direction)
+            self._append(records.FORCED, direction=direction)
+            self._emit("alarm", {"alarm": "forced_passage", "direction": direction})
+        elif outcome == FREE_EXIT:
+            self.counters["free_exits"] += 1
+            self._append(records.FREE_EXIT, direction=direction)
+        else:
+            log.info("passage not recorded direction=%s emergency=%s mode=%s", direction, self.turnstile.emergency, self.turnstile.mode)
+
+    def _on_fire_alarm(self, active: bool) -> None:
+        was = self.turnstile.emergency
+        interrupted = self.turnstile.set_emergency(active)
+        if interrupted is not None:
+            self._revert(interrupted, "fire alarm")
+        if was != active:
+            log.warning("fire alarm active=%s", active)
+            self.counters["fire_alarms"] += int(active)
+            self._emit("alarm", {"alarm": "fire", "active": active})
+
+    def _emit(self, kind: str, payload: dict[str, Any]) -> None:
+        for listener in list(self.listeners):
+            try:
+                listener(kind, payload)
+            except Exception:
+                log.exception("listener failed kind=%s", kind)
+
+
+def _record_dict(record: Record) -> dict[str, Any]:
+    return {
+        "origin": record.origin,
+        "seq": record.seq,
+        "kind": record.kind,
+        "at": record.at,
+        "ticket_key": record.ticket_key,
+        "format": record.format,
+        "direction": record.direction,
+        "ref": list(record.ref) if record.ref else None,
+    }

@@ -1,0 +1,64 @@
+"""The gate's own rules applied to verified claims: event, validity window, product, zone,
+entries and re-entry. Pure functions of claims, settings, usage and time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from gate.decision import Claims, Denial, Reason
+
+REENTRY_POLICIES = ("deny", "after_exit", "allow")
+
+
+@dataclass(frozen=True)
+class GatePolicy:
+    events: frozenset[str] = frozenset()  # empty: any event the keys may sign
+    products: frozenset[str] = frozenset()  # empty: any product
+    zone: str | None = None  # this gate's zone; tickets listing zones must include it
+    reentry: str = "deny"
+
+
+@dataclass(frozen=True)
+class Usage:
+    """A ticket's history in the ledger, reverted admissions already taken out."""
+
+    entries: int = 0
+    exits: int = 0
+
+
+def check_ticket(claims: Claims, policy: GatePolicy, now: float) -> Denial | None:
+    """Is this ticket good for this gate at this moment (before looking at its use)?"""
+    if policy.events and claims.event not in policy.events:
+        return Denial(Reason.WRONG_EVENT, f"ticket is for event {claims.event}")
+    if claims.not_before is not None and now < claims.not_before:
+        return Denial(Reason.NOT_YET_VALID, f"valid from {claims.not_before}")
+    if claims.expires is not None and now >= claims.expires:
+        return Denial(Reason.EXPIRED, f"expired at {claims.expires}")
+    if policy.products and claims.product not in policy.products:
+        return Denial(Reason.WRONG_PRODUCT, f"product {claims.product} not admitted here")
+    if policy.zone is not None and claims.zones is not None and policy.zone not in claims.zones:
+        return Denial(Reason.WRONG_ZONE, f"ticket zones {list(claims.zones)} exclude {policy.zone}")
+    return None
+
+
+def entry_limit(claims: Claims, policy: GatePolicy) -> int:
+    """How many entries the ticket has (0 = unlimited).
+
+    A ticket's own ``entries`` wins. Without it, ``deny`` and ``after_exit`` gates admit once and
+    ``allow`` gates admit without limit.
+    """
+    if claims.entries is not None:
+        return claims.entries
+    return 0 if policy.reentry == "allow" else 1
+
+
+def check_entry(claims: Claims, policy: GatePolicy, usage: Usage) -> Denial | None:
+    """May this ticket enter once more? Under ``after_exit`` each recorded exit re-arms one entry."""
+    limit = entry_limit(claims, policy)
+    if limit == 0:
+        return None
+    used = usage.entries - usage.exits if policy.reentry == "after_exit" else usage.entries
+    if used >= limit:
+        return Denial(Reason.ALREADY_USED, f"{usage.entries} of {limit} entries used")
+    return None

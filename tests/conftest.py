@@ -1,0 +1,176 @@
+"""Fixtures: a real simulated lane (the real daemon on gpiozero MockFactory pins, the real
+serial driver reading a pseudo-terminal, a real SQLite file), keys, and ticket factories."""
+
+from __future__ import annotations
+
+import base64
+import copy
+import queue
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import pytest
+import tomli_w
+from nacl.signing import SigningKey
+
+from gate import config as gate_config
+from gate.daemon import Daemon
+from gate.formats import gt1
+from hwsim.scanner import SimulatedScanner
+
+EVENT = "concert-2026"
+
+
+@pytest.fixture(scope="session")
+def issuer() -> SigningKey:
+    return SigningKey(b"\x01" * 32)
+
+
+@pytest.fixture(scope="session")
+def holder() -> SigningKey:
+    return SigningKey(b"\x02" * 32)
+
+
+class Tickets:
+    """Issues GT1 tickets with the session's issuer key."""
+
+    def __init__(self, issuer: SigningKey) -> None:
+        self.issuer = issuer
+        self._n = 0
+
+    def cose(self, **claims: Any) -> bytes:
+        self._n += 1
+        claims.setdefault("cti", self._n.to_bytes(16, "big"))
+        claims.setdefault("event", EVENT)
+        return gt1.issue(self.issuer, gt1.build_claims(**claims))
+
+    def static(self, **claims: Any) -> str:
+        return gt1.encode_static(self.cose(**claims))
+
+
+@pytest.fixture
+def tickets(issuer: SigningKey) -> Tickets:
+    return Tickets(issuer)
+
+
+def base_config(tmp_path: Path, issuer: SigningKey) -> dict[str, Any]:
+    return {
+        "gate": {"id": "lane-1", "venue": "test-venue", "state_dir": str(tmp_path / "state")},
+        "policy": {"events": [EVENT]},
+        "turnstile": {"pulse_ms": 100, "passage_timeout": 1.0, "deny_display": 0.2},
+        "gpio": {
+            "pin_factory": "mock",
+            "unlock_in": {"pin": 17},
+            "unlock_out": {"pin": 18},
+            "green": {"pin": 27},
+            "red": {"pin": 22},
+            "buzzer": {"pin": 24},
+            "passage_in": {"pin": 5, "bounce_ms": 0},
+            "passage_out": {"pin": 6, "bounce_ms": 0},
+            "fire_alarm": {"pin": 13, "bounce_ms": 0},
+            "tamper": {"pin": 19, "bounce_ms": 0},
+        },
+        "scanner": {"port": str(tmp_path / "scanner"), "line_timeout": 0.2, "reconnect_interval": 0.1},
+        "trust": {
+            "gt1_issuers": [
+                {"name": "test issuer", "public_key": base64.b64encode(bytes(issuer.verify_key)).decode()}
+            ]
+        },
+        "simulator": {"enabled": True, "control_socket": str(tmp_path / "sim.sock"), "walk_time": 0.1},
+    }
+
+
+def write_config(path: Path, data: dict[str, Any]) -> Path:
+    path.write_text(tomli_w.dumps(data))
+    return path
+
+
+@pytest.fixture
+def config_data(tmp_path: Path, issuer: SigningKey) -> dict[str, Any]:
+    return base_config(tmp_path, issuer)
+
+
+class Lane:
+    """A running simulated lane, seen as a person at the turnstile sees it."""
+
+    def __init__(self, daemon: Daemon, scanner: SimulatedScanner) -> None:
+        self.daemon = daemon
+        self.scanner = scanner
+        self.turnstile = daemon.sim_turnstile
+        self.decisions: queue.Queue[dict[str, Any]] = queue.Queue()
+        self.output_log: list[tuple[str, bool]] = []
+        self.alarms: list[dict[str, Any]] = []
+        daemon.loop.listeners.append(self._on_event)
+        self.turnstile.listeners.append(lambda name, on: self.output_log.append((name, on)))
+
+    def _on_event(self, kind: str, payload: dict[str, Any]) -> None:
+        if kind == "decision":
+            self.decisions.put(payload)
+        elif kind == "alarm":
+            self.alarms.append(payload)
+
+    def present(self, text: str, walks: bool | None = True, timeout: float = 5.0) -> dict[str, Any]:
+        """Someone shows a ticket at the scanner; ``walks``: do they then pass (None: nobody there)."""
+        if walks is not None:
+            self.turnstile.person("in", walks)
+        self.scanner.scan(text)
+        return self.decisions.get(timeout=timeout)
+
+    def output(self, name: str) -> bool:
+        return self.turnstile.output(name)
+
+    def pulses(self, name: str) -> int:
+        return sum(1 for n, on in self.output_log if n == name and on)
+
+    def records(self, kind: str | None = None) -> list[sqlite3.Row]:
+        """Read the ledger file as anyone would: a separate SQLite connection."""
+        conn = sqlite3.connect(self.daemon.config.database)
+        conn.row_factory = sqlite3.Row
+        try:
+            rows = conn.execute("SELECT * FROM ledger ORDER BY origin, seq").fetchall()
+        finally:
+            conn.close()
+        return [r for r in rows if kind is None or r["kind"] == kind]
+
+    def idle(self, timeout: float = 5.0) -> None:
+        """Wait until no passage is pending and the lights are back to idle."""
+        wait_until(lambda: not self.daemon.loop.turnstile.busy and not self.output("red") and not self.output("green"), timeout)
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float = 5.0, interval: float = 0.01) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met within %.1f s" % timeout)
+        time.sleep(interval)
+
+
+@pytest.fixture
+def start_lane(tmp_path: Path) -> Iterator[Callable[..., Lane]]:
+    started: list[tuple[Daemon, SimulatedScanner]] = []
+
+    def start(data: dict[str, Any]) -> Lane:
+        data = copy.deepcopy(data)
+        scanner = SimulatedScanner(data["scanner"]["port"]) if "scanner" in data else None
+        daemon = Daemon(gate_config.parse(data, "test.toml"))
+        daemon.start()
+        started.append((daemon, scanner))
+        if daemon.scanner is not None:
+            assert daemon.scanner.connected.wait(5), "scanner driver did not open the pty"
+        return Lane(daemon, scanner)
+
+    yield start
+    for daemon, scanner in started:
+        daemon.stop()
+        if scanner is not None:
+            scanner.close()
+
+
+@pytest.fixture
+def lane(start_lane: Callable[..., Lane], config_data: dict[str, Any]) -> Lane:
+    return start_lane(config_data)

@@ -35,7 +35,7 @@ log_level = "info"
 events = [{event}]
 
 [turnstile]
-pulse_ms = 300
+pulse_ms = {pulse_ms}
 passage_timeout = {timeout}
 deny_display = 0.3
 
@@ -77,6 +77,24 @@ def _q(value: Any) -> str:
     return json.dumps(str(value))  # a JSON string is a valid TOML basic string
 
 
+def write_config(workdir: Path, issuer_public: str, *, walk: float, timeout: float, pulse_ms: int = 300) -> Path:
+    """The simulated lane's gate.toml: the daemon, its pty scanner and control socket in workdir."""
+    path = workdir / "gate.toml"
+    path.write_text(
+        CONFIG.format(
+            state=_q(workdir / "state"),
+            event=_q(EVENT),
+            timeout=timeout,
+            pulse_ms=pulse_ms,
+            scanner=_q(workdir / "scanner"),
+            issuer=_q(issuer_public),
+            socket=_q(workdir / "sim.sock"),
+            walk=walk,
+        )
+    )
+    return path
+
+
 def _outputs_line(outputs: dict[str, bool]) -> str:
     return "  ".join(f"{name} {GLYPH[outputs.get(name, False)]}" for name in ("unlock_in", "green", "red", "buzzer"))
 
@@ -94,18 +112,7 @@ class Demo:
         print("gate demo: a simulated lane with the real daemon\n")
         keys = crowds.make_keys(self.workdir)
         revoked, revoked_line = crowds.revocations(self.workdir, EVENT)
-        config = self.workdir / "gate.toml"
-        config.write_text(
-            CONFIG.format(
-                state=_q(self.workdir / "state"),
-                event=_q(EVENT),
-                timeout=self.timeout,
-                scanner=_q(self.workdir / "scanner"),
-                issuer=_q(keys["issuer_public"]),
-                socket=_q(self.workdir / "sim.sock"),
-                walk=self.walk,
-            )
-        )
+        config = write_config(self.workdir, keys["issuer_public"], walk=self.walk, timeout=self.timeout)
         (self.workdir / "refunds.txt").write_text(revoked_line + "\n")
         subprocess.run([sys.executable, "-m", "gate", "revoke", "--config", str(config), "--file",
                         str(self.workdir / "refunds.txt"), "--note", "refund"], check=True, capture_output=True)

@@ -195,8 +195,8 @@ def cmd_revoke(args: argparse.Namespace) -> int:
         if not ref or ref.startswith("#"):
             continue
         key = None
-        if ":" in ref and ref.split(":", 1)[0] in formats.FORMATS and not ref.startswith(("GT1:", "GT1R:")):
-            name, ident = ref.split(":", 1)
+        name, _, ident = ref.partition(":")
+        if name in formats.FORMATS:  # "gt1:ID_HEX" (format names are lower case, ticket prefixes not)
             try:
                 key = ticket_key(name, bytes.fromhex(ident))
             except ValueError:

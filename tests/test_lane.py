@@ -264,3 +264,22 @@ def test_a_ledger_that_cannot_write_denies_with_error_and_never_opens(lane, tick
     decision = lane.present(tickets.static(), walks=None)
     assert decision["reason"] == "error"
     assert lane.pulses("unlock_in") == 0
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")  # the crash is the point
+def test_a_crash_of_the_decision_loop_leaves_outputs_safe(start_lane, config_data, tickets):
+    """A bug outside the guarded decision path kills the loop: relay released, red on."""
+    config_data["turnstile"]["unlock_mode"] = "level"
+    config_data["turnstile"]["passage_timeout"] = 30.0
+    lane = start_lane(config_data)
+    assert lane.present(tickets.static(), walks=False)["accepted"]
+    assert lane.output("unlock_in")
+
+    def broken(direction):
+        raise RuntimeError("simulated bug in the turnstile rules")
+
+    lane.daemon.loop.turnstile.passage = broken
+    lane.turnstile.pass_through("in")
+    wait_until(lambda: not lane.daemon.loop.alive)
+    assert isinstance(lane.daemon.loop.crashed, RuntimeError)
+    assert not lane.output("unlock_in") and lane.output("red") and not lane.output("green")

@@ -59,8 +59,8 @@ def start_daemon(workdir: Path, config: Path, notify: str | None = None) -> subp
     env = dict(os.environ)
     if notify:
         env["NOTIFY_SOCKET"] = notify
-    log = open(workdir / "gate.log", "a")
-    return subprocess.Popen([sys.executable, "-m", "gate", "run", "--config", str(config)], env=env, stderr=log)
+    with open(workdir / "gate.log", "a") as log:  # the child keeps its own copy of the descriptor
+        return subprocess.Popen([sys.executable, "-m", "gate", "run", "--config", str(config)], env=env, stderr=log)
 
 
 def bench_scan_to_relay(workdir: Path, issuer: SigningKey, count: int) -> dict[str, float]:

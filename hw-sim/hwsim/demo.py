@@ -111,9 +111,9 @@ class Demo:
     def run(self) -> int:
         print("gate demo: a simulated lane with the real daemon\n")
         keys = crowds.make_keys(self.workdir)
-        revoked, revoked_line = crowds.revocations(self.workdir, EVENT)
+        revoked = crowds.refunded_ticket(self.workdir, EVENT)
         config = write_config(self.workdir, keys["issuer_public"], walk=self.walk, timeout=self.timeout)
-        (self.workdir / "refunds.txt").write_text(revoked_line + "\n")
+        (self.workdir / "refunds.txt").write_text(revoked + "\n")
         subprocess.run([sys.executable, "-m", "gate", "revoke", "--config", str(config), "--file",
                         str(self.workdir / "refunds.txt"), "--note", "refund"], check=True, capture_output=True)
         people = crowds.crowd(self.workdir, EVENT, revoked)

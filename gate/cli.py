@@ -43,26 +43,26 @@ def _load_config(args: argparse.Namespace) -> Any:
 def _signing_key(path: str) -> Any:
     from nacl.signing import SigningKey
 
-    from gate.config import decode_key
+    from gate.formats.trustdoc import decode_key
 
     try:
         text = Path(path).read_text()
     except OSError as exc:
         raise UsageError(f"cannot read key file {path}: {exc.strerror}") from None
     try:
-        return SigningKey(decode_key(text))
+        return SigningKey(decode_key(text, "private key"))
     except ValueError as exc:
         raise UsageError(f"{path}: not a private key ({exc})") from None
 
 
 def _public_key(text: str) -> bytes:
     """A public key given inline (hex/base64) or as a private key file (its public half)."""
-    from gate.config import decode_key
+    from gate.formats.trustdoc import decode_key
 
     if os.path.exists(text):
         return bytes(_signing_key(text).verify_key)
     try:
-        return decode_key(text)
+        return decode_key(text, "key")
     except ValueError as exc:
         raise UsageError(f"holder key {text!r}: {exc}") from None
 
@@ -80,15 +80,20 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
+    from gate import trust
+
     config = _load_config(args)
-    print(f"{config.path}: ok (gate {config.gate_id}, venue {config.venue}, {len(config.gt1_keys)} GT1 issuer keys)")
+    print(f"{config.path}: ok (gate {config.gate_id}, venue {config.venue}, formats {', '.join(config.engine.formats)})")
+    material = trust.build(list(config.trust_documents), config.gt1_keys)
+    for name, line in trust.summary(material).items():
+        print(f"  trust {name}: {line}")
     return EXIT_OK
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
     from gate import ledger as records
     from gate.clock import FixedClock, SystemClock
-    from gate.engine import DecisionEngine
+    from gate.engine import DecisionEngine, TrustSources
     from gate.ledger import Ledger
 
     config = _load_config(args)
@@ -96,7 +101,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     config.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     ledger = Ledger(config.database, config.gate_id)
     try:
-        engine = DecisionEngine(config.engine, config.gt1_keys, ledger)
+        engine = DecisionEngine(config.engine, TrustSources(config.gt1_keys, config.trust_documents), ledger)
         decision, claims = engine.decide(args.token, args.direction, clock.now())
         if decision.accepted and claims is not None and not args.dry_run:
             record = ledger.append(
@@ -106,6 +111,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
                 format=claims.format,
                 direction=args.direction,
                 details={"source": "cli"},
+                proof_key=claims.proof.key if claims.proof else None,
             )
             decision.details["recorded_seq"] = record.seq
     finally:
@@ -180,7 +186,6 @@ def cmd_wallet(args: argparse.Namespace) -> int:
 
 def cmd_revoke(args: argparse.Namespace) -> int:
     from gate import formats
-    from gate.decision import ticket_key
     from gate.ledger import Ledger
 
     config = _load_config(args)
@@ -197,10 +202,7 @@ def cmd_revoke(args: argparse.Namespace) -> int:
         key = None
         name, _, ident = ref.partition(":")
         if name in formats.FORMATS:  # "gt1:ID_HEX" (format names are lower case, ticket prefixes not)
-            try:
-                key = ticket_key(name, bytes.fromhex(ident))
-            except ValueError:
-                key = None
+            key = formats.load(name).ticket_key_of_id(ident)
         else:
             fmt = formats.identify(ref, formats.enabled(list(formats.FORMATS)))
             key = fmt.ticket_key_of(ref) if fmt else None
@@ -217,6 +219,51 @@ def cmd_revoke(args: argparse.Namespace) -> int:
     finally:
         ledger.close()
     print(json.dumps({"revoked": added, "already_revoked": len(entries) - added}))
+    return EXIT_OK
+
+
+def cmd_keys(args: argparse.Namespace) -> int:
+    """Trust documents kept in the database; a running daemon takes changes in within a second."""
+    from gate import trust
+    from gate.formats import TrustError
+    from gate.ledger import Ledger
+
+    config = _load_config(args)
+    documents = []
+    if args.action == "import":
+        if not args.files:
+            raise UsageError("keys import: name at least one trust document (JSON file)")
+        for path in args.files:
+            try:
+                data = Path(path).read_bytes()
+            except OSError as exc:
+                raise UsageError(f"cannot read {path}: {exc.strerror}") from None
+            name = args.name if args.name and len(args.files) == 1 else Path(path).name
+            try:
+                documents.append((trust.parse_document(data, name), data.decode()))
+            except TrustError as exc:
+                raise UsageError(f"trust document refused, nothing imported: {exc}") from None
+    config.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    ledger = Ledger(config.database, config.gate_id)
+    try:
+        if args.action == "import":
+            stored = ledger.trust_documents()
+            replaced = {d.name for d, _ in documents}
+            try:  # together with what is already held and the config's: no contradictions
+                trust.build([*config.trust_documents, *[d for d in stored if d.name not in replaced], *(d for d, _ in documents)], config.gt1_keys)
+            except TrustError as exc:
+                raise UsageError(f"trust document refused, nothing imported: {exc}") from None
+            for document, body in documents:
+                ledger.store_trust_document(document.name, document.format, body, time.time())
+                print(json.dumps({"imported": document.name, "format": document.format}))
+        elif args.action == "remove":
+            for name in args.files:
+                print(json.dumps({"removed": name, "found": ledger.remove_trust_document(name)}))
+        else:
+            for row in ledger.trust_document_list():
+                print(json.dumps(row))
+    finally:
+        ledger.close()
     return EXIT_OK
 
 
@@ -274,6 +321,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--file", help="one ticket or FORMAT:ID_HEX per line")
     p.add_argument("--note", default="", help="why (kept with the revocation)")
     p.set_defaults(fn=cmd_revoke)
+
+    p = sub.add_parser("keys", parents=[common], help="trust documents: import, list, remove (docs/trust-documents.md)")
+    p.add_argument("action", choices=("import", "list", "remove"))
+    p.add_argument("files", nargs="*", help="JSON trust documents to import, or names to remove")
+    p.add_argument("--name", help="import under this name (default: the file name)")
+    p.set_defaults(fn=cmd_keys)
     return parser
 
 

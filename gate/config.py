@@ -8,8 +8,7 @@ them are collected, so a technician fixes the file in one go. ``gate check-confi
 
 from __future__ import annotations
 
-import base64
-import binascii
+import dataclasses
 import os
 import re
 import tomllib
@@ -17,10 +16,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gate import trust
 from gate.decision import DIRECTIONS, IN, OUT
 from gate.engine import EngineSettings
-from gate.formats import FORMATS, gt1
+from gate.formats import FORMATS, TrustError, gt1
+from gate.formats.trustdoc import Fields
 from gate.policy import REENTRY_POLICIES, GatePolicy
+from gate.trust import TrustDocument
 from gate.turnstile import MODES, UNLOCK_MODES, TurnstileSettings
 
 DEFAULT_PATH = "/etc/gate/gate.toml"
@@ -156,6 +158,7 @@ class Config:
     scanner: ScannerConfig | None
     gt1_keys: dict[bytes, gt1.IssuerKey]
     simulator: SimulatorConfig
+    trust_documents: tuple[TrustDocument, ...] = ()
 
     @property
     def database(self) -> Path:
@@ -196,12 +199,13 @@ def parse(data: dict[str, Any], path: str = "<config>") -> Config:
     gate.finish()
 
     engine = _read_policy(root.table("policy") or _Section("policy", {}, problems))
+    engine = dataclasses.replace(engine, gate_id=gate_id or "", venue=venue or "")
     turnstile_section = root.table("turnstile") or _Section("turnstile", {}, problems)
     gpio = _read_gpio(root.table("gpio") or _Section("gpio", {}, problems))
     turnstile = _read_turnstile(turnstile_section, gpio)
     scanner_section = root.table("scanner")
     scanner = _read_scanner(scanner_section) if scanner_section is not None else None
-    gt1_keys = _read_trust(root.table("trust"), problems)
+    gt1_keys, trust_documents = _read_trust(root.table("trust"), Path(path).parent, problems)
     sim = root.table("simulator")
     simulator = SimulatorConfig()
     if sim is not None:
@@ -236,6 +240,7 @@ def parse(data: dict[str, Any], path: str = "<config>") -> Config:
         scanner=scanner,
         gt1_keys=gt1_keys,
         simulator=simulator,
+        trust_documents=trust_documents,
     )
 
 
@@ -342,53 +347,40 @@ def _read_scanner(sec: _Section) -> ScannerConfig:
     return scanner
 
 
-def decode_key(text: str) -> bytes:
-    """A 32-byte key written as 64 hex digits or as base64 (standard or URL-safe)."""
-    text = text.strip()
-    if re.fullmatch(r"[0-9a-fA-F]{64}", text):
-        return bytes.fromhex(text)
-    try:
-        raw = base64.b64decode(text.replace("-", "+").replace("_", "/") + "=" * (-len(text) % 4), validate=True)
-    except binascii.Error:
-        raise ValueError("not hex or base64") from None
-    if len(raw) != 32:
-        raise ValueError(f"decodes to {len(raw)} bytes, expected 32")
-    return raw
-
-
-def _read_trust(sec: _Section | None, problems: list[str]) -> dict[bytes, gt1.IssuerKey]:
-    keys: dict[bytes, gt1.IssuerKey] = {}
+def _read_trust(
+    sec: _Section | None, base: Path, problems: list[str]
+) -> tuple[dict[bytes, gt1.IssuerKey], tuple[TrustDocument, ...]]:
     if sec is None:
-        return keys
+        return {}, ()
     issuers = sec.data.get("gt1_issuers", [])
     sec.read.add("gt1_issuers")
     if not isinstance(issuers, list):
         problems.append("trust.gt1_issuers: must be an array of tables ([[trust.gt1_issuers]])")
         issuers = []
-    for i, entry in enumerate(issuers):
-        item = _Section(f"trust.gt1_issuers[{i}]", entry, problems)
-        name = item.get("name", str, f"issuer {i}")
-        public_text = item.get("public_key", str)
-        kid_text = item.get("kid", str, "")
-        events = item.get("events", list, [])
-        not_before = item.get("not_before", int, None)
-        not_after = item.get("not_after", int, None)
-        item.finish()
-        if public_text is None:
-            continue
-        try:
-            public_key = decode_key(public_text)
-        except ValueError as exc:
-            problems.append(f"{item.key('public_key')}: {exc}")
-            continue
-        try:
-            kid = bytes.fromhex(kid_text) if kid_text else gt1.kid_for(public_key)
-        except ValueError:
-            problems.append(f"{item.key('kid')}: not hex")
-            continue
-        if kid in keys:
-            problems.append(f"{item.key('kid')}: kid {kid.hex()} is already used by {keys[kid].name!r}")
-            continue
-        keys[kid] = gt1.IssuerKey(kid, public_key, frozenset(events), not_before, not_after, name)
+    files = sec.get("files", list, [])
     sec.finish()
-    return keys
+    keys: dict[bytes, gt1.IssuerKey] = {}
+    for i, entry in enumerate(issuers):
+        try:
+            key = gt1.parse_issuer(Fields(entry, f"trust.gt1_issuers[{i}]"))
+            keys = gt1.merge_trust([keys, {key.kid: key}])
+        except TrustError as exc:
+            problems.append(str(exc))
+    documents = []
+    for i, name in enumerate(files):
+        if not isinstance(name, str):
+            problems.append(f"trust.files[{i}]: must be a file path")
+            continue
+        path = base / name  # relative paths are relative to the config file
+        try:
+            documents.append(trust.parse_document(path.read_bytes(), str(path)))
+        except OSError as exc:
+            problems.append(f"trust.files[{i}]: cannot read {path}: {exc.strerror}")
+        except TrustError as exc:
+            problems.append(f"trust.files[{i}]: {exc}")
+    if not problems:
+        try:
+            trust.build(documents, keys)  # contradictions between documents
+        except TrustError as exc:
+            problems.append(f"trust: {exc}")
+    return keys, tuple(documents)

@@ -16,7 +16,7 @@ from typing import Any
 from gate import __version__
 from gate.clock import Clock, SystemClock
 from gate.config import Config
-from gate.engine import DecisionEngine
+from gate.engine import DecisionEngine, TrustSources
 from gate.ledger import Ledger
 from gate.loop import DecisionLoop, FireAlarm, SetMode
 from gate.notify import Notifier
@@ -46,7 +46,7 @@ class Daemon:
         config.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.ledger = Ledger(config.database, config.gate_id)
         os.chmod(config.database, 0o600)
-        engine = DecisionEngine(config.engine, config.gt1_keys, self.ledger)
+        engine = DecisionEngine(config.engine, TrustSources(config.gt1_keys, config.trust_documents), self.ledger)
 
         from drivers.gpio import GpioLane  # gpiozero: only when there is a lane to drive
 
@@ -83,13 +83,12 @@ class Daemon:
             )
             self.scanner.start()
         log.info(
-            "lane ready gate=%s venue=%s version=%s mode=%s formats=%s keys=%d",
+            "lane ready gate=%s venue=%s version=%s mode=%s formats=%s",
             config.gate_id,
             config.venue,
             __version__,
             config.mode,
             ",".join(config.engine.formats),
-            len(config.gt1_keys),
         )
         self.notifier.ready(f"lane {config.gate_id} ready")
 

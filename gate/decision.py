@@ -50,10 +50,13 @@ def ticket_key(format_name: str, ticket_id: bytes | str) -> str:
 
 @dataclass(frozen=True)
 class Proof:
-    """A holder's proof of possession: a rotating code or an NFC answer, drawn at ``drawn_at``."""
+    """A holder's proof of possession (a rotating code, an NFC answer, a proof token), drawn at
+    ``drawn_at``. ``key`` identifies this exact proof (hashed): the ledger keeps it with the
+    admission, so the same proof shown again is a replay, across restarts and gates."""
 
-    kind: str  # "rotating" or "nfc"
+    kind: str  # "rotating", "nfc", "totp", "eth", "jws"
     drawn_at: int
+    key: str
 
 
 @dataclass(frozen=True)
@@ -71,6 +74,7 @@ class Claims:
     issuer: str | None = None
     kid: str | None = None
     proof: Proof | None = None
+    reentry: str | None = None  # the ticket system's own re-entry rule (pretix check-in lists)
 
 
 @dataclass(frozen=True)

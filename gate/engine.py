@@ -7,12 +7,13 @@ Any exception while deciding denies the scan with ``error``: the gate never open
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
+from typing import Any
 
 from gate import formats as fmt
-from gate import policy
+from gate import policy, trust
 from gate.decision import IN, Claims, Decision, Denial, Reason
-from gate.formats import gt1
 from gate.ledger import Ledger
 
 log = logging.getLogger(__name__)
@@ -26,22 +27,54 @@ class EngineSettings:
     gate_policy: policy.GatePolicy = policy.GatePolicy()
     proof_max_age: float = 30.0
     proof_max_ahead: float = 5.0
+    gate_id: str = ""
+    venue: str = ""
+
+
+TRUST_CHECK_INTERVAL = 1.0  # seconds between looks for newly imported trust documents
+
+
+@dataclass
+class TrustSources:
+    """Where the engine's trust comes from: config (fixed) and the database (may change)."""
+
+    gt1_keys: dict[bytes, Any] = field(default_factory=dict)
+    documents: tuple[trust.TrustDocument, ...] = ()
 
 
 class DecisionEngine:
-    def __init__(
-        self,
-        settings: EngineSettings,
-        gt1_keys: dict[bytes, gt1.IssuerKey],
-        ledger: Ledger,
-    ) -> None:
+    def __init__(self, settings: EngineSettings, sources: TrustSources, ledger: Ledger) -> None:
         self.settings = settings
         self.formats = fmt.enabled(settings.formats)
-        self.gt1_keys = gt1_keys
+        self.sources = sources
         self.ledger = ledger
-        # Proofs (rotating codes, NFC answers) that opened the gate, until they age out of the
-        # window: the same proof shown again is a replay (a screenshot passed back).
-        self._used_proofs: dict[tuple[str, str, int], float] = {}
+        self.trust: dict[str, Any] = {}
+        self._trust_generation: tuple[int, int] | None = None
+        self._trust_checked = float("-inf")
+        self.refresh_trust(force=True)
+
+    def refresh_trust(self, force: bool = False) -> None:
+        """Take in documents imported into the database since the last look (``gate keys
+        import`` while the daemon runs). A document that no longer parses is logged and the
+        trust in use is kept: a bad import must not leave a lane without keys."""
+        now = time.monotonic()
+        if not force and now - self._trust_checked < TRUST_CHECK_INTERVAL:
+            return
+        self._trust_checked = now
+        generation = self.ledger.trust_generation()
+        if generation == self._trust_generation:
+            return
+        try:
+            stored = self.ledger.trust_documents()
+            self.trust = trust.build([*self.sources.documents, *stored], self.sources.gt1_keys)
+        except fmt.TrustError as exc:
+            log.error("trust documents not taken in, previous trust kept error=%r", str(exc))
+            if force:
+                raise
+            return
+        finally:
+            self._trust_generation = generation
+        log.info("trust loaded %s", " ".join(f"{k}=[{v}]" for k, v in trust.summary(self.trust).items()))
 
     def decide(self, text: str, direction: str, now: float) -> tuple[Decision, Claims | None]:
         try:
@@ -59,7 +92,15 @@ class DecisionEngine:
         ticket_format = fmt.identify(text, self.formats)
         if ticket_format is None:
             return Decision.deny(Reason.UNKNOWN_FORMAT, "no enabled format recognises this scan", direction=direction), None
-        env = fmt.Env(now, self.gt1_keys, self.settings.proof_max_age, self.settings.proof_max_ahead)
+        env = fmt.Env(
+            now,
+            self.trust,
+            direction,
+            self.settings.proof_max_age,
+            self.settings.proof_max_ahead,
+            self.settings.gate_id,
+            self.settings.venue,
+        )
         result = ticket_format.read(text, env)
         if isinstance(result, Denial):
             return Decision.deny(result.reason, result.detail, format_name=ticket_format.name, direction=direction), None
@@ -72,7 +113,7 @@ class DecisionEngine:
         gate_policy = self.settings.gate_policy
         if direction == IN:
             denial = policy.check_ticket(claims, gate_policy, now)
-            if denial is None and claims.proof is not None and self._proof_used(claims, now):
+            if denial is None and claims.proof is not None and self.ledger.proof_used(claims.proof.key):
                 denial = Denial(Reason.REPLAYED_PROOF, "this exact proof was already used")
             if denial is None:
                 denial = policy.check_entry(claims, gate_policy, self.ledger.usage(claims.ticket_key))
@@ -84,24 +125,3 @@ class DecisionEngine:
         if claims.proof:
             details["proof"] = claims.proof.kind
         return Decision(True, Reason.OK, claims.format, claims.ticket_key, direction, details)
-
-    # --- proof replay memory (only the loop thread calls these) ----------------------------
-
-    def _proof_key(self, claims: Claims) -> tuple[str, str, int]:
-        assert claims.proof is not None
-        return (claims.ticket_key, claims.proof.kind, claims.proof.drawn_at)
-
-    def _proof_used(self, claims: Claims, now: float) -> bool:
-        for key in [k for k, until in self._used_proofs.items() if until < now]:
-            del self._used_proofs[key]
-        return self._proof_key(claims) in self._used_proofs
-
-    def remember_proof(self, claims: Claims) -> None:
-        if claims.proof is not None:
-            until = claims.proof.drawn_at + self.settings.proof_max_age + self.settings.proof_max_ahead
-            self._used_proofs[self._proof_key(claims)] = until
-
-    def forget_proof(self, claims: Claims) -> None:
-        """An admission was reverted (nobody passed): the holder may show the same code again."""
-        if claims.proof is not None:
-            self._used_proofs.pop(self._proof_key(claims), None)

@@ -8,6 +8,7 @@ decision loop; other processes (``gate revoke``) may write revocations alongside
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import sqlite3
@@ -19,10 +20,11 @@ from typing import Any, Iterable, Iterator
 import sqlite_utils
 
 from gate.policy import Usage
+from gate.trust import TrustDocument
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 # Record kinds.
 ADMISSION = "admission"  # a ticket was let through, direction "in" (entry) or "out" (exit)
@@ -45,13 +47,14 @@ class Record:
     ref_origin: str | None = None
     ref_seq: int | None = None
     details: dict[str, Any] | None = None
+    proof_key: str | None = None
 
     @property
     def ref(self) -> tuple[str, int] | None:
         return (self.ref_origin, self.ref_seq) if self.ref_origin is not None else None  # type: ignore[return-value]
 
 
-_COLUMNS = "origin, seq, kind, at, ticket_key, format, direction, ref_origin, ref_seq, details"
+_COLUMNS = "origin, seq, kind, at, ticket_key, format, direction, ref_origin, ref_seq, details, proof_key"
 
 
 class Ledger:
@@ -71,35 +74,15 @@ class Ledger:
             raise RuntimeError(
                 f"database {self.path} has schema {version}, newer than this gate ({SCHEMA_VERSION})"
             )
-        if version == SCHEMA_VERSION:
-            return
         db = sqlite_utils.Database(self.conn)
-        with self._transaction():
-            db["ledger"].create(
-                {
-                    "origin": str,
-                    "seq": int,
-                    "kind": str,
-                    "at": float,
-                    "ticket_key": str,
-                    "format": str,
-                    "direction": str,
-                    "ref_origin": str,
-                    "ref_seq": int,
-                    "details": str,
-                },
-                pk=("origin", "seq"),
-                not_null={"origin", "seq", "kind", "at"},
-                if_not_exists=True,
-            )
-            db["ledger"].create_index(["ticket_key"], if_not_exists=True)
-            db["revocations"].create(
-                {"ticket_key": str, "note": str, "at": float},
-                pk="ticket_key",
-                if_not_exists=True,
-            )
-            self.conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-        log.info("ledger schema ready path=%s version=%d", self.path, SCHEMA_VERSION)
+        for target, step in ((1, _schema_1), (2, _schema_2)):
+            if version >= target:
+                continue
+            with self._transaction():  # another process may have migrated meanwhile: ask again
+                if self.conn.execute("PRAGMA user_version").fetchone()[0] < target:
+                    step(db)
+                    self.conn.execute(f"PRAGMA user_version = {target}")
+                    log.info("ledger schema migrated path=%s version=%d", self.path, target)
 
     # --- writing ---------------------------------------------------------------------------
 
@@ -113,6 +96,7 @@ class Ledger:
         direction: str | None = None,
         ref: tuple[str, int] | None = None,
         details: dict[str, Any] | None = None,
+        proof_key: str | None = None,
     ) -> Record:
         """Record one fact of this gate's own; durable when this returns."""
         if kind not in KINDS:
@@ -121,7 +105,7 @@ class Ledger:
         # daemon and a ``gate verify`` on the same file can never hand out one number twice.
         rows = self.conn.execute(
             f"INSERT INTO ledger ({_COLUMNS}) VALUES "
-            "(?, (SELECT COALESCE(MAX(seq), 0) + 1 FROM ledger WHERE origin = ?), ?, ?, ?, ?, ?, ?, ?, ?) "
+            "(?, (SELECT COALESCE(MAX(seq), 0) + 1 FROM ledger WHERE origin = ?), ?, ?, ?, ?, ?, ?, ?, ?, ?) "
             "RETURNING seq",
             (
                 self.origin,
@@ -134,10 +118,11 @@ class Ledger:
                 ref[0] if ref else None,
                 ref[1] if ref else None,
                 json.dumps(details, separators=(",", ":")) if details else None,
+                proof_key,
             ),
         ).fetchall()  # fetchall steps the statement to its end, which commits it
         return Record(self.origin, rows[0][0], kind, at, ticket_key, format, direction,
-                      ref[0] if ref else None, ref[1] if ref else None, details)
+                      ref[0] if ref else None, ref[1] if ref else None, details, proof_key)
 
     def revoke(self, entries: Iterable[tuple[str, str]], at: float) -> int:
         """Revoke ticket keys (``(ticket_key, note)``); returns how many were new."""
@@ -148,6 +133,16 @@ class Ledger:
                 ((key, note, at) for key, note in entries),
             )
             return self.conn.total_changes - before
+
+    def store_trust_document(self, name: str, fmt: str, body: str, at: float) -> None:
+        """Keep an imported trust document (replacing one of the same name)."""
+        self.conn.execute(
+            "INSERT OR REPLACE INTO trust_documents (name, format, imported_at, sha256, body) VALUES (?, ?, ?, ?, ?)",
+            (name, fmt, at, hashlib.sha256(body.encode()).hexdigest(), body),
+        )
+
+    def remove_trust_document(self, name: str) -> bool:
+        return self.conn.execute("DELETE FROM trust_documents WHERE name = ?", (name,)).rowcount > 0
 
     @contextmanager
     def _transaction(self) -> Iterator[None]:
@@ -181,6 +176,29 @@ class Ledger:
                     entries += 1
         return Usage(entries=entries, exits=exits)
 
+    def trust_generation(self) -> tuple[int, int]:
+        """Changes whenever a trust document is imported, replaced or removed."""
+        row = self.conn.execute("SELECT COALESCE(MAX(rowid), 0), COUNT(*) FROM trust_documents").fetchone()
+        return (row[0], row[1])
+
+    def trust_documents(self) -> list[TrustDocument]:
+        rows = self.conn.execute("SELECT name, format, body FROM trust_documents ORDER BY name").fetchall()
+        return [TrustDocument(name, fmt, json.loads(body)) for name, fmt, body in rows]
+
+    def trust_document_list(self) -> list[dict[str, Any]]:
+        rows = self.conn.execute("SELECT name, format, imported_at, sha256, length(body) FROM trust_documents ORDER BY name")
+        return [dict(zip(("name", "format", "imported_at", "sha256", "bytes"), row)) for row in rows]
+
+    def proof_used(self, proof_key: str) -> bool:
+        """Did this exact proof (rotating code, NFC answer, token ``jti``) already open a gate?
+        A reverted admission (nobody passed) gives its proof back."""
+        row = self.conn.execute(
+            "SELECT 1 FROM ledger AS a WHERE a.proof_key = ? AND a.kind = ? AND NOT EXISTS ("
+            "SELECT 1 FROM ledger AS r WHERE r.kind = ? AND r.ref_origin = a.origin AND r.ref_seq = a.seq)",
+            (proof_key, ADMISSION, REVERT),
+        ).fetchone()
+        return row is not None
+
     def records(self, origin: str | None = None, after_seq: int = 0) -> list[Record]:
         where, args = "WHERE seq > ?", [after_seq]
         if origin is not None:
@@ -188,7 +206,7 @@ class Ledger:
             args.append(origin)
         rows = self.conn.execute(f"SELECT {_COLUMNS} FROM ledger {where} ORDER BY origin, seq", args)
         return [
-            Record(*row[:9], details=json.loads(row[9]) if row[9] else None)  # type: ignore[misc]
+            Record(*row[:9], details=json.loads(row[9]) if row[9] else None, proof_key=row[10])  # type: ignore[misc]
             for row in rows
         ]
 
@@ -197,3 +215,41 @@ class Ledger:
 
     def close(self) -> None:
         self.conn.close()
+
+
+# --- schema steps (each runs once, in its own transaction) ---------------------------------
+
+
+def _schema_1(db: sqlite_utils.Database) -> None:
+    db["ledger"].create(
+        {
+            "origin": str,
+            "seq": int,
+            "kind": str,
+            "at": float,
+            "ticket_key": str,
+            "format": str,
+            "direction": str,
+            "ref_origin": str,
+            "ref_seq": int,
+            "details": str,
+        },
+        pk=("origin", "seq"),
+        not_null={"origin", "seq", "kind", "at"},
+        if_not_exists=True,
+    )
+    db["ledger"].create_index(["ticket_key"], if_not_exists=True)
+    db["revocations"].create({"ticket_key": str, "note": str, "at": float}, pk="ticket_key", if_not_exists=True)
+
+
+def _schema_2(db: sqlite_utils.Database) -> None:
+    """Proof identities on admissions (replays across restarts); imported trust documents."""
+    db["ledger"].add_column("proof_key", str)
+    db["ledger"].create_index(["proof_key"], if_not_exists=True)
+    db["ledger"].create_index(["ref_origin", "ref_seq"], if_not_exists=True)
+    db["trust_documents"].create(
+        {"name": str, "format": str, "imported_at": float, "sha256": str, "body": str},
+        pk="name",
+        not_null={"format", "imported_at", "sha256", "body"},
+        if_not_exists=True,
+    )

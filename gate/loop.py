@@ -145,6 +145,7 @@ class DecisionLoop:
                     break
                 if event is not None:
                     self._handle(event)
+                self.engine.refresh_trust()  # at most once a second: newly imported documents
                 expired = self.turnstile.tick()
                 if expired is not None:
                     self._revert(expired, "no passage within timeout")
@@ -219,11 +220,11 @@ class DecisionLoop:
                 format=claims.format,
                 direction=decision.direction,
                 details={"proof": claims.proof.kind} if claims.proof else None,
+                proof_key=claims.proof.key if claims.proof else None,
             )
         except Exception:
             log.exception("ledger write failed, scan denied reason=error")
             return Decision.deny(Reason.ERROR, "could not record the admission", claims=claims, direction=decision.direction)
-        self.engine.remember_proof(claims)
         self.turnstile.open_for(decision.direction, (record, claims))  # only after the record is durable
         self._emit("record", _record_dict(record))
         return decision
@@ -238,8 +239,7 @@ class DecisionLoop:
         return record
 
     def _revert(self, pending: Pending, why: str) -> None:
-        admission, claims = pending.admission
-        self.engine.forget_proof(claims)
+        admission, _claims = pending.admission
         self.counters["reverted"] += 1
         log.info("admission reverted seq=%d why=%r ticket=%s", admission.seq, why, admission.ticket_key[:16])
         self._append(

@@ -54,11 +54,16 @@ def entry_limit(claims: Claims, policy: GatePolicy) -> int:
 
 
 def check_entry(claims: Claims, policy: GatePolicy, usage: Usage) -> Denial | None:
-    """May this ticket enter once more? Under ``after_exit`` each recorded exit re-arms one entry."""
+    """May this ticket enter once more? Under ``after_exit`` each recorded exit re-arms one entry.
+
+    A ticket system's own re-entry rule (a pretix check-in list's "entry after exit") wins over
+    the gate's, as it does on that system's own scanners.
+    """
     limit = entry_limit(claims, policy)
     if limit == 0:
         return None
-    used = usage.entries - usage.exits if policy.reentry == "after_exit" else usage.entries
+    reentry = claims.reentry or policy.reentry
+    used = usage.entries - usage.exits if reentry == "after_exit" else usage.entries
     if used >= limit:
         return Denial(Reason.ALREADY_USED, f"{usage.entries} of {limit} entries used")
     return None

@@ -59,7 +59,7 @@ def test_bad_values_are_named(config_data):
     found = problems(config_data)
     assert "gate.mode: must be one of normal, free, locked, got 'open'" in found
     assert "gpio.buzzer.pin: must be at most 27, got 40" in found
-    assert "policy.formats: unknown format 'barcode128' (known: gt1)" in found
+    assert "policy.formats: unknown format 'barcode128' (known: gt1, jws, totp, eth_qr, pretix_sig1, pretix_random)" in found
     assert "trust.gt1_issuers[0].public_key: decodes to 3 bytes, expected 32" in found
 
 

@@ -23,6 +23,8 @@ from nacl.exceptions import BadSignatureError
 from nacl.signing import SigningKey, VerifyKey
 
 from gate.decision import Claims, Denial, Proof, Reason, ticket_key
+from gate.formats import Env, TicketFormat, TrustError, TrustFormat
+from gate.formats.trustdoc import Fields, decode_key
 
 NAME = "gt1"
 STATIC_PREFIX = "GT1:"
@@ -272,7 +274,7 @@ def read_credential(
             return Denial(Reason.BAD_SIGNATURE, f"gt1: holder signature on {kind} proof does not verify")
         if not ctx.now - ctx.proof_max_age <= drawn_at <= ctx.now + ctx.proof_max_ahead:
             return Denial(Reason.STALE_PROOF, f"gt1: {kind} proof drawn {int(ctx.now - drawn_at)} s ago")
-        drawn = Proof(kind, drawn_at)
+        drawn = Proof(kind, drawn_at, ticket_key(f"{NAME}-{kind}", sig))
     elif proof is not None and proof[0] == "rotating":
         raise Unreadable("rotating code for a ticket that has no holder key")
 
@@ -303,6 +305,56 @@ def ticket_key_of(text: str) -> str | None:
         return ticket_key(NAME, parse_claims(parse_sign1(cose).payload).cti)
     except Unreadable:
         return None
+
+
+def _read_scan(text: str, env: Env) -> Claims | Denial:
+    ctx = Context(env.now, env.trust.get(NAME, {}), env.proof_max_age, env.proof_max_ahead)
+    return read(text, ctx)
+
+
+FORMAT = TicketFormat(NAME, recognises, _read_scan, ticket_key_of)
+
+
+# --- trust: {"format": "gt1", "issuers": [{"public_key", "kid"?, "name"?, "events"?, ...}]} ---
+
+
+def parse_issuer(item: Fields) -> IssuerKey:
+    public_key = decode_key(item.text("public_key"), f"{item.path}.public_key")
+    kid_hex = item.text("kid", "")
+    try:
+        kid = bytes.fromhex(kid_hex) if kid_hex else kid_for(public_key)
+    except ValueError:
+        raise TrustError(f"{item.path}.kid: must be hexadecimal") from None
+    key = IssuerKey(
+        kid,
+        public_key,
+        frozenset(item.texts("events", [])),
+        item.integer("not_before", None),
+        item.integer("not_after", None),
+        item.text("name", ""),
+    )
+    item.done()
+    return key
+
+
+def parse_trust(document: dict[str, Any], where: str) -> dict[bytes, IssuerKey]:
+    doc = Fields(document, where)
+    keys = merge_trust([{key.kid: key} for key in map(parse_issuer, doc.objects("issuers"))])
+    doc.done()
+    return keys
+
+
+def merge_trust(parts: list[dict[bytes, IssuerKey]]) -> dict[bytes, IssuerKey]:
+    keys: dict[bytes, IssuerKey] = {}
+    for part in parts:
+        for kid, key in part.items():
+            if kid in keys and keys[kid].public_key != key.public_key:
+                raise TrustError(f"gt1: kid {kid.hex()} names two different keys ({keys[kid].name!r}, {key.name!r})")
+            keys[kid] = key
+    return keys
+
+
+TRUST = TrustFormat(NAME, parse_trust, merge_trust)
 
 
 # --- issuing -------------------------------------------------------------------------------

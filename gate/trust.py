@@ -1,0 +1,70 @@
+"""The trust a gate holds: each format's keys, lists and settings, from JSON trust documents.
+
+A trust document is one JSON object with a ``"format"`` (``gt1``, ``pretix``, ``totp``,
+``eth_qr``, ``jws``) and that format's fields (see docs/trust-documents.md). Documents come
+from files named in the config (``[trust] files``), from ``gate keys import`` (kept in the
+database, picked up by a running daemon) and, with venue sync, from signed bundles. Each
+format's module parses and merges its own documents; this module only dispatches.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from gate import formats
+from gate.formats import TrustError
+
+MAX_DOCUMENT_BYTES = 256 * 1024 * 1024  # a million pretix secrets is about 60 MB of JSON
+
+
+@dataclass(frozen=True)
+class TrustDocument:
+    name: str  # where it came from: a file path or the name it was imported under
+    format: str
+    body: dict[str, Any]
+
+
+def parse_document(data: bytes | str, name: str) -> TrustDocument:
+    """Read and validate one document; ``TrustError`` names the document and the field."""
+    if len(data) > MAX_DOCUMENT_BYTES:
+        raise TrustError(f"{name}: larger than {MAX_DOCUMENT_BYTES // 2**20} MiB")
+    try:
+        body = json.loads(data)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise TrustError(f"{name}: not valid JSON ({exc})") from None
+    if not isinstance(body, dict):
+        raise TrustError(f"{name}: must be a JSON object")
+    fmt = body.get("format")
+    if fmt not in formats.TRUST_FORMATS:
+        raise TrustError(f"{name}: \"format\" must be one of {', '.join(formats.TRUST_FORMATS)}, got {fmt!r}")
+    document = TrustDocument(name, fmt, body)
+    _parse(document)  # validate now, so a bad document is refused where it is brought in
+    return document
+
+
+def _parse(document: TrustDocument) -> Any:
+    try:
+        return formats.trust_format(document.format).parse(document.body, document.format)
+    except TrustError as exc:
+        raise TrustError(f"{document.name}: {exc}") from None
+
+
+def build(documents: list[TrustDocument], gt1_keys: dict[bytes, Any] | None = None) -> dict[str, Any]:
+    """Everything the formats consult (``Env.trust``), merged per format."""
+    parts: dict[str, list[Any]] = {}
+    if gt1_keys:
+        parts.setdefault("gt1", []).append(gt1_keys)
+    for document in documents:
+        parts.setdefault(document.format, []).append(_parse(document))
+    return {name: formats.trust_format(name).merge(items) for name, items in parts.items()}
+
+
+def summary(trust: dict[str, Any]) -> dict[str, str]:
+    """One short line per format for logs and ``check-config`` (counts, never key material)."""
+    lines = {}
+    for name, material in trust.items():
+        describe = getattr(material, "describe", None)
+        lines[name] = describe() if describe else f"{len(material)} keys"
+    return lines

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import json
 import queue
 import sqlite3
 import time
@@ -154,10 +155,10 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 5.0, interval: flo
 def start_lane(tmp_path: Path) -> Iterator[Callable[..., Lane]]:
     started: list[tuple[Daemon, SimulatedScanner]] = []
 
-    def start(data: dict[str, Any]) -> Lane:
+    def start(data: dict[str, Any], clock: Any = None) -> Lane:
         data = copy.deepcopy(data)
         scanner = SimulatedScanner(data["scanner"]["port"]) if "scanner" in data else None
-        daemon = Daemon(gate_config.parse(data, "test.toml"))
+        daemon = Daemon(gate_config.parse(data, "test.toml"), clock=clock)
         daemon.start()
         started.append((daemon, scanner))
         if daemon.scanner is not None:
@@ -174,3 +175,48 @@ def start_lane(tmp_path: Path) -> Iterator[Callable[..., Lane]]:
 @pytest.fixture
 def lane(start_lane: Callable[..., Lane], config_data: dict[str, Any]) -> Lane:
     return start_lane(config_data)
+
+
+ALL_FORMATS = ("gt1", "jws", "totp", "eth_qr", "pretix_sig1", "pretix_random")
+
+
+class Verifier:
+    """The decision engine on a real ledger file with the given trust documents: what
+    ``gate verify`` and the lane decide, without a process per scan."""
+
+    def __init__(self, path: Path, documents: list[dict[str, Any]], policy: Any = None, formats: tuple[str, ...] = ALL_FORMATS) -> None:
+        from gate import trust
+        from gate.engine import DecisionEngine, EngineSettings, TrustSources
+        from gate.ledger import Ledger
+        from gate.policy import GatePolicy
+
+        self.ledger = Ledger(path, "lane-1")
+        parsed = tuple(trust.parse_document(json.dumps(doc), f"doc{i}") for i, doc in enumerate(documents))
+        settings = EngineSettings(formats=formats, gate_policy=policy or GatePolicy(), gate_id="lane-1", venue="test-venue")
+        self.engine = DecisionEngine(settings, TrustSources(documents=parsed), self.ledger)
+
+    def decide(self, text: str, at: float, direction: str = "in") -> Any:
+        return self.engine.decide(text, direction, at)[0]
+
+    def admit(self, text: str, at: float, direction: str = "in") -> Any:
+        """Decide and, when accepted, record the admission as the lane does."""
+        from gate.ledger import ADMISSION
+
+        decision, claims = self.engine.decide(text, direction, at)
+        if decision.accepted:
+            self.ledger.append(ADMISSION, at, ticket_key=claims.ticket_key, format=claims.format,
+                               direction=direction, proof_key=claims.proof.key if claims.proof else None)
+        return decision
+
+
+@pytest.fixture
+def verifier(tmp_path: Path) -> Callable[..., Verifier]:
+    made: list[Verifier] = []
+
+    def make(documents: list[dict[str, Any]], **kwargs: Any) -> Verifier:
+        made.append(Verifier(tmp_path / f"verify-{len(made)}.db", documents, **kwargs))
+        return made[-1]
+
+    yield make
+    for v in made:
+        v.ledger.close()

@@ -113,7 +113,7 @@ def bench_scan_to_relay(workdir: Path, issuer: SigningKey, count: int) -> dict[s
             ticket = gt1.encode_static(gt1.issue(issuer, gt1.build_claims(cti=i.to_bytes(16, "big"), event=EVENT)))
             mark = lane.mark()
             lane.send("person", direction="in", walks=True)
-            time.sleep(0.002)  # the person command is taken before the scan arrives
+            lane.wait_for(lambda e: e["event"] == "queued", start=mark)  # in line before the scan arrives
             sent = time.monotonic()
             scanner.scan(ticket)
             unlock = lane.wait_for(lambda e: e["event"] == "output" and e["name"] == "unlock_in" and e["on"], start=mark)

@@ -36,7 +36,7 @@ NAME = "jws"
 ALGORITHMS = ("EdDSA", "Ed25519")
 MAX_TEXT = 8192
 DEFAULT_MAX_LIFETIME = 120
-_SHAPE = re.compile(r"eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
+_SHAPE = re.compile(r"eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
 REQUIRED_TEXT = ("iss", "sub", "evt", "jti")
 REQUIRED_TIME = ("iat", "nbf", "exp")
 

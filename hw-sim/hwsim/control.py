@@ -5,7 +5,8 @@ so a test or the demo reaches it here, the way a person reaches a turnstile: the
 walk through, pull the fire alarm, and watch the lights.
 
 Commands (client → lane), one JSON object per line:
-  {"cmd": "person", "direction": "in", "walks": true}   queue someone for the next unlock
+  {"cmd": "person", "direction": "in", "walks": true}   queue someone for the next unlock;
+                                                         answer: {"event": "queued", ...}
   {"cmd": "leave", "direction": "in"}                    whoever waits gives up (refused)
   {"cmd": "force", "direction": "in"}                    someone pushes through, no unlock
   {"cmd": "fire_alarm", "active": true}                  open (or close) the fire loop
@@ -110,6 +111,7 @@ class ControlServer:
             name = cmd["cmd"]
             if name == "person":
                 self.turnstile.person(cmd.get("direction", "in"), bool(cmd.get("walks", True)))
+                self._send(client, "queued", {"direction": cmd.get("direction", "in")})  # now scan
             elif name == "leave":
                 self.turnstile.leave(cmd.get("direction", "in"))
             elif name == "force":  # takes the pulse's time: not on the command stream

@@ -156,6 +156,7 @@ class Demo:
             self.show(person.label, f"{event['alarm']} reported", mark)
             return
         self.lane.send("person", direction="in", walks=person.walks)
+        self.lane.wait_for(lambda e: e["event"] == "queued", start=mark)  # in line before the scan arrives
         scanner.scan(person.ticket)
         decision = self.lane.wait_for(lambda e: e["event"] == "decision", start=mark)
         outcome = "accepted" if decision["accepted"] else "denied"

@@ -1,0 +1,101 @@
+"""Malformed input of every format is denied (unreadable / unknown_format), never an error,
+never an accept; and trust documents come in through ``gate keys import`` while the lane runs."""
+
+from __future__ import annotations
+
+import base64
+import json
+import random
+import subprocess
+import sys
+
+import pytest
+from eth_account import Account
+
+from tests import vendors
+from tests.conftest import write_config, wait_until
+
+NOW = 1_790_000_000
+
+
+@pytest.fixture
+def every_format(verifier, tickets):
+    pretix_key, jws_key = vendors.pretix_key(), vendors.pretix_key()
+    owner = Account.from_key(b"\x11" * 32)
+    contract = "0x" + "ab" * 20
+    docs = [
+        {"format": "pretix", "event": "democon", "valid_keys": {"pretix_sig1": [vendors.pretix_valid_key(pretix_key)]},
+         "valid_secrets": [{"secret": "abcdefghjkmnpqrstuvwxyz234567892", "item": 1}]},
+        {"format": "totp", "event": "arena", "event_key": "00" * 20, "tickets": [{"token": "T1", "key": "11" * 20}]},
+        {"format": "eth_qr", "event": "expo", "contract": contract, "owners": {"00" * 32: owner.address}},
+        {"format": "jws", "issuer": "iss", "keys": [vendors.jwk(jws_key, "k1")]},
+    ]
+    samples = [
+        tickets.static(),
+        vendors.pretix_secret(pretix_key, "seedseed", item=1),
+        f"T1::{vendors.totp_code(bytes.fromhex('00' * 20), NOW)}::{vendors.totp_code(bytes.fromhex('11' * 20), NOW)}::{NOW}",
+        vendors.eth_qr(owner, contract, bytes(32), NOW),
+        vendors.proof_token(jws_key, "k1", iss="iss", aud="test-venue", sub="s", evt="e", iat=NOW, nbf=NOW, exp=NOW + 30, jti="j"),
+    ]
+    from gate.formats import gt1
+
+    issuer_doc = {"format": "gt1", "issuers": [{"public_key": base64.b64encode(bytes(tickets.issuer.verify_key)).decode()}]}
+    v = verifier([issuer_doc, *docs])
+    for sample in samples:
+        assert v.decide(sample, NOW).accepted, sample
+    assert gt1  # the GT1 sample came from gate's issuer
+    return v, samples
+
+
+def mutations(text: str, rng: random.Random):
+    yield ""
+    yield text[: len(text) // 2]  # truncated
+    yield text[:-1]
+    yield text + "A"
+    yield text * 40  # huge
+    yield text.replace(text[len(text) // 2], "!", 1)
+    for _ in range(25):
+        i = rng.randrange(len(text))
+        yield text[:i] + rng.choice("0aZ+/=:-_.Q") + text[i + 1:]
+    yield "".join(rng.choice("0123456789abcdef") for _ in range(194))  # eth-shaped noise
+    yield "eyJ" + "A" * 40 + "." + "B" * 40 + "." + "C" * 10  # jws-shaped noise
+    yield "x::123456::654321::1790000000"
+
+
+def test_mutated_input_is_denied_never_error_never_accepted_twice(every_format):
+    v, samples = every_format
+    rng = random.Random(7)
+    seen = 0
+    for sample in samples:
+        for text in mutations(sample, rng):
+            decision = v.decide(text, NOW)
+            assert decision.reason != "error", (text, decision)
+            if decision.accepted:  # a mutation may only be accepted if it reads as the same ticket
+                assert decision.ticket_key == v.decide(sample, NOW).ticket_key, text
+            seen += 1
+    assert seen > 150
+
+
+def test_keys_import_reaches_the_running_lane(tmp_path, start_lane, config_data):
+    key = vendors.pretix_key()
+    config_data["policy"] = {"formats": ["gt1", "pretix_sig1"]}
+    lane = start_lane(config_data)
+    secret = vendors.pretix_secret(key, "importme", item=1)
+    assert lane.present(secret, walks=False)["reason"] == "unknown_key"
+    lane.idle()
+
+    doc = tmp_path / "democon.json"
+    doc.write_text(json.dumps({"format": "pretix", "event": "democon", "valid_keys": {"pretix_sig1": [vendors.pretix_valid_key(key)]}}))
+    bad = tmp_path / "broken.json"
+    bad.write_text(json.dumps({"format": "pretix", "event": "democon", "valid_keys": {"pretix_sig1": ["AAAA"]}}))
+    path = write_config(tmp_path / "gate.toml", config_data)
+
+    def keys(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "gate", "keys", *args, "--config", str(path)], capture_output=True, text=True, timeout=30)
+
+    refused = keys("import", str(bad))
+    assert refused.returncode == 2 and "pretix.valid_keys.pretix_sig1[0]" in refused.stderr
+    assert keys("import", str(doc)).returncode == 0
+    assert json.loads(keys("list").stdout)["name"] == "democon.json"
+    decision = wait_until(lambda: (d := lane.present(secret, walks=True)) and d["reason"] != "unknown_key" and d, timeout=5)
+    assert decision["accepted"], decision

@@ -26,6 +26,7 @@ from nacl.signing import SigningKey
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "hw-sim"))
+sys.path.insert(0, str(ROOT))  # tests/vendors.py makes the other systems' tickets
 
 from gate.formats import gt1  # noqa: E402
 from gate.ledger import ADMISSION, Ledger  # noqa: E402
@@ -61,6 +62,57 @@ def bench_gt1(count: int) -> dict[str, float]:
             gt1.read(text, ctx)
         results[name] = count / (time.perf_counter() - start)
     return results
+
+
+FORMAT_LABELS = {
+    "pretix_sig1": "pretix signature scheme 1 (libpretixsync vector, 2 keys held)",
+    "pretix_random": "pretix random secret (10,000 valid secrets held)",
+    "totp": "SafeTix-style TOTP, timestamp form (2 codes × 2 counter variants)",
+    "eth_qr": "Ethereum-signed QR (keccak + secp256k1 recovery)",
+    "jws": "EdDSA proof token (JWS)",
+}
+
+
+def bench_formats(count: int) -> dict[str, float]:
+    """Verifications per second of each other system's format, one core: parse + verify + checks."""
+    import json as _json
+
+    from eth_account import Account
+
+    from gate import formats, trust
+    from tests import vendors
+
+    now = 1_790_000_000
+    vectors = _json.loads((ROOT.parent / "shared" / "vectors" / "pretix-sig1-libpretixsync.json").read_text())
+    owner, contract, jws_key = Account.from_key(b"\x11" * 32), "0x" + "ab" * 20, vendors.pretix_key()
+    ek, ck = bytes(range(20)), bytes(range(100, 120))
+    documents = [
+        {"format": "pretix", "event": "event1", "valid_keys": {"pretix_sig1": vectors["valid_keys_pretix_sig1"]},
+         "valid_secrets": [{"secret": f"{i:032x}", "item": 1} for i in range(10_000)]},
+        {"format": "totp", "event": "arena", "event_key": ek.hex(), "tickets": [{"token": "T1", "key": ck.hex()}]},
+        {"format": "eth_qr", "event": "expo", "contract": contract, "owners": {"00" * 32: owner.address}},
+        {"format": "jws", "issuer": "iss", "keys": [vendors.jwk(jws_key, "k1")]},
+    ]
+    env = formats.Env(now, trust.build([trust.parse_document(_json.dumps(d), d["format"]) for d in documents]),
+                      venue="bench-venue")
+    samples = {
+        "pretix_sig1": vectors["cases"][0]["secret"],
+        "pretix_random": f"{5000:032x}",
+        "totp": f"T1::{vendors.totp_code(ek, now)}::{vendors.totp_code(ck, now)}::{now}",
+        "eth_qr": vendors.eth_qr(owner, contract, bytes(32), now),
+        "jws": vendors.proof_token(jws_key, "k1", iss="iss", aud="bench-venue", sub="s", evt="e", iat=now, nbf=now, exp=now + 30, jti="j"),
+    }
+    rates = {}
+    for name, text in samples.items():
+        fmt = formats.load(name)
+        result = fmt.read(text, env)
+        assert not isinstance(result, gt1.Denial), (name, result)
+        runs = max(200, count // (20 if name == "eth_qr" else 4))
+        start = time.perf_counter()
+        for _ in range(runs):
+            fmt.read(text, env)
+        rates[name] = runs / (time.perf_counter() - start)
+    return rates
 
 
 def start_daemon(config: Path, notify: str | None = None) -> subprocess.Popen:
@@ -189,6 +241,8 @@ def main() -> int:
 
     print("GT1 verifications ...", flush=True)
     gt1_rates = bench_gt1(args.verifications)
+    print("other formats' verifications ...", flush=True)
+    format_rates = bench_formats(args.verifications)
     with tempfile.TemporaryDirectory(prefix="gate-bench-") as tmp:
         print("scan → relay through gate run ...", flush=True)
         relay = bench_scan_to_relay(Path(tmp), issuer, args.scans)
@@ -213,6 +267,7 @@ def main() -> int:
         f"| GT1 static verifications, one core ({args.verifications} runs) | {gt1_rates['static']:,.0f} / s | ≥ 10,000 / s | {verdict(gt1_rates['static'] >= 10000)} |",
         f"| GT1 rotating verifications (two signatures), one core | {gt1_rates['rotating']:,.0f} / s | — | |",
         f"| of which the ceiling: bare Ed25519 verifications (libsodium via PyNaCl), one core | {gt1_rates['ceiling']:,.0f} / s | | |",
+        *(f"| {FORMAT_LABELS[name]} verifications, one core | {rate:,.0f} / s | — | |" for name, rate in format_rates.items()),
         f"| scanner line on the pty → relay pin energized, through `gate run` ({args.scans} admissions) | p50 {relay['p50']:.2f} ms, p99 {relay['p99']:.2f} ms, max {relay['max']:.2f} ms | p99 ≤ 5 ms | {verdict(relay['p99'] <= 5)} |",
         f"| of which: line framed → decision made, incl. durable ledger write | p50 {relay['decide_p50']:.2f} ms, p99 {relay['decide_p99']:.2f} ms | | |",
         f"| of which the floor: one durable ledger append on this disk, alone ({args.scans} appends) | p50 {floor['p50']:.2f} ms, p99 {floor['p99']:.2f} ms | | |",

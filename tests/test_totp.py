@@ -99,3 +99,18 @@ def test_timestamp_form_needs_the_event_key(verifier):
     ck = bytes(range(20))
     v = verifier([{"format": "totp", "event": "arena", "tickets": [{"token": "T1", "key": ck.hex()}]}])
     assert v.decide(f"T1::123456::{vendors.totp_code(ck, NOW)}::{NOW}", NOW).reason == "unknown_key"
+
+
+def test_sdk_string_through_the_running_lane(tmp_path, start_lane, config_data):
+    from gate.clock import FixedClock
+
+    doc = tmp_path / "totp.json"
+    doc.write_text(json.dumps(vector_document()))
+    config_data["policy"] = {"formats": ["gt1", "totp"]}
+    config_data["trust"]["files"] = [str(doc)]
+    lane = start_lane(config_data, clock=FixedClock(VECTOR_TIME))
+    decision = lane.present(VECTORS["display_string_example"])
+    assert decision["accepted"] and decision["format"] == "totp"
+    lane.idle()
+    assert lane.pulses("unlock_in") == 1 and len(lane.records("passage")) == 1
+    assert lane.present("TOKEN::269251", walks=False)["reason"] == "already_used"

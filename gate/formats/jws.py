@@ -30,7 +30,7 @@ from nacl.signing import VerifyKey
 
 from gate.decision import Claims, Denial, Proof, Reason, ticket_key
 from gate.formats import Env, TicketFormat, TrustError, TrustFormat
-from gate.formats.trustdoc import Fields, decode_key
+from gate.formats.trustdoc import Fields, add_unique, decode_key
 
 NAME = "jws"
 ALGORITHMS = ("EdDSA", "Ed25519")
@@ -85,10 +85,7 @@ def parse_trust(document: dict[str, Any], where: str) -> JwsTrust:
 def merge_trust(parts: list[JwsTrust]) -> JwsTrust:
     merged = JwsTrust()
     for part in parts:
-        for kid, key in part.keys.items():
-            if kid in merged.keys:
-                raise TrustError(f"jws: kid {kid!r} is held for two issuers or twice")
-            merged.keys[kid] = key
+        add_unique(merged.keys, part.keys, lambda kid: f"jws: kid {kid!r} is held for two issuers or twice")
     return merged
 
 

@@ -27,7 +27,7 @@ from typing import Any
 
 from gate.decision import Claims, Denial, Proof, Reason, ticket_key
 from gate.formats import Env, TicketFormat, TrustError, TrustFormat
-from gate.formats.trustdoc import Fields
+from gate.formats.trustdoc import Fields, add_unique
 
 NAME = "totp"
 STEP = 15
@@ -107,14 +107,8 @@ def parse_trust(document: dict[str, Any], where: str) -> TotpTrust:
 def merge_trust(parts: list[TotpTrust]) -> TotpTrust:
     merged = TotpTrust()
     for part in parts:
-        for event, key in part.event_keys.items():
-            if event in merged.event_keys:
-                raise TrustError(f"totp: event {event!r} has two event keys")
-            merged.event_keys[event] = key
-        for token, entry in part.tickets.items():
-            if token in merged.tickets:
-                raise TrustError("totp: a ticket token is listed in two documents")
-            merged.tickets[token] = entry
+        add_unique(merged.event_keys, part.event_keys, lambda event: f"totp: event {event!r} has two event keys")
+        add_unique(merged.tickets, part.tickets, lambda _token: "totp: a ticket token is listed in two documents")
     return merged
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from typing import Any
+from typing import Any, Callable
 
 from gate.formats import TrustError
 
@@ -106,6 +106,14 @@ class Fields:
         unknown = sorted(set(self.data) - self._read)
         if unknown:
             raise TrustError(f"{self.path}: unknown field(s) {', '.join(unknown)}")
+
+
+def add_unique(into: dict[Any, Any], items: dict[Any, Any], conflict: Callable[[Any], str]) -> None:
+    """Merge ``items`` into ``into``; a key already there is a contradiction between documents."""
+    for key, value in items.items():
+        if key in into:
+            raise TrustError(conflict(key))
+        into[key] = value
 
 
 def decode_key(value: str, what: str, length: int = 32) -> bytes:

@@ -61,19 +61,18 @@ class DecisionEngine:
         if not force and now - self._trust_checked < TRUST_CHECK_INTERVAL:
             return
         self._trust_checked = now
-        generation = self.ledger.trust_generation()
-        if generation == self._trust_generation:
-            return
         try:
+            generation = self.ledger.trust_generation()
+            if generation == self._trust_generation:
+                return
+            self._trust_generation = generation  # a bad document is reported once, not every second
             stored = self.ledger.trust_documents()
             self.trust = trust.build([*self.sources.documents, *stored], self.sources.gt1_keys)
-        except fmt.TrustError as exc:
+        except Exception as exc:  # the lane keeps deciding with the trust it has
             log.error("trust documents not taken in, previous trust kept error=%r", str(exc))
             if force:
                 raise
             return
-        finally:
-            self._trust_generation = generation
         log.info("trust loaded %s", " ".join(f"{k}=[{v}]" for k, v in trust.summary(self.trust).items()))
 
     def decide(self, text: str, direction: str, now: float) -> tuple[Decision, Claims | None]:

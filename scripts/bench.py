@@ -83,7 +83,7 @@ def bench_formats(count: int) -> dict[str, float]:
     from tests import vendors
 
     now = 1_790_000_000
-    vectors = _json.loads((ROOT.parent / "shared" / "vectors" / "pretix-sig1-libpretixsync.json").read_text())
+    vectors = _json.loads((vendors.VECTOR_DIR / "pretix-sig1-libpretixsync.json").read_text())
     owner, contract, jws_key = Account.from_key(b"\x11" * 32), "0x" + "ab" * 20, vendors.pretix_key()
     ek, ck = bytes(range(20)), bytes(range(100, 120))
     documents = [

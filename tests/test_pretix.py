@@ -13,9 +13,10 @@ import pytest
 from gate.clock import FixedClock
 from gate.formats import pretix
 from tests import vendors
+from tests.vendors import VECTOR_DIR
 from tests.conftest import write_config
 
-VECTORS = json.loads((Path(__file__).resolve().parents[2] / "shared" / "vectors" / "pretix-sig1-libpretixsync.json").read_text())
+VECTORS = json.loads((VECTOR_DIR / "pretix-sig1-libpretixsync.json").read_text())
 # Between the not-yet-valid secret's start and the no-longer-valid secret's end (2023-02-03).
 VECTOR_TIME = 1675440000
 VECTOR_OUTCOMES = {
@@ -198,3 +199,11 @@ def test_bad_trust_documents_are_refused_by_name(verifier, bad, problem):
     with pytest.raises(TrustError, match="doc0: pretix") as raised:
         verifier([bad])
     assert problem in str(raised.value)
+
+
+def test_vectors_are_the_shared_ones():
+    shared = Path(__file__).resolve().parents[2] / "shared" / "vectors"
+    if not shared.is_dir():
+        pytest.skip("no ../shared/vectors beside this clone")
+    for name in ("pretix-sig1-libpretixsync.json", "safetix-totp.json"):
+        assert (VECTOR_DIR / name).read_bytes() == (shared / name).read_bytes(), name

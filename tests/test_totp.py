@@ -12,9 +12,10 @@ import pytest
 
 from gate.formats import totp
 from tests import vendors
+from tests.vendors import VECTOR_DIR
 from tests.conftest import wait_until, write_config
 
-VECTORS = json.loads((Path(__file__).resolve().parents[2] / "shared" / "vectors" / "safetix-totp.json").read_text())
+VECTORS = json.loads((VECTOR_DIR / "safetix-totp.json").read_text())
 EK = bytes.fromhex("b06f0f6ff8750cb7875ab2604f2c48b41c79d83f")
 CK = bytes.fromhex("3d27b77eb8bf1d227b54fda89783843aabe248e5")
 VECTOR_TIME = 1548364791

@@ -14,8 +14,14 @@ import json
 import struct
 from typing import Any
 
+from pathlib import Path
+
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+# The real systems' outputs, byte for byte as shared/vectors has them (copied so that a clone
+# runs alone; test_vectors_are_the_shared_ones checks they have not drifted).
+VECTOR_DIR = Path(__file__).resolve().parent / "vectors"
 
 # --- pretix ---------------------------------------------------------------------------------
 

@@ -247,9 +247,9 @@ def cmd_keys(args: argparse.Namespace) -> int:
     ledger = Ledger(config.database, config.gate_id)
     try:
         if args.action == "import":
-            stored = ledger.trust_documents()
             replaced = {d.name for d, _ in documents}
             try:  # together with what is already held and the config's: no contradictions
+                stored = ledger.trust_documents()
                 trust.build([*config.trust_documents, *[d for d in stored if d.name not in replaced], *(d for d, _ in documents)], config.gt1_keys)
             except TrustError as exc:
                 raise UsageError(f"trust document refused, nothing imported: {exc}") from None

@@ -20,6 +20,7 @@ from typing import Any, Iterable, Iterator
 import sqlite_utils
 
 from gate.policy import Usage
+from gate import trust
 from gate.trust import TrustDocument
 
 log = logging.getLogger(__name__)
@@ -182,8 +183,10 @@ class Ledger:
         return (row[0], row[1])
 
     def trust_documents(self) -> list[TrustDocument]:
-        rows = self.conn.execute("SELECT name, format, body FROM trust_documents ORDER BY name").fetchall()
-        return [TrustDocument(name, fmt, json.loads(body)) for name, fmt, body in rows]
+        """The imported documents, parsed again (they were valid when imported; ``TrustError``
+        if one no longer is, say after an upgrade that reads a field more strictly)."""
+        rows = self.conn.execute("SELECT name, body FROM trust_documents ORDER BY name").fetchall()
+        return [trust.parse_document(body, name) for name, body in rows]
 
     def trust_document_list(self) -> list[dict[str, Any]]:
         rows = self.conn.execute("SELECT name, format, imported_at, sha256, length(body) FROM trust_documents ORDER BY name")

@@ -10,7 +10,7 @@ format's module parses and merges its own documents; this module only dispatches
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from gate import formats
@@ -24,6 +24,7 @@ class TrustDocument:
     name: str  # where it came from: a file path or the name it was imported under
     format: str
     body: dict[str, Any]
+    material: Any = field(default=None, compare=False, repr=False)  # what the format parsed
 
 
 def parse_document(data: bytes | str, name: str) -> TrustDocument:
@@ -39,16 +40,11 @@ def parse_document(data: bytes | str, name: str) -> TrustDocument:
     fmt = body.get("format")
     if fmt not in formats.TRUST_FORMATS:
         raise TrustError(f"{name}: \"format\" must be one of {', '.join(formats.TRUST_FORMATS)}, got {fmt!r}")
-    document = TrustDocument(name, fmt, body)
-    _parse(document)  # validate now, so a bad document is refused where it is brought in
-    return document
-
-
-def _parse(document: TrustDocument) -> Any:
-    try:
-        return formats.trust_format(document.format).parse(document.body, document.format)
+    try:  # parsed once, here: a bad document is refused where it is brought in
+        material = formats.trust_format(fmt).parse(body, fmt)
     except TrustError as exc:
-        raise TrustError(f"{document.name}: {exc}") from None
+        raise TrustError(f"{name}: {exc}") from None
+    return TrustDocument(name, fmt, body, material)
 
 
 def build(documents: list[TrustDocument], gt1_keys: dict[bytes, Any] | None = None) -> dict[str, Any]:
@@ -57,7 +53,7 @@ def build(documents: list[TrustDocument], gt1_keys: dict[bytes, Any] | None = No
     if gt1_keys:
         parts.setdefault("gt1", []).append(gt1_keys)
     for document in documents:
-        parts.setdefault(document.format, []).append(_parse(document))
+        parts.setdefault(document.format, []).append(document.material)
     return {name: formats.trust_format(name).merge(items) for name, items in parts.items()}
 
 

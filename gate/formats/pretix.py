@@ -126,7 +126,7 @@ def parse_trust(document: dict[str, Any], where: str) -> PretixTrust:
     if checkin is not None:
         checkin_list = CheckinList(
             all_products=checkin.boolean("all_products", True),
-            limit_products=frozenset(_ints(checkin, "limit_products")),
+            limit_products=frozenset(checkin.integers("limit_products", [])),
             subevent=checkin.integer("subevent", None, minval=0),
             allow_multiple_entries=checkin.boolean("allow_multiple_entries", False),
             allow_entry_after_exit=checkin.boolean("allow_entry_after_exit", True),
@@ -155,14 +155,6 @@ def parse_trust(document: dict[str, Any], where: str) -> PretixTrust:
     if not keys and not valid:
         raise TrustError(f"{where}: neither valid_keys.pretix_sig1 nor valid_secrets: nothing could be verified")
     return PretixTrust((event,))
-
-
-def _ints(fields: Fields, key: str) -> list[int]:
-    values = fields.array(key, [])
-    for i, value in enumerate(values):
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise TrustError(f"{fields.path}.{key}[{i}]: must be an integer")
-    return values
 
 
 def merge_trust(parts: list[PretixTrust]) -> PretixTrust:

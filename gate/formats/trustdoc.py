@@ -73,6 +73,15 @@ class Fields:
                 raise TrustError(f"{self.path}.{key}[{i}]: must be text of 1-{max_len} characters")
         return values
 
+    def integers(self, key: str, default: Any = _MISSING) -> Any:
+        values = self.array(key, default)
+        if values is default:
+            return values
+        for i, item in enumerate(values):
+            if isinstance(item, bool) or not isinstance(item, int):
+                raise TrustError(f"{self.path}.{key}[{i}]: must be an integer")
+        return values
+
     def objects(self, key: str, default: Any = _MISSING) -> Any:
         values = self.array(key, default)
         if values is default:

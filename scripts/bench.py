@@ -161,7 +161,7 @@ def bench_scan_to_relay(workdir: Path, issuer: SigningKey, count: int) -> dict[s
     latencies, totals = [], []
     try:
         lane = ControlClient(str(workdir / "sim.sock"), timeout=20)
-        time.sleep(0.5)  # the serial driver opens the pty
+        assert scanner.wait_until_opened(20), "the daemon's serial driver never opened the scanner"
         for i in range(count):
             ticket = gt1.encode_static(gt1.issue(issuer, gt1.build_claims(cti=i.to_bytes(16, "big"), event=EVENT)))
             mark = lane.mark()

@@ -123,6 +123,8 @@ class Demo:
         try:
             self.lane = ControlClient(str(self.workdir / "sim.sock"), timeout=20)
             hello = self.lane.wait_for(lambda e: e["event"] == "hello")
+            if not scanner.wait_until_opened(20):
+                raise RuntimeError("the daemon's serial driver never opened the scanner (see gate.log)")
             print(f"lane up (pid {daemon.pid}); outputs: {_outputs_line(hello['outputs'])}\n")
             for person in people:
                 self.serve(person, scanner)

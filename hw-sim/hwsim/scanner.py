@@ -5,6 +5,8 @@ driver reads, behind a stable symlink as udev would give a real scanner (``/dev/
 from __future__ import annotations
 
 import os
+import select
+import time
 import tty
 from pathlib import Path
 
@@ -40,6 +42,20 @@ class SimulatedScanner:
         self.link.unlink(missing_ok=True)
         os.close(self._master)
         self._master = None
+
+    def wait_until_opened(self, timeout: float = 10.0) -> bool:
+        """Until the driver has the port open: before that, what the scanner sends is lost
+        (pyserial flushes the input when it opens a port), as with a real scanner."""
+        if self._master is None:
+            raise RuntimeError("scanner is unplugged")
+        poller = select.poll()
+        poller.register(self._master, select.POLLIN)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not any(events & select.POLLHUP for _, events in poller.poll(0)):
+                return True  # a pty's master reports hang-up while nobody has the other end open
+            time.sleep(0.01)
+        return False
 
     def write(self, data: bytes) -> None:
         if self._master is None:

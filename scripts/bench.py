@@ -41,8 +41,13 @@ def percentile(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
 
 
-def bench_gt1(count: int) -> dict[str, float]:
-    """Verifications per second on one core: static and rotating, parse + signature(s) + claims."""
+def bench_gt1(count: int, rounds: int = 5) -> dict[str, float]:
+    """Verifications per second on one core: static and rotating, parse + signature(s) + claims.
+
+    This host's speed swings by 1.5x from one second to the next (other tenants), so the bare
+    Ed25519 ceiling and the GT1 paths are timed in interleaved rounds and each keeps its best
+    round (as ``timeit`` advises): the comparison is then made in the same phase of the host.
+    """
     issuer, holder = SigningKey(b"\x01" * 32), SigningKey(b"\x02" * 32)
     public = bytes(issuer.verify_key)
     kid = gt1.kid_for(public)
@@ -50,18 +55,22 @@ def bench_gt1(count: int) -> dict[str, float]:
     static = gt1.encode_static(gt1.issue(issuer, gt1.build_claims(cti=os.urandom(16), event=EVENT, product="ga")))
     bound = gt1.issue(issuer, gt1.build_claims(cti=os.urandom(16), event=EVENT, holder_key=bytes(holder.verify_key)))
     rotating = gt1.encode_rotating(bound, holder, int(time.time()))
-    results = {}
     signed = issuer.sign(b"x" * 120)
-    start = time.perf_counter()
-    for _ in range(count):
-        issuer.verify_key.verify(signed)
-    results["ceiling"] = count / (time.perf_counter() - start)
-    for name, text in (("static", static), ("rotating", rotating)):
+    for text in (static, rotating):
         assert not isinstance(gt1.read(text, ctx), Denial)
-        start = time.perf_counter()
-        for _ in range(count):
-            gt1.read(text, ctx)
-        results[name] = count / (time.perf_counter() - start)
+    runs = {
+        "ceiling": lambda: issuer.verify_key.verify(signed),
+        "static": lambda: gt1.read(static, ctx),
+        "rotating": lambda: gt1.read(rotating, ctx),
+    }
+    per_round = max(1, count // rounds)
+    results = dict.fromkeys(runs, 0.0)
+    for _ in range(rounds):
+        for name, run in runs.items():
+            start = time.perf_counter()
+            for _ in range(per_round):
+                run()
+            results[name] = max(results[name], per_round / (time.perf_counter() - start))
     return results
 
 
@@ -265,9 +274,9 @@ def main() -> int:
         "",
         "| what | figure | budget | |",
         "|---|---|---|---|",
-        f"| GT1 static verifications, one core ({args.verifications} runs) | {gt1_rates['static']:,.0f} / s | ≥ 10,000 / s | {verdict(gt1_rates['static'] >= 10000)} |",
+        f"| GT1 static verifications, one core (best of 5 rounds of {args.verifications // 5}) | {gt1_rates['static']:,.0f} / s | ≥ 10,000 / s | {verdict(gt1_rates['static'] >= 10000)} |",
         f"| GT1 rotating verifications (two signatures), one core | {gt1_rates['rotating']:,.0f} / s | — | |",
-        f"| of which the ceiling: bare Ed25519 verifications (libsodium via PyNaCl), one core | {gt1_rates['ceiling']:,.0f} / s | | |",
+        f"| of which the ceiling: bare Ed25519 verifications (libsodium via PyNaCl), one core | {gt1_rates['ceiling']:,.0f} / s (GT1 static reaches {gt1_rates['static'] / gt1_rates['ceiling']:.0%} of it) | | |",
         *(f"| {FORMAT_LABELS[name]} verifications, one core | {rate:,.0f} / s | — | |" for name, rate in format_rates.items()),
         f"| scanner line on the pty → relay pin energized, through `gate run` ({args.scans} admissions) | p50 {relay['p50']:.2f} ms, p99 {relay['p99']:.2f} ms, max {relay['max']:.2f} ms | p99 ≤ 5 ms | {verdict(relay['p99'] <= 5)} |",
         f"| of which: line framed → decision made, incl. durable ledger write | p50 {relay['decide_p50']:.2f} ms, p99 {relay['decide_p99']:.2f} ms | | |",

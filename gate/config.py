@@ -145,6 +145,25 @@ class SimulatorConfig:
 
 
 @dataclass(frozen=True)
+class SyncConfig:
+    """The venue bus (DESIGN §6). ``password`` is read from ``password_file`` at start-up, so the
+    secret is never in the config file that technicians copy around."""
+
+    host: str
+    port: int = 1883
+    topic_root: str = ""  # "gate/v1/<venue>/" unless set
+    username: str = ""  # the gate id unless set: the shipped ACL matches on it
+    password: str = field(default="", repr=False)
+    ca_file: str = ""
+    cert_file: str = ""
+    key_file: str = ""
+    tls: bool = False
+    keepalive: int = 15
+    status_interval: float = 10.0
+    catch_up_interval: float = 30.0
+
+
+@dataclass(frozen=True)
 class Config:
     path: str
     gate_id: str
@@ -159,6 +178,7 @@ class Config:
     gt1_keys: dict[bytes, gt1.IssuerKey]
     simulator: SimulatorConfig
     trust_documents: tuple[TrustDocument, ...] = ()
+    sync: SyncConfig | None = None
 
     @property
     def database(self) -> Path:
@@ -206,6 +226,8 @@ def parse(data: dict[str, Any], path: str = "<config>") -> Config:
     scanner_section = root.table("scanner")
     scanner = _read_scanner(scanner_section) if scanner_section is not None else None
     gt1_keys, trust_documents = _read_trust(root.table("trust"), Path(path).parent, problems)
+    sync_section = root.table("sync")
+    sync = _read_sync(sync_section, Path(path).parent, gate_id or "", venue or "") if sync_section is not None else None
     sim = root.table("simulator")
     simulator = SimulatorConfig()
     if sim is not None:
@@ -241,6 +263,7 @@ def parse(data: dict[str, Any], path: str = "<config>") -> Config:
         gt1_keys=gt1_keys,
         simulator=simulator,
         trust_documents=trust_documents,
+        sync=sync,
     )
 
 
@@ -345,6 +368,51 @@ def _read_scanner(sec: _Section) -> ScannerConfig:
     )
     sec.finish()
     return scanner
+
+
+def _read_sync(sec: _Section, base: Path, gate_id: str, venue: str) -> SyncConfig | None:
+    enabled = sec.get("enabled", bool, True)
+    host = sec.get("host", str, "localhost")
+    port = sec.get("port", int, 1883, minval=1, maxval=65535)
+    topic_root = sec.get("topic_root", str, f"gate/v1/{venue}/")
+    username = sec.get("username", str, gate_id)
+    password_file = sec.get("password_file", str, "")
+    tls = sec.get("tls", bool, False)
+    files = {key: sec.get(key, str, "") for key in ("ca_file", "cert_file", "key_file")}
+    keepalive = sec.get("keepalive", int, 15, minval=5, maxval=600)
+    status_interval = sec.get("status_interval", float, 10.0, minval=0.5, maxval=3600.0)
+    catch_up_interval = sec.get("catch_up_interval", float, 30.0, minval=1.0, maxval=3600.0)
+    sec.finish()
+    if topic_root and (not topic_root.endswith("/") or "+" in topic_root or "#" in topic_root):
+        sec._error("topic_root", f"must end with '/' and hold no wildcard, got {topic_root!r}")
+    password = ""
+    if password_file:
+        path = base / password_file
+        try:
+            password = path.read_text().strip()
+        except OSError as exc:
+            sec._error("password_file", f"cannot read {path}: {exc.strerror}")
+    for key, name in files.items():
+        if name and not (base / name).is_file():
+            sec._error(key, f"no such file {base / name}")
+    if (files["cert_file"] == "") != (files["key_file"] == ""):
+        sec._error("cert_file", "cert_file and key_file go together (a client certificate)")
+    if not enabled:
+        return None
+    return SyncConfig(
+        host=host,
+        port=port,
+        topic_root=topic_root,
+        username=username,
+        password=password,
+        ca_file=str(base / files["ca_file"]) if files["ca_file"] else "",
+        cert_file=str(base / files["cert_file"]) if files["cert_file"] else "",
+        key_file=str(base / files["key_file"]) if files["key_file"] else "",
+        tls=tls or bool(files["ca_file"]),
+        keepalive=keepalive,
+        status_interval=status_interval,
+        catch_up_interval=catch_up_interval,
+    )
 
 
 def _read_trust(

@@ -39,6 +39,7 @@ class Daemon:
         self.lane: Any = None
         self.ledger: Ledger | None = None
         self.loop: DecisionLoop | None = None
+        self.sync: Any = None
         self._stop = threading.Event()
 
     def start(self) -> None:
@@ -57,6 +58,8 @@ class Daemon:
         self.lane = GpioLane(config.gpio, pin_factory=self.pin_factory)
         turnstile = TurnstileController(self.lane, config.turnstile, self.clock)
         self.loop = DecisionLoop(engine, self.ledger, turnstile, self.clock, watchdog=self.notifier.watchdog)
+        if config.sync is not None:
+            self._start_sync()
 
         if config.simulator.enabled:
             self._start_simulator()
@@ -92,6 +95,23 @@ class Daemon:
         )
         self.notifier.ready(f"lane {config.gate_id} ready")
 
+    def _start_sync(self) -> None:
+        from gate.loop import WAKE
+        from gate.sync.client import VenueSync
+
+        loop, config = self.loop, self.config
+        assert loop is not None and self.ledger is not None and config.sync is not None
+        self.sync = VenueSync(
+            config.sync,
+            config.gate_id,
+            self.ledger,
+            wake=lambda: loop.post(WAKE),
+            status=lambda: {**loop.status(), "version": __version__, "venue": config.venue},
+        )
+        loop.sync = self.sync
+        loop.listeners.append(lambda kind, payload: self.sync.publish_scan(payload) if kind == "decision" else None)
+        self.sync.start()  # connects in the background: the lane decides offline meanwhile
+
     def _start_simulator(self) -> None:
         from hwsim.control import ControlServer
         from hwsim.turnstile import SimulatedTurnstile
@@ -110,6 +130,8 @@ class Daemon:
             self.scanner.stop()
         if self.loop is not None:
             self.loop.stop()  # falls safe in its own finally
+        if self.sync is not None:
+            self.sync.stop()  # after the loop: its last records had their chance to go out
         if self.lane is not None:
             self.lane.safe()  # and once more, in case the loop never ran
         if self.sim_control is not None:

@@ -25,7 +25,7 @@ from gate.trust import TrustDocument
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 # Record kinds.
 ADMISSION = "admission"  # a ticket was let through, direction "in" (entry) or "out" (exit)
@@ -58,6 +58,26 @@ class Record:
 _COLUMNS = "origin, seq, kind, at, ticket_key, format, direction, ref_origin, ref_seq, details, proof_key"
 
 
+@dataclass(frozen=True)
+class Conflict:
+    """A ticket admitted at two gates that did not know of each other's admission (cut off)."""
+
+    ticket_key: str
+    origin: str  # the admission that was merged last
+    seq: int
+    known: int  # admissions of this ticket its gate knew of when it admitted
+    found: int  # admissions of this ticket this ledger holds besides it
+    detected_at: float
+
+
+@dataclass(frozen=True)
+class MergeResult:
+    added: list[Record]
+    duplicates: int  # already held, identical: normal (catch-up overlaps, QoS 1 redelivery)
+    clashes: list[tuple[Record, Record]]  # (held, offered) with one (origin, seq): reported
+    conflicts: list[Conflict]
+
+
 class Ledger:
     def __init__(self, path: Path | str, origin: str) -> None:
         self.path = Path(path)
@@ -76,7 +96,7 @@ class Ledger:
                 f"database {self.path} has schema {version}, newer than this gate ({SCHEMA_VERSION})"
             )
         db = sqlite_utils.Database(self.conn)
-        for target, step in ((1, _schema_1), (2, _schema_2)):
+        for target, step in ((1, _schema_1), (2, _schema_2), (3, _schema_3)):
             if version >= target:
                 continue
             with self._transaction():  # another process may have migrated meanwhile: ask again
@@ -145,6 +165,60 @@ class Ledger:
     def remove_trust_document(self, name: str) -> bool:
         return self.conn.execute("DELETE FROM trust_documents WHERE name = ?", (name,)).rowcount > 0
 
+    def merge(self, offered: Iterable[Record], now: float) -> MergeResult:
+        """Take in peers' records (facts keyed by ``(origin, seq)``): idempotent, any order.
+
+        One transaction for the batch. A record already held is a duplicate when identical and a
+        clash when not (two facts under one key: a gate whose database was replaced). A new
+        entry admission whose gate knew of fewer admissions of the ticket than this ledger now
+        holds, beyond what the ticket allows, is a conflict: both gates admitted it while cut
+        off. Conflicts are kept in their own table and returned for the log and the status.
+        """
+        added: list[Record] = []
+        duplicates = 0
+        clashes: list[tuple[Record, Record]] = []
+        conflicts: list[Conflict] = []
+        with self._transaction():
+            for record in offered:
+                if record.origin == self.origin:
+                    raise ValueError(f"a peer's record cannot carry this gate's origin {self.origin!r}")
+                inserted = self.conn.execute(
+                    f"INSERT OR IGNORE INTO ledger ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    _row(record),
+                ).rowcount
+                if inserted:
+                    added.append(record)
+                    continue
+                held = self.record(record.origin, record.seq)
+                if held == record:
+                    duplicates += 1
+                else:
+                    clashes.append((held, record))  # type: ignore[arg-type]
+            for record in added:
+                conflict = self._conflict(record, now)
+                if conflict is not None:
+                    conflicts.append(conflict)
+                    self.conn.execute(
+                        "INSERT OR IGNORE INTO conflicts (origin, seq, ticket_key, known, found, detected_at) "
+                        "VALUES (?, ?, ?, ?, ?, ?)",
+                        (conflict.origin, conflict.seq, conflict.ticket_key, conflict.known, conflict.found, now),
+                    )
+        return MergeResult(added, duplicates, clashes, conflicts)
+
+    def _conflict(self, record: Record, now: float) -> Conflict | None:
+        if record.kind != ADMISSION or record.direction == "out" or not record.ticket_key or not record.details:
+            return None
+        known, limit = record.details.get("known"), record.details.get("limit")
+        if not isinstance(known, int) or not isinstance(limit, int) or limit == 0:
+            return None
+        found = self.usage(record.ticket_key).entries - 1  # held besides this one
+        if found > known and found + 1 > limit:
+            return Conflict(record.ticket_key, record.origin, record.seq, known, found, now)
+        return None
+
+    def set_sync_state(self, name: str, value: int) -> None:
+        self.conn.execute("INSERT OR REPLACE INTO sync_state (name, value) VALUES (?, ?)", (name, value))
+
     @contextmanager
     def _transaction(self) -> Iterator[None]:
         """One explicit transaction (the connection otherwise commits every statement)."""
@@ -202,22 +276,79 @@ class Ledger:
         ).fetchone()
         return row is not None
 
-    def records(self, origin: str | None = None, after_seq: int = 0) -> list[Record]:
-        where, args = "WHERE seq > ?", [after_seq]
+    def records(self, origin: str | None = None, after_seq: int = 0, limit: int = -1) -> list[Record]:
+        where = "WHERE seq > ?"
+        args: list[Any] = [after_seq]
         if origin is not None:
             where += " AND origin = ?"
             args.append(origin)
-        rows = self.conn.execute(f"SELECT {_COLUMNS} FROM ledger {where} ORDER BY origin, seq", args)
-        return [
-            Record(*row[:9], details=json.loads(row[9]) if row[9] else None, proof_key=row[10])  # type: ignore[misc]
-            for row in rows
-        ]
+        rows = self.conn.execute(f"SELECT {_COLUMNS} FROM ledger {where} ORDER BY origin, seq LIMIT ?", [*args, limit])
+        return [_record(row) for row in rows]
+
+    def record(self, origin: str, seq: int) -> Record | None:
+        row = self.conn.execute(f"SELECT {_COLUMNS} FROM ledger WHERE origin = ? AND seq = ?", (origin, seq)).fetchone()
+        return _record(row) if row else None
+
+    def last_seq(self, origin: str | None = None) -> int:
+        row = self.conn.execute("SELECT COALESCE(MAX(seq), 0) FROM ledger WHERE origin = ?", (origin or self.origin,))
+        return int(row.fetchone()[0])
+
+    def marks(self) -> dict[str, int]:
+        """For each origin, the highest ``seq`` up to which this ledger holds every record (what a
+        catch-up request asks beyond). Records arrive in order, so a gap is rare: when there is
+        one, the mark stops below it and the missing records are asked for again."""
+        marks = {}
+        for origin, count, top in self.conn.execute("SELECT origin, COUNT(*), MAX(seq) FROM ledger GROUP BY origin"):
+            if count == top:
+                marks[origin] = top
+                continue
+            first_gap = self.conn.execute(
+                "SELECT MIN(seq) FROM ledger AS l WHERE origin = ? AND NOT EXISTS "
+                "(SELECT 1 FROM ledger WHERE origin = l.origin AND seq = l.seq + 1)",
+                (origin,),
+            ).fetchone()[0]
+            has_first = self.conn.execute("SELECT 1 FROM ledger WHERE origin = ? AND seq = 1", (origin,)).fetchone()
+            marks[origin] = first_gap if has_first else 0
+        return marks
+
+    def sync_state(self, name: str, default: int = 0) -> int:
+        row = self.conn.execute("SELECT value FROM sync_state WHERE name = ?", (name,)).fetchone()
+        return int(row[0]) if row else default
+
+    def conflicts(self) -> list[Conflict]:
+        rows = self.conn.execute(
+            "SELECT ticket_key, origin, seq, known, found, detected_at FROM conflicts ORDER BY detected_at"
+        )
+        return [Conflict(*row) for row in rows]
+
+    def conflict_count(self) -> int:
+        return int(self.conn.execute("SELECT COUNT(*) FROM conflicts").fetchone()[0])
 
     def integrity_ok(self) -> bool:
         return self.conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
 
     def close(self) -> None:
         self.conn.close()
+
+
+def _row(record: Record) -> tuple[Any, ...]:
+    return (
+        record.origin,
+        record.seq,
+        record.kind,
+        record.at,
+        record.ticket_key,
+        record.format,
+        record.direction,
+        record.ref_origin,
+        record.ref_seq,
+        json.dumps(record.details, separators=(",", ":")) if record.details else None,
+        record.proof_key,
+    )
+
+
+def _record(row: tuple[Any, ...]) -> Record:
+    return Record(*row[:9], details=json.loads(row[9]) if row[9] else None, proof_key=row[10])
 
 
 # --- schema steps (each runs once, in its own transaction) ---------------------------------
@@ -254,5 +385,15 @@ def _schema_2(db: sqlite_utils.Database) -> None:
         {"name": str, "format": str, "imported_at": float, "sha256": str, "body": str},
         pk="name",
         not_null={"format", "imported_at", "sha256", "body"},
+        if_not_exists=True,
+    )
+
+
+def _schema_3(db: sqlite_utils.Database) -> None:
+    """Venue sync: small named counters (the outbox's published mark) and detected conflicts."""
+    db["sync_state"].create({"name": str, "value": int}, pk="name", not_null={"value"}, if_not_exists=True)
+    db["conflicts"].create(
+        {"origin": str, "seq": int, "ticket_key": str, "known": int, "found": int, "detected_at": float},
+        pk=("origin", "seq"),
         if_not_exists=True,
     )

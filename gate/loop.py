@@ -17,7 +17,8 @@ from typing import Any, Callable
 
 from gate import ledger as records
 from gate.clock import Clock
-from gate.decision import Claims, Decision, Reason
+from gate import policy
+from gate.decision import IN, Claims, Decision, Reason
 from gate.engine import DecisionEngine
 from gate.ledger import Ledger, Record
 from gate.turnstile import CONFIRMED, FORCED, FREE_EXIT, Pending, TurnstileController
@@ -66,6 +67,7 @@ class Call:
 
 
 _STOP = object()
+WAKE = object()  # nothing to handle: a turn of the loop (the sync client has work for it)
 
 
 class DecisionLoop:
@@ -84,6 +86,7 @@ class DecisionLoop:
         self.clock = clock
         self.watchdog = watchdog
         self.listeners: list[Listener] = []
+        self.sync: Any = None  # gate.sync.client.VenueSync, pumped after every turn
         self.counters: Counter[str] = Counter()
         self.crashed: BaseException | None = None
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
@@ -143,8 +146,10 @@ class DecisionLoop:
                     event = None
                 if event is _STOP:
                     break
-                if event is not None:
+                if event is not None and event is not WAKE:
                     self._handle(event)
+                if self.sync is not None:
+                    self._pump_sync()
                 self.engine.refresh_trust()  # at most once a second: newly imported documents
                 expired = self.turnstile.tick()
                 if expired is not None:
@@ -155,6 +160,20 @@ class DecisionLoop:
             raise
         finally:
             self.turnstile.safe()
+
+    def _pump_sync(self) -> None:
+        try:
+            self.sync.pump()
+        except Exception:  # the bus must never stop the lane
+            log.exception("venue sync failed this turn")
+
+    def status(self) -> dict[str, Any]:
+        """What the lane shows on its status topic (called on the loop thread)."""
+        return {
+            "mode": self.turnstile.mode,
+            "emergency": self.turnstile.emergency,
+            "counters": dict(self.counters),
+        }
 
     def _handle(self, event: Any) -> None:
         if isinstance(event, Scan):
@@ -219,7 +238,7 @@ class DecisionLoop:
                 ticket_key=claims.ticket_key,
                 format=claims.format,
                 direction=decision.direction,
-                details={"proof": claims.proof.kind} if claims.proof else None,
+                details=self._admission_details(claims, decision.direction),
                 proof_key=claims.proof.key if claims.proof else None,
             )
         except Exception:
@@ -228,6 +247,17 @@ class DecisionLoop:
         self.turnstile.open_for(decision.direction, (record, claims))  # only after the record is durable
         self._emit("record", _record_dict(record))
         return decision
+
+    def _admission_details(self, claims: Claims, direction: str) -> dict[str, Any]:
+        """What this gate knew when it admitted: peers use ``known`` and ``limit`` to tell a
+        conflict (two gates cut off from each other admitting one ticket) from a re-entry."""
+        details: dict[str, Any] = {}
+        if claims.proof:
+            details["proof"] = claims.proof.kind
+        if direction == IN:
+            details["known"] = self.ledger.usage(claims.ticket_key).entries
+            details["limit"] = policy.entry_limit(claims, self.engine.settings.gate_policy)
+        return details
 
     def _append(self, kind: str, **fields: Any) -> Record | None:
         try:

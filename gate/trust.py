@@ -15,7 +15,9 @@ from typing import Any
 
 from gate import formats
 from gate.formats import TrustError
+from gate.jsonlimits import nesting
 
+MAX_DOCUMENT_DEPTH = 16  # the deepest format (pretix) nests 4 levels
 MAX_DOCUMENT_BYTES = 256 * 1024 * 1024  # a million pretix secrets is about 60 MB of JSON
 
 
@@ -31,6 +33,8 @@ def parse_document(data: bytes | str, name: str) -> TrustDocument:
     """Read and validate one document; ``TrustError`` names the document and the field."""
     if len(data) > MAX_DOCUMENT_BYTES:
         raise TrustError(f"{name}: larger than {MAX_DOCUMENT_BYTES // 2**20} MiB")
+    if nesting(data, MAX_DOCUMENT_DEPTH) > MAX_DOCUMENT_DEPTH:
+        raise TrustError(f"{name}: nested deeper than {MAX_DOCUMENT_DEPTH} levels")
     try:
         body = json.loads(data)
     except (ValueError, UnicodeDecodeError) as exc:

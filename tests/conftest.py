@@ -103,6 +103,7 @@ class Lane:
         self.decisions: queue.Queue[dict[str, Any]] = queue.Queue()
         self.output_log: list[tuple[str, bool]] = []
         self.alarms: list[dict[str, Any]] = []
+        self.stopped = False
         daemon.loop.listeners.append(self._on_event)
         self.turnstile.listeners.append(lambda name, on: self.output_log.append((name, on)))
 
@@ -135,6 +136,13 @@ class Lane:
             conn.close()
         return [r for r in rows if kind is None or r["kind"] == kind]
 
+    def stop(self) -> None:
+        """Stop the daemon as SIGTERM does (the fixture then leaves it alone)."""
+        self.daemon.stop()
+        self.stopped = True
+        if self.scanner is not None:
+            self.scanner.close()
+
     def idle(self, timeout: float = 5.0) -> None:
         """Wait until no passage is pending and the lights are back to idle."""
         wait_until(lambda: not self.daemon.loop.turnstile.busy and not self.output("red") and not self.output("green"), timeout)
@@ -153,23 +161,23 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 5.0, interval: flo
 
 @pytest.fixture
 def start_lane(tmp_path: Path) -> Iterator[Callable[..., Lane]]:
-    started: list[tuple[Daemon, SimulatedScanner]] = []
+    started: list[Lane] = []
 
     def start(data: dict[str, Any], clock: Any = None) -> Lane:
         data = copy.deepcopy(data)
         scanner = SimulatedScanner(data["scanner"]["port"]) if "scanner" in data else None
         daemon = Daemon(gate_config.parse(data, "test.toml"), clock=clock)
         daemon.start()
-        started.append((daemon, scanner))
+        lane = Lane(daemon, scanner)
+        started.append(lane)
         if daemon.scanner is not None:
             assert daemon.scanner.connected.wait(5), "scanner driver did not open the pty"
-        return Lane(daemon, scanner)
+        return lane
 
     yield start
-    for daemon, scanner in started:
-        daemon.stop()
-        if scanner is not None:
-            scanner.close()
+    for lane in started:
+        if not lane.stopped:
+            lane.stop()
 
 
 @pytest.fixture

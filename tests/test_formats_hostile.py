@@ -99,3 +99,21 @@ def test_keys_import_reaches_the_running_lane(tmp_path, start_lane, config_data)
     assert json.loads(keys("list").stdout)["name"] == "democon.json"
     decision = wait_until(lambda: (d := lane.present(secret, walks=True)) and d["reason"] != "unknown_key" and d, timeout=5)
     assert decision["accepted"], decision
+
+
+@pytest.mark.parametrize("body", [b"[" * 100_000, b'{"format": "gt1", "issuers": ' + b"[" * 50_000 + b"]" * 50_000 + b"}"])
+def test_deeply_nested_documents_are_refused_before_parsing(body):
+    """Even with the recursion limit raised (py_ecc raises it to 100,000 when eth-account is
+    loaded), a hostile document must be an error, never a crash of the process."""
+    import sys
+
+    from gate import trust
+    from gate.formats import TrustError
+
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(200_000)
+    try:
+        with pytest.raises(TrustError, match="nested deeper"):
+            trust.parse_document(body, "hostile.json")
+    finally:
+        sys.setrecursionlimit(limit)

@@ -18,9 +18,14 @@ _MISSING = object()
 
 
 class Fields:
+    """One JSON object read strictly. Subclasses set ``error`` to raise their own exception
+    (``gate.sync.messages`` reads bus messages with it)."""
+
+    error: type[Exception] = TrustError
+
     def __init__(self, data: Any, path: str) -> None:
         if not isinstance(data, dict):
-            raise TrustError(f"{path}: must be an object")
+            raise self.error(f"{path}: must be an object")
         self.data = data
         self.path = path
         self._read: set[str] = {"format"}
@@ -30,7 +35,7 @@ class Fields:
         value = self.data.get(key, _MISSING)
         if value is _MISSING or value is None:
             if default is _MISSING:
-                raise TrustError(f"{self.path}.{key}: required")
+                raise self.error(f"{self.path}.{key}: required")
             return default
         return value
 
@@ -39,7 +44,7 @@ class Fields:
         if value is default:
             return value
         if not isinstance(value, str) or not value or len(value) > max_len:
-            raise TrustError(f"{self.path}.{key}: must be text of 1-{max_len} characters")
+            raise self.error(f"{self.path}.{key}: must be text of 1-{max_len} characters")
         return value
 
     def integer(self, key: str, default: Any = _MISSING, minval: int | None = None) -> Any:
@@ -47,13 +52,13 @@ class Fields:
         if value is default:
             return value
         if isinstance(value, bool) or not isinstance(value, int) or (minval is not None and value < minval):
-            raise TrustError(f"{self.path}.{key}: must be an integer" + (f" ≥ {minval}" if minval is not None else ""))
+            raise self.error(f"{self.path}.{key}: must be an integer" + (f" ≥ {minval}" if minval is not None else ""))
         return value
 
     def boolean(self, key: str, default: Any = _MISSING) -> Any:
         value = self._get(key, default)
         if not isinstance(value, bool):
-            raise TrustError(f"{self.path}.{key}: must be true or false")
+            raise self.error(f"{self.path}.{key}: must be true or false")
         return value
 
     def array(self, key: str, default: Any = _MISSING, max_len: int = 10_000_000) -> Any:
@@ -61,7 +66,7 @@ class Fields:
         if value is default:
             return value
         if not isinstance(value, list) or len(value) > max_len:
-            raise TrustError(f"{self.path}.{key}: must be an array (at most {max_len} items)")
+            raise self.error(f"{self.path}.{key}: must be an array (at most {max_len} items)")
         return value
 
     def texts(self, key: str, default: Any = _MISSING, max_len: int = 256) -> Any:
@@ -70,7 +75,7 @@ class Fields:
             return values
         for i, item in enumerate(values):
             if not isinstance(item, str) or not item or len(item) > max_len:
-                raise TrustError(f"{self.path}.{key}[{i}]: must be text of 1-{max_len} characters")
+                raise self.error(f"{self.path}.{key}[{i}]: must be text of 1-{max_len} characters")
         return values
 
     def integers(self, key: str, default: Any = _MISSING) -> Any:
@@ -79,20 +84,20 @@ class Fields:
             return values
         for i, item in enumerate(values):
             if isinstance(item, bool) or not isinstance(item, int):
-                raise TrustError(f"{self.path}.{key}[{i}]: must be an integer")
+                raise self.error(f"{self.path}.{key}[{i}]: must be an integer")
         return values
 
     def objects(self, key: str, default: Any = _MISSING) -> Any:
         values = self.array(key, default)
         if values is default:
             return values
-        return [Fields(item, f"{self.path}.{key}[{i}]") for i, item in enumerate(values)]
+        return [type(self)(item, f"{self.path}.{key}[{i}]") for i, item in enumerate(values)]
 
     def obj(self, key: str, default: Any = _MISSING) -> Any:
         value = self._get(key, default)
         if value is default:
             return value
-        return Fields(value, f"{self.path}.{key}")
+        return type(self)(value, f"{self.path}.{key}")
 
     def hex_bytes(self, key: str, default: Any = _MISSING, length: int | None = None) -> Any:
         value = self.text(key, default, max_len=4096)
@@ -101,9 +106,9 @@ class Fields:
         try:
             raw = bytes.fromhex(value.removeprefix("0x"))
         except ValueError:
-            raise TrustError(f"{self.path}.{key}: must be hexadecimal") from None
+            raise self.error(f"{self.path}.{key}: must be hexadecimal") from None
         if length is not None and len(raw) != length:
-            raise TrustError(f"{self.path}.{key}: must be {length} bytes ({2 * length} hex digits)")
+            raise self.error(f"{self.path}.{key}: must be {length} bytes ({2 * length} hex digits)")
         return raw
 
     def accept_rest(self) -> None:
@@ -114,7 +119,7 @@ class Fields:
         """Unknown fields are errors: a typo must not silently drop a restriction."""
         unknown = sorted(set(self.data) - self._read)
         if unknown:
-            raise TrustError(f"{self.path}: unknown field(s) {', '.join(unknown)}")
+            raise self.error(f"{self.path}: unknown field(s) {', '.join(unknown)}")
 
 
 def add_unique(into: dict[Any, Any], items: dict[Any, Any], conflict: Callable[[Any], str]) -> None:

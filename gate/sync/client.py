@@ -1,0 +1,297 @@
+"""The gate's side of the venue bus: outbox, merge of peers' records, catch-up, status.
+
+Two threads meet here and only through a queue. paho-mqtt's network thread receives messages,
+connection changes and publish acknowledgements and only queues them (then wakes the decision
+loop). Everything that touches the ledger happens in ``pump``, which the decision loop calls on
+its own thread after every turn: the loop stays the one owner of the database (DESIGN §7).
+
+Nothing a gate records is lost while the broker is away: the ledger itself is the outbox. The
+mark ``published`` (kept in the database) is the seq up to which the broker acknowledged this
+gate's records; after a reconnect or a restart everything above it is published again, and
+peers drop what they already hold (records are facts keyed by ``(origin, seq)``). A catch-up
+request from a peer moves the send position back to what that peer holds; its answer travels
+on the normal ledger topic, so every gate that missed the same records gets them too.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import time
+from typing import Any, Callable
+
+from gate.config import SyncConfig
+from gate.ledger import Ledger
+from gate.sync import messages
+from gate.sync.messages import MessageError, Topics
+
+log = logging.getLogger(__name__)
+
+MAX_INFLIGHT = 8  # ledger messages handed to paho and not yet acknowledged
+PUBLISHED_MARK = "published"
+MARK_SAVE_INTERVAL = 1.0  # seconds; a mark lost in a crash only means a few duplicates
+REQUEST_MIN_INTERVAL = 1.0  # seconds between catch-up requests triggered by gaps
+
+
+class VenueSync:
+    def __init__(
+        self,
+        settings: SyncConfig,
+        gate_id: str,
+        ledger: Ledger,
+        *,
+        wake: Callable[[], None] = lambda: None,
+        status: Callable[[], dict[str, Any]] = dict,
+        client_id: str | None = None,
+    ) -> None:
+        self.settings = settings
+        self.gate_id = gate_id
+        self.ledger = ledger
+        self.topics = Topics(settings.topic_root, gate_id)
+        self.wake = wake
+        self.status = status
+        self.client_id = client_id or f"gate-{settings.topic_root.strip('/').replace('/', '-')}-{gate_id}"
+        self.connected = False
+        self.counters = {"received": 0, "merged": 0, "duplicates": 0, "clashes": 0, "conflicts": 0, "refused": 0}
+        self._events: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
+        self._client: Any = None
+        self._published = ledger.sync_state(PUBLISHED_MARK)  # acknowledged by the broker
+        self._saved_mark = self._published
+        self._mark_saved_at = 0.0
+        self._acked_ranges: list[tuple[int, int]] = []
+        self._send_from = self._published  # next publish starts above this seq
+        self._inflight: dict[int, tuple[int, int]] = {}  # mid → (first, last) seq
+        self._peer_marks = {o: m for o, m in ledger.marks().items() if o != gate_id}
+        self._last_request = float("-inf")
+        self._next_status = 0.0
+        self._next_catch_up = float("inf")
+
+    # --- lifecycle (daemon thread) ---------------------------------------------------------
+
+    def start(self) -> None:
+        import paho.mqtt.client as mqtt  # only a gate with [sync] pays the import
+
+        client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2,
+            client_id=self.client_id,
+            clean_session=False,  # the broker keeps peers' records for us while we are away
+            protocol=mqtt.MQTTv311,
+        )
+        if self.settings.username:
+            client.username_pw_set(self.settings.username, self.settings.password or None)
+        if self.settings.tls:
+            client.tls_set(
+                ca_certs=self.settings.ca_file or None,
+                certfile=self.settings.cert_file or None,
+                keyfile=self.settings.key_file or None,
+            )
+        client.will_set(self.topics.status, messages.encode_status(self.gate_id, "offline"), qos=1, retain=True)
+        client.reconnect_delay_set(min_delay=1, max_delay=10)
+        client.max_inflight_messages_set(MAX_INFLIGHT * 2)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+        client.on_publish = self._on_publish
+        self._client = client
+        client.connect_async(self.settings.host, self.settings.port, keepalive=self.settings.keepalive)
+        client.loop_start()
+        log.info("venue sync started broker=%s:%d client_id=%s published=%d", self.settings.host,
+                 self.settings.port, self.client_id, self._published)
+
+    def stop(self, timeout: float = 2.0) -> None:
+        """Say offline (retained) and disconnect cleanly; the Last Will covers a crash."""
+        client, self._client = self._client, None
+        if client is None:
+            return
+        try:
+            if self.connected:
+                info = client.publish(self.topics.status, messages.encode_status(self.gate_id, "offline"), qos=1, retain=True)
+                info.wait_for_publish(timeout)
+        except Exception:
+            log.warning("offline status not published", exc_info=True)
+        client.disconnect()
+        client.loop_stop()
+        self._save_mark(force=True)
+
+    # --- paho's network thread: queue and wake, nothing else --------------------------------
+
+    def _on_connect(self, client: Any, userdata: Any, flags: Any, reason: Any, properties: Any = None) -> None:
+        if reason.is_failure:
+            log.warning("broker refused the connection reason=%s", reason)
+            return
+        client.subscribe([(self.topics.ledger_all, 1), (self.topics.sync_request_all, 1)])
+        self._events.put(("connected", bool(getattr(flags, "session_present", False))))
+        self.wake()
+
+    def _on_disconnect(self, client: Any, userdata: Any, flags: Any, reason: Any, properties: Any = None) -> None:
+        self._events.put(("disconnected", str(reason)))
+        self.wake()
+
+    def _on_message(self, client: Any, userdata: Any, message: Any) -> None:
+        self._events.put(("message", message.topic, bytes(message.payload)))
+        self.wake()
+
+    def _on_publish(self, client: Any, userdata: Any, mid: int, reason: Any = None, properties: Any = None) -> None:
+        self._events.put(("acked", mid))
+        self.wake()
+
+    # --- the decision loop's thread ---------------------------------------------------------
+
+    def pump(self, now: float | None = None) -> None:
+        """Take in what the bus brought, publish what the ledger has that the bus does not."""
+        now = time.monotonic() if now is None else now
+        while True:
+            try:
+                event = self._events.get_nowait()
+            except queue.Empty:
+                break
+            try:
+                self._handle(event, now)
+            except Exception:  # one bad event must not stop the bus, nor the lane
+                log.exception("sync event failed kind=%s", event[0])
+        if not self.connected:
+            return
+        self._publish_outbox()
+        if now >= self._next_status:
+            self._publish_status(now)
+        if now >= self._next_catch_up:
+            self._request_catch_up(now, why="periodic")
+        self._save_mark()
+
+    def publish_scan(self, decision: dict[str, Any]) -> None:
+        if self.connected and self._client is not None:
+            self._client.publish(self.topics.scans, messages.encode_scan(self.gate_id, decision), qos=0)
+
+    def _handle(self, event: tuple[Any, ...], now: float) -> None:
+        kind = event[0]
+        if kind == "message":
+            self._on_bus_message(event[1], event[2], now)
+        elif kind == "acked":
+            self._acknowledged(event[1])
+        elif kind == "connected":
+            self.connected = True
+            self._inflight.clear()
+            self._send_from = self._published  # whatever was in flight goes again
+            log.info("broker connected session_present=%s outbox=%d", event[1], self.outbox_size())
+            self._publish_status(now)
+            self._request_catch_up(now, why="connected")
+        elif kind == "disconnected":
+            if self.connected:
+                log.warning("broker connection lost reason=%s outbox=%d", event[1], self.outbox_size())
+            self.connected = False
+
+    def _on_bus_message(self, topic: str, payload: bytes, now: float) -> None:
+        self.counters["received"] += 1
+        sender = self.topics.sender(topic, "ledger")
+        if sender is not None:
+            if sender != self.gate_id:
+                self._merge(sender, payload, now)
+            return
+        sender = self.topics.sender(topic, "sync/request")
+        if sender is not None:
+            if sender != self.gate_id:
+                self._answer(sender, payload)
+            return
+        self.counters["refused"] += 1
+        log.warning("message on an unexpected topic ignored topic=%s bytes=%d", topic[:200], len(payload))
+
+    def _merge(self, sender: str, payload: bytes, now: float) -> None:
+        try:
+            records = messages.decode_records(payload, sender)
+        except MessageError as exc:
+            self.counters["refused"] += 1
+            log.warning("ledger message refused sender=%s bytes=%d error=%r", sender, len(payload), str(exc))
+            return
+        result = self.ledger.merge(records, time.time())
+        self.counters["merged"] += len(result.added)
+        self.counters["duplicates"] += result.duplicates
+        for held, offered in result.clashes:
+            self.counters["clashes"] += 1
+            log.error("clashing record kept the first origin=%s seq=%d held_kind=%s offered_kind=%s",
+                      held.origin, held.seq, held.kind, offered.kind)
+        for conflict in result.conflicts:
+            self.counters["conflicts"] += 1
+            log.warning(
+                "conflict: ticket admitted at two gates cut off from each other ticket=%s origin=%s seq=%d "
+                "known=%d found=%d", conflict.ticket_key[:16], conflict.origin, conflict.seq, conflict.known, conflict.found,
+            )
+        if result.conflicts:
+            self._next_status = 0.0  # say so on the status topic now
+        mark = self._peer_marks.get(sender, 0)
+        top = max(r.seq for r in records)
+        if top <= mark:
+            return
+        if min(r.seq for r in records) <= mark + 1 and len({r.seq for r in records if r.seq > mark}) == top - mark:
+            self._peer_marks[sender] = top
+            return
+        self._peer_marks[sender] = self.ledger.marks().get(sender, 0)  # a gap, or filled one
+        if self._peer_marks[sender] < top:
+            self._request_catch_up(now, why=f"gap from {sender}")
+
+    def _answer(self, asker: str, payload: bytes) -> None:
+        try:
+            marks = messages.decode_request(payload)
+        except MessageError as exc:
+            self.counters["refused"] += 1
+            log.warning("sync request refused asker=%s error=%r", asker, str(exc))
+            return
+        theirs = marks.get(self.gate_id, 0)
+        if theirs < self._send_from:
+            log.info("catch-up for %s: resending from seq %d", asker, theirs + 1)
+            self._send_from = theirs
+
+    def _request_catch_up(self, now: float, why: str) -> None:
+        if now - self._last_request < REQUEST_MIN_INTERVAL and why.startswith("gap"):
+            return
+        self._last_request = now
+        self._next_catch_up = now + self.settings.catch_up_interval
+        marks = {o: m for o, m in self.ledger.marks().items() if o != self.gate_id}
+        self._peer_marks.update(marks)
+        if self._client is not None:
+            self._client.publish(self.topics.sync_request, messages.encode_request(marks), qos=1)
+        log.debug("catch-up requested why=%s origins=%d", why, len(marks))
+
+    def _publish_outbox(self) -> None:
+        assert self._client is not None
+        while len(self._inflight) < MAX_INFLIGHT:
+            batch = self.ledger.records(self.gate_id, self._send_from, messages.MAX_BATCH)
+            if not batch:
+                return
+            info = self._client.publish(self.topics.ledger, messages.encode_records(self.gate_id, batch), qos=1)
+            self._inflight[info.mid] = (batch[0].seq, batch[-1].seq)
+            self._send_from = batch[-1].seq
+        # More waits for acknowledgements; each one wakes the loop, which comes back here.
+
+    def _acknowledged(self, mid: int) -> None:
+        sent = self._inflight.pop(mid, None)
+        if sent is None:
+            return  # from before a reconnect, or a status / request
+        self._acked_ranges.append(sent)
+        self._acked_ranges.sort()
+        while self._acked_ranges and self._acked_ranges[0][0] <= self._published + 1:
+            self._published = max(self._published, self._acked_ranges.pop(0)[1])
+
+    def _save_mark(self, force: bool = False) -> None:
+        if self._published == self._saved_mark:
+            return
+        now = time.monotonic()
+        if force or now - self._mark_saved_at >= MARK_SAVE_INTERVAL:
+            self.ledger.set_sync_state(PUBLISHED_MARK, self._published)
+            self._saved_mark, self._mark_saved_at = self._published, now
+
+    def _publish_status(self, now: float) -> None:
+        self._next_status = now + self.settings.status_interval
+        if self._client is None:
+            return
+        fields = {
+            **self.status(),
+            "outbox": self.outbox_size(),
+            "conflicts": self.ledger.conflict_count(),
+            "sync": dict(self.counters),
+            "at": round(time.time(), 3),
+        }
+        self._client.publish(self.topics.status, messages.encode_status(self.gate_id, "online", **fields), qos=1, retain=True)
+
+    def outbox_size(self) -> int:
+        """This gate's records the broker has not acknowledged yet."""
+        return max(0, self.ledger.last_seq() - self._published)

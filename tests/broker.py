@@ -1,0 +1,121 @@
+"""A real mosquitto, started by the tests on a free port (scripts/test installs the package)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+
+
+def mosquitto_binary() -> str | None:
+    return shutil.which("mosquitto") or next((p for p in ("/usr/sbin/mosquitto",) if os.access(p, os.X_OK)), None)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Mosquitto:
+    """One broker process; ``stop``/``start`` keep its port, as a broker restart does."""
+
+    def __init__(self, workdir: Path, *, password_file: Path | None = None, acl_file: Path | None = None) -> None:
+        binary = mosquitto_binary()
+        if binary is None:
+            raise RuntimeError("mosquitto is not installed (scripts/test installs it with apt-get)")
+        self.binary = binary
+        self.port = free_port()
+        self.workdir = workdir
+        workdir.mkdir(parents=True, exist_ok=True)
+        lines = [f"listener {self.port} 127.0.0.1", "persistence false", "log_dest stderr", "log_type error", "log_type warning"]
+        if os.geteuid() == 0:  # mosquitto would drop to its own user and not read the test's files
+            lines.append("user root")
+        if password_file is not None:
+            lines += ["allow_anonymous false", f"password_file {password_file}"]
+        else:
+            lines.append("allow_anonymous true")
+        if acl_file is not None:
+            lines.append(f"acl_file {acl_file}")
+        self.conf = workdir / "mosquitto.conf"
+        self.conf.write_text("\n".join(lines) + "\n")
+        self.process: subprocess.Popen[bytes] | None = None
+        self.start()
+
+    def start(self) -> None:
+        assert self.process is None
+        log = open(self.workdir / "mosquitto.log", "ab")
+        self.process = subprocess.Popen([self.binary, "-c", str(self.conf)], stdout=log, stderr=log)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                return
+            except OSError:
+                if self.process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"mosquitto did not start: {(self.workdir / 'mosquitto.log').read_text()[-2000:]}")
+                time.sleep(0.02)
+
+    def stop(self, kill: bool = False) -> None:
+        if self.process is None:
+            return
+        self.process.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
+        self.process.wait(10)
+        self.process = None
+
+    def sync_table(self, **extra: Any) -> dict[str, Any]:
+        """The ``[sync]`` table of a gate's config that talks to this broker."""
+        return {"host": "127.0.0.1", "port": self.port, "keepalive": 5, "catch_up_interval": 5.0, **extra}
+
+
+class Watcher:
+    """A plain MQTT client that collects what arrives on some topics (as ``mosquitto_sub``)."""
+
+    def __init__(self, port: int, topics: list[str], username: str | None = None, password: str | None = None) -> None:
+        self.messages: list[tuple[str, bytes, bool]] = []
+        self.lock = threading.Lock()
+        self.ready = threading.Event()
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+        if username:
+            self.client.username_pw_set(username, password)
+        self.client.on_message = lambda c, u, m: self._got(m)
+        self.refused: Any = None
+
+        def connected(client: Any, userdata: Any, flags: Any, reason: Any, properties: Any = None) -> None:
+            if reason.is_failure:
+                self.refused = reason
+            elif topics:
+                client.subscribe([(t, 1) for t in topics])
+            self.ready.set()
+
+        self.client.on_connect = connected
+        self.client.connect("127.0.0.1", port)
+        self.client.loop_start()
+        assert self.ready.wait(5), "watcher did not connect"
+        if self.refused is not None:
+            self.close()
+            raise PermissionError(f"broker refused the connection: {self.refused}")
+        time.sleep(0.1)  # the subscription is in place
+
+    def _got(self, message: Any) -> None:
+        with self.lock:
+            self.messages.append((message.topic, bytes(message.payload), bool(message.retain)))
+
+    def on(self, topic: str) -> list[bytes]:
+        with self.lock:
+            return [payload for t, payload, _ in self.messages if t == topic]
+
+    def publish(self, topic: str, payload: bytes | str, qos: int = 1, retain: bool = False) -> None:
+        self.client.publish(topic, payload, qos=qos, retain=retain).wait_for_publish(5)
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()

@@ -109,6 +109,7 @@ class Daemon:
             status=lambda: {**loop.status(), "version": __version__, "venue": config.venue},
         )
         loop.sync = self.sync
+        self.sync.on_merged.append(loop.peer_records)
         loop.listeners.append(lambda kind, payload: self.sync.publish_scan(payload) if kind == "decision" else None)
         self.sync.start()  # connects in the background: the lane decides offline meanwhile
 

@@ -259,6 +259,11 @@ class DecisionLoop:
             details["limit"] = policy.entry_limit(claims, self.engine.settings.gate_policy)
         return details
 
+    def peer_records(self, added: list[Record]) -> None:
+        """Other gates' records just merged (venue sync, on this thread): shown to listeners."""
+        for record in added:
+            self._emit("peer_record", _record_dict(record))
+
     def _append(self, kind: str, **fields: Any) -> Record | None:
         try:
             record = self.ledger.append(kind, self.clock.now(), **fields)

@@ -79,3 +79,22 @@ def test_broken_toml_and_missing_file(tmp_path, capsys):
     assert "not valid TOML" in capsys.readouterr().err
     assert main(["check-config", "--config", str(tmp_path / "none.toml")]) == 2
     assert "file not found" in capsys.readouterr().err
+
+
+def test_sync_section_errors_are_named(config_data, tmp_path):
+    config_data["sync"] = {"hots": "broker", "port": 70000, "topic_root": "gate/#", "cert_file": "client.crt",
+                           "password_file": str(tmp_path / "missing")}
+    found = problems(config_data)
+    assert "sync.hots: unknown key" in found
+    assert "sync.port: must be at most 65535, got 70000" in found
+    assert "sync.topic_root: must end with '/' and hold no wildcard, got 'gate/#'" in found
+    assert any(p.startswith("sync.cert_file: no such file") for p in found)
+    assert any(p.startswith("sync.password_file: cannot read") for p in found)
+
+
+def test_sync_defaults_follow_the_gate(config_data, tmp_path):
+    (tmp_path / "pw").write_text("s3cret\n")
+    config_data["sync"] = {"host": "broker", "password_file": str(tmp_path / "pw")}
+    sync = config.parse(config_data).sync
+    assert (sync.topic_root, sync.username, sync.password, sync.tls) == ("gate/v1/test-venue/", "lane-1", "s3cret", False)
+    assert "s3cret" not in repr(sync)  # a logged config never shows the password

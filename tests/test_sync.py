@@ -10,7 +10,7 @@ from typing import Any, Callable
 import pytest
 from nacl.signing import SigningKey
 
-from tests.broker import Mosquitto, Watcher, mosquitto_binary
+from hwsim.broker import Mosquitto, Watcher, mosquitto_binary
 from tests.conftest import Lane, Tickets, base_config, wait_until
 
 pytestmark = pytest.mark.skipif(mosquitto_binary() is None, reason="mosquitto not installed (scripts/test installs it)")

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import socket
 import time
 from typing import Any, Callable
 
@@ -52,6 +53,7 @@ class VenueSync:
         self.status = status
         self.client_id = client_id or f"gate-{settings.topic_root.strip('/').replace('/', '-')}-{gate_id}"
         self.connected = False
+        self.on_merged: list[Callable[[list[Any]], None]] = []  # peers' new records (loop thread)
         self.counters = {"received": 0, "merged": 0, "duplicates": 0, "clashes": 0, "conflicts": 0, "refused": 0}
         self._events: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
         self._client: Any = None
@@ -88,6 +90,7 @@ class VenueSync:
         client.will_set(self.topics.status, messages.encode_status(self.gate_id, "offline"), qos=1, retain=True)
         client.reconnect_delay_set(min_delay=1, max_delay=10)
         client.max_inflight_messages_set(MAX_INFLIGHT * 2)
+        client.on_socket_open = _no_delay
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
@@ -204,6 +207,9 @@ class VenueSync:
             return
         result = self.ledger.merge(records, time.time())
         self.counters["merged"] += len(result.added)
+        if result.added:
+            for listener in self.on_merged:
+                listener(result.added)
         self.counters["duplicates"] += result.duplicates
         for held, offered in result.clashes:
             self.counters["clashes"] += 1
@@ -295,3 +301,12 @@ class VenueSync:
     def outbox_size(self) -> int:
         """This gate's records the broker has not acknowledged yet."""
         return max(0, self.ledger.last_seq() - self._published)
+
+
+def _no_delay(client: Any, userdata: Any, sock: Any) -> None:
+    """Small messages go out at once. With Nagle's algorithm a record published right after a
+    decision on ``scans/`` waited for the broker's delayed ACK: 40 ms on Linux (measured)."""
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    except (OSError, AttributeError):
+        log.debug("TCP_NODELAY not set on the broker connection")

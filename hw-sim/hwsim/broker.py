@@ -1,4 +1,5 @@
-"""A real mosquitto, started by the tests on a free port (scripts/test installs the package)."""
+"""A real mosquitto on a free port, for tests, the bench and the simulated venue (the scripts
+install the Debian package), and ``Watcher``, a plain client that sees what a dashboard sees."""
 
 from __future__ import annotations
 
@@ -36,7 +37,7 @@ class Mosquitto:
         self.port = free_port()
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
-        lines = [f"listener {self.port} 127.0.0.1", "persistence false", "log_dest stderr", "log_type error", "log_type warning"]
+        lines = [f"listener {self.port} 127.0.0.1", "set_tcp_nodelay true", "persistence false", "log_dest stderr", "log_type error", "log_type warning"]
         if os.geteuid() == 0:  # mosquitto would drop to its own user and not read the test's files
             lines.append("user root")
         if password_file is not None:

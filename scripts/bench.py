@@ -35,6 +35,7 @@ from hwsim.broker import Mosquitto, Watcher  # noqa: E402
 from hwsim.control import ControlClient  # noqa: E402
 from hwsim.demo import EVENT, write_config  # noqa: E402
 from hwsim.scanner import SimulatedScanner  # noqa: E402
+from hwsim.venue import venue_gate_config  # noqa: E402
 
 
 def percentile(values: list[float], p: float) -> float:
@@ -201,16 +202,6 @@ def bench_scan_to_relay(workdir: Path, issuer: SigningKey, count: int) -> dict[s
     }
 
 
-def venue_gate(workdir: Path, issuer: SigningKey, gate_id: str, port: int) -> Path:
-    """A simulated lane of a venue: the demo's config with its own id and a [sync] table."""
-    home = workdir / gate_id
-    home.mkdir()
-    config = write_config(home, base64.b64encode(bytes(issuer.verify_key)).decode(), walk=0.005, timeout=2.0, pulse_ms=20)
-    text = config.read_text().replace('id = "demo-lane"', f'id = "{gate_id}"')
-    config.write_text(text + f'\n[sync]\nhost = "127.0.0.1"\nport = {port}\nkeepalive = 5\n')
-    return config
-
-
 def bench_sync(workdir: Path, issuer: SigningKey, count: int, backlog: int) -> dict[str, float]:
     """Two ``gate run`` processes and a real mosquitto.
 
@@ -220,7 +211,8 @@ def bench_sync(workdir: Path, issuer: SigningKey, count: int, backlog: int) -> d
     ledger, B is started again; the figure is B's spawn → B holding all of them.
     """
     broker = Mosquitto(workdir / "broker")
-    configs = {g: venue_gate(workdir, issuer, g, broker.port) for g in ("gate-a", "gate-b")}
+    public = base64.b64encode(bytes(issuer.verify_key)).decode()
+    configs = {g: venue_gate_config(workdir, public, g, broker.port, walk=0.005, timeout=2.0) for g in ("gate-a", "gate-b")}
     scanner = SimulatedScanner(workdir / "gate-a" / "scanner")
     other_scanner = SimulatedScanner(workdir / "gate-b" / "scanner")
     daemons = {g: start_daemon(c) for g, c in configs.items()}

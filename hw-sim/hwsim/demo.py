@@ -201,9 +201,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="scripts/demo", description="a simulated lane and a scripted crowd")
     parser.add_argument("--quick", action="store_true", help="short walking times (CI)")
     parser.add_argument("--keep", action="store_true", help="keep the working directory (config, ledger)")
+    parser.add_argument("--venue", action="store_true", help="three lanes sharing one ledger through mosquitto")
     args = parser.parse_args(argv)
     workdir = Path(tempfile.mkdtemp(prefix="gate-demo-"))
     try:
+        if args.venue:
+            from hwsim.venue import VenueDemo
+
+            return VenueDemo(workdir, args.quick).run()
         return Demo(workdir, args.quick).run()
     finally:
         if args.keep:

@@ -1,0 +1,170 @@
+"""A simulated venue: several real ``gate run`` lanes on simulated hardware, one real mosquitto,
+and a crowd that shows copies of the same tickets at different gates (``scripts/demo --venue``).
+
+It shows what venue sync is for: a screenshot used at one gate is ``already_used`` at the next,
+and when the broker goes away the gates keep deciding, and the two that let the same copied
+ticket in report the conflict once the broker is back. It ends with a summary and checks that
+every gate's ledger holds the same records.
+"""
+
+from __future__ import annotations
+
+import base64
+import collections
+import json
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from nacl.signing import SigningKey
+
+from gate.formats import gt1
+from hwsim.broker import Mosquitto, Watcher
+from hwsim.control import ControlClient
+from hwsim.demo import EVENT, write_config
+from hwsim.scanner import SimulatedScanner
+
+VENUE = "demo-venue"  # the demo config's venue
+STATUS = f"gate/v1/{VENUE}/gates/+/status"
+
+
+def venue_gate_config(workdir: Path, issuer_public: str, gate_id: str, port: int, *, walk: float, timeout: float) -> Path:
+    """One lane of the venue: the demo lane's config with its own id and a ``[sync]`` table."""
+    home = workdir / gate_id
+    home.mkdir(parents=True, exist_ok=True)
+    config = write_config(home, issuer_public, walk=walk, timeout=timeout, pulse_ms=20)
+    text = config.read_text().replace('id = "demo-lane"', f'id = "{gate_id}"')
+    config.write_text(text + f'\n[sync]\nhost = "127.0.0.1"\nport = {port}\nkeepalive = 5\nstatus_interval = 1\n')
+    return config
+
+
+class Gate:
+    """A running ``gate run`` of the venue, its scanner and its control socket."""
+
+    def __init__(self, name: str, config: Path) -> None:
+        self.name = name
+        self.home = config.parent
+        self.scanner = SimulatedScanner(self.home / "scanner")
+        self.log = open(self.home / "gate.log", "w")
+        self.process = subprocess.Popen([sys.executable, "-m", "gate", "run", "--config", str(config)], stderr=self.log)
+        self.lane = ControlClient(str(self.home / "sim.sock"), timeout=20)
+        if not self.scanner.wait_until_opened(20):
+            raise RuntimeError(f"{name}: the serial driver never opened the scanner (see {self.home / 'gate.log'})")
+
+    def show(self, ticket: str, timeout: float = 10.0) -> dict:
+        """Someone shows a ticket here and walks through when let in; returns the decision."""
+        mark = self.lane.mark()
+        self.lane.send("person", direction="in", walks=True)
+        self.lane.wait_for(lambda e: e["event"] == "queued", start=mark)
+        self.scanner.scan(ticket)
+        decision = self.lane.wait_for(lambda e: e["event"] == "decision", start=mark)
+        if decision["accepted"]:
+            self.lane.wait_for(lambda e: e["event"] == "record" and e["kind"] in ("passage", "revert"), start=mark, timeout=timeout)
+        else:
+            self.lane.send("leave", direction="in")
+        return decision
+
+    def ledger(self) -> set[tuple[str, int, str]]:
+        with sqlite3.connect(self.home / "state" / "gate.db") as conn:
+            return set(conn.execute("SELECT origin, seq, kind FROM ledger"))
+
+    def stop(self) -> int:
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(15)
+        finally:
+            self.scanner.close()
+            self.log.close()
+
+
+class VenueDemo:
+    def __init__(self, workdir: Path, quick: bool, gates: int = 3) -> None:
+        self.workdir = workdir
+        self.walk = 0.05 if quick else 0.4
+        self.names = [f"gate-{i + 1}" for i in range(gates)]
+        self.summary: collections.Counter[str] = collections.Counter()
+        self.mismatches: list[str] = []
+        self.issuer = SigningKey.generate()
+        self._serial = 0
+
+    def ticket(self) -> str:
+        self._serial += 1
+        cti = self._serial.to_bytes(16, "big")
+        return gt1.encode_static(gt1.issue(self.issuer, gt1.build_claims(cti=cti, event=EVENT, product="ga")))
+
+    def expect(self, who: str, gate: Gate, ticket: str, reason: str) -> None:
+        decision = gate.show(ticket)
+        self.summary[f"{gate.name} {decision['reason']}"] += 1
+        ok = decision["reason"] == reason
+        if not ok:
+            self.mismatches.append(f"{who} at {gate.name}: expected {reason}, got {decision['reason']}")
+        verb = "let in" if decision["accepted"] else "refused"
+        print(f"  {who:<44} {gate.name}: {verb:<8} reason={decision['reason']:<13} ({decision['latency_ms']:.1f} ms)")
+
+    def run(self) -> int:
+        print(f"gate venue demo: {len(self.names)} lanes (real daemons), one real mosquitto\n")
+        public = base64.b64encode(bytes(self.issuer.verify_key)).decode()
+        broker = Mosquitto(self.workdir / "broker")
+        configs = [venue_gate_config(self.workdir, public, n, broker.port, walk=self.walk, timeout=2.0) for n in self.names]
+        gates: list[Gate] = []
+        watcher = None
+        try:
+            gates = [Gate(n, c) for n, c in zip(self.names, configs)]
+            watcher = Watcher(broker.port, [STATUS])
+            self.wait(lambda: all(self.status(watcher, g.name).get("state") == "online" for g in gates), "gates online")
+            print("every gate is online on the venue bus\n")
+
+            print("copies of one ticket at different gates (a screenshot passed back over the fence):")
+            for i in range(4):
+                ticket = self.ticket()
+                first, second = gates[i % len(gates)], gates[(i + 1) % len(gates)]
+                self.expect(f"ticket {i + 1}, its owner", first, ticket, "ok")
+                self.expect(f"ticket {i + 1}, a screenshot of it", second, ticket, "already_used")
+
+            print("\nthe broker goes down; the gates keep deciding on their own:")
+            broker.stop()
+            copied = self.ticket()
+            self.expect("ticket 5, its owner", gates[0], copied, "ok")
+            self.expect("ticket 5, a screenshot (gates cut off)", gates[1], copied, "ok")
+            self.expect("ticket 6, its owner", gates[2], self.ticket(), "ok")
+
+            print("\nthe broker is back: the gates catch up and report the conflict")
+            broker.start()
+            watcher.close()
+            watcher = Watcher(broker.port, [STATUS])
+            for gate in gates[:2]:
+                self.wait(lambda g=gate: self.status(watcher, g.name).get("conflicts", 0) >= 1, f"{gate.name} reports the conflict")
+                print(f"  {gate.name} reports conflicts={self.status(watcher, gate.name)['conflicts']} on its status topic")
+            self.wait(lambda: len({frozenset(g.ledger()) for g in gates}) == 1, "ledgers converge")
+            records = len(gates[0].ledger())
+            print(f"  every gate's ledger holds the same {records} records")
+            self.expect("ticket 5, a third copy", gates[2], copied, "already_used")
+        finally:
+            if watcher is not None:
+                watcher.close()
+            codes = [g.stop() for g in gates]
+            broker.stop()
+        print("\nsummary (gate, reason: count)")
+        for key, count in sorted(self.summary.items()):
+            print(f"  {key:<28} {count}")
+        if self.mismatches or any(codes):
+            print("\nUNEXPECTED:\n  " + "\n  ".join(self.mismatches + [f"exit codes {codes}"]))
+            return 1
+        print("\nevery person got the outcome the venue should give")
+        return 0
+
+    @staticmethod
+    def status(watcher: Watcher, gate: str) -> dict:
+        messages = watcher.on(f"gate/v1/{VENUE}/gates/{gate}/status")
+        return json.loads(messages[-1]) if messages else {}
+
+    @staticmethod
+    def wait(predicate, what: str, timeout: float = 30.0) -> None:  # type: ignore[no-untyped-def]
+        deadline = time.monotonic() + timeout
+        while not predicate():
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"timed out waiting: {what}")
+            time.sleep(0.05)

@@ -379,6 +379,7 @@ def _read_sync(sec: _Section, base: Path, gate_id: str, venue: str) -> SyncConfi
     password_file = sec.get("password_file", str, "")
     tls = sec.get("tls", bool, False)
     files = {key: sec.get(key, str, "") for key in ("ca_file", "cert_file", "key_file")}
+    paths = {key: str(base / name) if name else "" for key, name in files.items()}  # relative to the config
     keepalive = sec.get("keepalive", int, 15, minval=5, maxval=600)
     status_interval = sec.get("status_interval", float, 10.0, minval=0.5, maxval=3600.0)
     catch_up_interval = sec.get("catch_up_interval", float, 30.0, minval=1.0, maxval=3600.0)
@@ -392,10 +393,10 @@ def _read_sync(sec: _Section, base: Path, gate_id: str, venue: str) -> SyncConfi
             password = path.read_text().strip()
         except OSError as exc:
             sec._error("password_file", f"cannot read {path}: {exc.strerror}")
-    for key, name in files.items():
-        if name and not (base / name).is_file():
-            sec._error(key, f"no such file {base / name}")
-    if (files["cert_file"] == "") != (files["key_file"] == ""):
+    for key, path in paths.items():
+        if path and not Path(path).is_file():
+            sec._error(key, f"no such file {path}")
+    if (paths["cert_file"] == "") != (paths["key_file"] == ""):
         sec._error("cert_file", "cert_file and key_file go together (a client certificate)")
     if not enabled:
         return None
@@ -405,10 +406,10 @@ def _read_sync(sec: _Section, base: Path, gate_id: str, venue: str) -> SyncConfi
         topic_root=topic_root,
         username=username,
         password=password,
-        ca_file=str(base / files["ca_file"]) if files["ca_file"] else "",
-        cert_file=str(base / files["cert_file"]) if files["cert_file"] else "",
-        key_file=str(base / files["key_file"]) if files["key_file"] else "",
-        tls=tls or bool(files["ca_file"]),
+        ca_file=paths["ca_file"],
+        cert_file=paths["cert_file"],
+        key_file=paths["key_file"],
+        tls=tls or bool(paths["ca_file"]),
         keepalive=keepalive,
         status_interval=status_interval,
         catch_up_interval=catch_up_interval,

@@ -110,12 +110,15 @@ class DecisionEngine:
         if self.ledger.is_revoked(claims.ticket_key):
             return Decision.deny(Reason.REVOKED, "ticket is on the revocation list", claims=claims, direction=direction)
         gate_policy = self.settings.gate_policy
+        entries: tuple[int, int] | None = None
         if direction == IN:
             denial = policy.check_ticket(claims, gate_policy, now)
             if denial is None and claims.proof is not None and self.ledger.proof_used(claims.proof.key):
                 denial = Denial(Reason.REPLAYED_PROOF, "this exact proof was already used")
             if denial is None:
-                denial = policy.check_entry(claims, gate_policy, self.ledger.usage(claims.ticket_key))
+                usage = self.ledger.usage(claims.ticket_key)
+                denial = policy.check_entry(claims, gate_policy, usage)
+                entries = (usage.entries, policy.entry_limit(claims, gate_policy))
             if denial is not None:
                 return Decision.deny(denial.reason, denial.detail, claims=claims, direction=direction)
         details = {"event": claims.event}
@@ -123,4 +126,4 @@ class DecisionEngine:
             details["product"] = claims.product
         if claims.proof:
             details["proof"] = claims.proof.kind
-        return Decision(True, Reason.OK, claims.format, claims.ticket_key, direction, details)
+        return Decision(True, Reason.OK, claims.format, claims.ticket_key, direction, details, entries)

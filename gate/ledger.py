@@ -315,12 +315,6 @@ class Ledger:
         row = self.conn.execute("SELECT value FROM sync_state WHERE name = ?", (name,)).fetchone()
         return int(row[0]) if row else default
 
-    def conflicts(self) -> list[Conflict]:
-        rows = self.conn.execute(
-            "SELECT ticket_key, origin, seq, known, found, detected_at FROM conflicts ORDER BY detected_at"
-        )
-        return [Conflict(*row) for row in rows]
-
     def conflict_count(self) -> int:
         return int(self.conn.execute("SELECT COUNT(*) FROM conflicts").fetchone()[0])
 

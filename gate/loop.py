@@ -17,8 +17,7 @@ from typing import Any, Callable
 
 from gate import ledger as records
 from gate.clock import Clock
-from gate import policy
-from gate.decision import IN, Claims, Decision, Reason
+from gate.decision import Claims, Decision, Reason
 from gate.engine import DecisionEngine
 from gate.ledger import Ledger, Record
 from gate.turnstile import CONFIRMED, FORCED, FREE_EXIT, Pending, TurnstileController
@@ -238,7 +237,7 @@ class DecisionLoop:
                 ticket_key=claims.ticket_key,
                 format=claims.format,
                 direction=decision.direction,
-                details=self._admission_details(claims, decision.direction),
+                details=_admission_details(claims, decision),
                 proof_key=claims.proof.key if claims.proof else None,
             )
         except Exception:
@@ -247,17 +246,6 @@ class DecisionLoop:
         self.turnstile.open_for(decision.direction, (record, claims))  # only after the record is durable
         self._emit("record", _record_dict(record))
         return decision
-
-    def _admission_details(self, claims: Claims, direction: str) -> dict[str, Any]:
-        """What this gate knew when it admitted: peers use ``known`` and ``limit`` to tell a
-        conflict (two gates cut off from each other admitting one ticket) from a re-entry."""
-        details: dict[str, Any] = {}
-        if claims.proof:
-            details["proof"] = claims.proof.kind
-        if direction == IN:
-            details["known"] = self.ledger.usage(claims.ticket_key).entries
-            details["limit"] = policy.entry_limit(claims, self.engine.settings.gate_policy)
-        return details
 
     def peer_records(self, added: list[Record]) -> None:
         """Other gates' records just merged (venue sync, on this thread): shown to listeners."""
@@ -325,6 +313,17 @@ class DecisionLoop:
                 listener(kind, payload)
             except Exception:
                 log.exception("listener failed kind=%s", kind)
+
+
+def _admission_details(claims: Claims, decision: Decision) -> dict[str, Any]:
+    """What this gate knew when it admitted: peers use ``known`` and ``limit`` to tell a
+    conflict (two gates cut off from each other admitting one ticket) from a re-entry."""
+    details: dict[str, Any] = {}
+    if claims.proof:
+        details["proof"] = claims.proof.kind
+    if decision.entries is not None:
+        details["known"], details["limit"] = decision.entries
+    return details
 
 
 def _record_dict(record: Record) -> dict[str, Any]:

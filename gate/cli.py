@@ -93,7 +93,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 def cmd_verify(args: argparse.Namespace) -> int:
     from gate import ledger as records
     from gate.clock import FixedClock, SystemClock
-    from gate.engine import DecisionEngine, TrustSources
+    from gate.engine import DecisionEngine
     from gate.ledger import Ledger
 
     config = _load_config(args)
@@ -101,7 +101,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     config.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     ledger = Ledger(config.database, config.gate_id)
     try:
-        engine = DecisionEngine(config.engine, TrustSources(config.gt1_keys, config.trust_documents), ledger)
+        engine = DecisionEngine(config.engine, config.trust_sources(), ledger)
         decision, claims = engine.decide(args.token, args.direction, clock.now())
         if decision.accepted and claims is not None and not args.dry_run:
             record = ledger.append(
@@ -184,34 +184,46 @@ def cmd_wallet(args: argparse.Namespace) -> int:
         return EXIT_OK
 
 
-def cmd_revoke(args: argparse.Namespace) -> int:
+def ticket_keys(refs: list[str], files: list[str] = ()) -> list[str]:  # type: ignore[assignment]
+    """Ledger ticket keys for tickets named as scanned text, ``FORMAT:ID_HEX`` or ``key:HEX64``
+    (a ticket key itself), given inline or one per line in files (``#`` comments)."""
     from gate import formats
-    from gate.ledger import Ledger
 
-    config = _load_config(args)
-    refs = list(args.tickets)
-    if args.file:
+    entries = [(f"entry {i}", ref) for i, ref in enumerate(refs, 1)]
+    for path in files:
         try:
-            refs += [line.strip() for line in Path(args.file).read_text().splitlines()]
+            lines = Path(path).read_text().splitlines()
         except OSError as exc:
-            raise UsageError(f"cannot read {args.file}: {exc.strerror}") from None
-    entries, bad = [], []
-    for lineno, ref in enumerate(refs, 1):
+            raise UsageError(f"cannot read {path}: {exc.strerror}") from None
+        entries += [(f"{path}:{i}", line.strip()) for i, line in enumerate(lines, 1)]
+    keys, bad = [], []
+    enabled = formats.enabled(list(formats.FORMATS))
+    for where, ref in entries:
         if not ref or ref.startswith("#"):
             continue
         key = None
         name, _, ident = ref.partition(":")
-        if name in formats.FORMATS:  # "gt1:ID_HEX" (format names are lower case, ticket prefixes not)
+        if name == "key":
+            key = ident.lower() if len(ident) == 64 and all(c in "0123456789abcdefABCDEF" for c in ident) else None
+        elif name in formats.FORMATS:  # "gt1:ID_HEX" (format names are lower case, ticket prefixes not)
             key = formats.load(name).ticket_key_of_id(ident)
         else:
-            fmt = formats.identify(ref, formats.enabled(list(formats.FORMATS)))
+            fmt = formats.identify(ref, enabled)
             key = fmt.ticket_key_of(ref) if fmt else None
         if key is None:
-            bad.append(f"entry {lineno}: not a ticket or FORMAT:ID_HEX reference")
+            bad.append(f"{where}: not a ticket, FORMAT:ID_HEX or key:HEX64 reference")
         else:
-            entries.append((key, args.note))
+            keys.append(key)
     if bad:
-        raise UsageError("; ".join(bad))
+        raise UsageError("; ".join(bad[:20]) + (f"; and {len(bad) - 20} more" if len(bad) > 20 else ""))
+    return keys
+
+
+def cmd_revoke(args: argparse.Namespace) -> int:
+    from gate.ledger import Ledger
+
+    config = _load_config(args)
+    entries = [(key, args.note) for key in ticket_keys(args.tickets, [args.file] if args.file else [])]
     config.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     ledger = Ledger(config.database, config.gate_id)
     try:
@@ -327,6 +339,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("files", nargs="*", help="JSON trust documents to import, or names to remove")
     p.add_argument("--name", help="import under this name (default: the file name)")
     p.set_defaults(fn=cmd_keys)
+
+    from gate import cli_admin
+
+    cli_admin.add_parsers(sub, common)
     return parser
 
 

@@ -18,9 +18,9 @@ from typing import Any
 
 from gate import trust
 from gate.decision import DIRECTIONS, IN, OUT
-from gate.engine import EngineSettings
+from gate.engine import EngineSettings, TrustSources
 from gate.formats import FORMATS, TrustError, gt1
-from gate.formats.trustdoc import Fields
+from gate.formats.trustdoc import Fields, decode_key
 from gate.policy import REENTRY_POLICIES, GatePolicy
 from gate.trust import TrustDocument
 from gate.turnstile import MODES, UNLOCK_MODES, TurnstileSettings
@@ -179,6 +179,11 @@ class Config:
     simulator: SimulatorConfig
     trust_documents: tuple[TrustDocument, ...] = ()
     sync: SyncConfig | None = None
+    admin_key: bytes | None = None  # the venue admin's public key: signs bundles and commands
+    command_max_age: float = 30.0  # a signed command is carried out within ± this of its issue time
+
+    def trust_sources(self) -> TrustSources:
+        return TrustSources(self.gt1_keys, self.trust_documents)
 
     @property
     def database(self) -> Path:
@@ -225,7 +230,7 @@ def parse(data: dict[str, Any], path: str = "<config>") -> Config:
     turnstile = _read_turnstile(turnstile_section, gpio)
     scanner_section = root.table("scanner")
     scanner = _read_scanner(scanner_section) if scanner_section is not None else None
-    gt1_keys, trust_documents = _read_trust(root.table("trust"), Path(path).parent, problems)
+    gt1_keys, trust_documents, admin_key, command_max_age = _read_trust(root.table("trust"), Path(path).parent, problems)
     sync_section = root.table("sync")
     sync = _read_sync(sync_section, Path(path).parent, gate_id or "", venue or "") if sync_section is not None else None
     sim = root.table("simulator")
@@ -264,6 +269,8 @@ def parse(data: dict[str, Any], path: str = "<config>") -> Config:
         simulator=simulator,
         trust_documents=trust_documents,
         sync=sync,
+        admin_key=admin_key,
+        command_max_age=command_max_age,
     )
 
 
@@ -418,16 +425,24 @@ def _read_sync(sec: _Section, base: Path, gate_id: str, venue: str) -> SyncConfi
 
 def _read_trust(
     sec: _Section | None, base: Path, problems: list[str]
-) -> tuple[dict[bytes, gt1.IssuerKey], tuple[TrustDocument, ...]]:
+) -> tuple[dict[bytes, gt1.IssuerKey], tuple[TrustDocument, ...], bytes | None, float]:
     if sec is None:
-        return {}, ()
+        return {}, (), None, 30.0
     issuers = sec.data.get("gt1_issuers", [])
     sec.read.add("gt1_issuers")
     if not isinstance(issuers, list):
         problems.append("trust.gt1_issuers: must be an array of tables ([[trust.gt1_issuers]])")
         issuers = []
     files = sec.get("files", list, [])
+    admin_text = sec.get("admin_key", str, "")
+    command_max_age = sec.get("command_max_age", float, 30.0, minval=1.0, maxval=3600.0)
     sec.finish()
+    admin_key = None
+    if admin_text:
+        try:
+            admin_key = decode_key(admin_text, "trust.admin_key")
+        except TrustError as exc:
+            problems.append(f"{exc} (the public_key that gate keygen printed for the admin key)")
     keys: dict[bytes, gt1.IssuerKey] = {}
     for i, entry in enumerate(issuers):
         try:
@@ -452,4 +467,4 @@ def _read_trust(
             trust.build(documents, keys)  # contradictions between documents
         except TrustError as exc:
             problems.append(f"trust: {exc}")
-    return keys, tuple(documents)
+    return keys, tuple(documents), admin_key, command_max_age

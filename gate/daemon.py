@@ -7,6 +7,7 @@ READY. Stop order is the reverse, and whatever happens the outputs end in their 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import signal
@@ -16,15 +17,17 @@ from typing import Any
 from gate import __version__
 from gate.clock import Clock, SystemClock
 from gate.config import Config
-from gate.engine import DecisionEngine, TrustSources
+from gate.engine import DecisionEngine
 from gate.ledger import Ledger
 from gate.loop import DecisionLoop, FireAlarm, SetMode
 from gate.notify import Notifier
-from gate.turnstile import TurnstileController
+from gate.turnstile import MODES, TurnstileController
 
 log = logging.getLogger(__name__)
 
 EXIT_CRASHED = 70  # EX_SOFTWARE: systemd restarts us
+COMMANDED_MODE = "commanded_mode"  # sync_state: the index in MODES of the last set_mode command
+RESTART_SECTIONS = ("gate_id", "venue", "state_dir", "mode", "log_level", "engine", "turnstile", "gpio", "scanner", "simulator", "sync")
 
 
 class Daemon:
@@ -40,14 +43,20 @@ class Daemon:
         self.ledger: Ledger | None = None
         self.loop: DecisionLoop | None = None
         self.sync: Any = None
+        self.bundle_worker: Any = None
+        self.command_guard: Any = None
+        self.engine: DecisionEngine | None = None
+        self.bundle_refusals = 0
+        self.last_refusal = ""
         self._stop = threading.Event()
+        self._reload_requested = threading.Event()
 
     def start(self) -> None:
         config = self.config
         config.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.ledger = Ledger(config.database, config.gate_id)
         os.chmod(config.database, 0o600)
-        engine = DecisionEngine(config.engine, TrustSources(config.gt1_keys, config.trust_documents), self.ledger)
+        engine = self.engine = DecisionEngine(config.engine, config.trust_sources(), self.ledger)
 
         from drivers.gpio import GpioLane  # gpiozero: only when there is a lane to drive
 
@@ -58,6 +67,8 @@ class Daemon:
         self.lane = GpioLane(config.gpio, pin_factory=self.pin_factory)
         turnstile = TurnstileController(self.lane, config.turnstile, self.clock)
         self.loop = DecisionLoop(engine, self.ledger, turnstile, self.clock, watchdog=self.notifier.watchdog)
+        self.loop.reload = self._reload
+        self.loop.on_mode = lambda mode: self.ledger.set_sync_state(COMMANDED_MODE, MODES.index(mode))  # type: ignore[union-attr]
         if config.sync is not None:
             self._start_sync()
 
@@ -67,8 +78,9 @@ class Daemon:
         self.lane.listen(self.loop)
         if self.lane.fire_alarm_active():
             self.loop.post(FireAlarm(True))
-        if config.mode != "normal":
-            self.loop.post(SetMode(config.mode))
+        mode = self._start_mode()
+        if mode != "normal":
+            self.loop.post(SetMode(mode))
         self.loop.call(lambda: None)  # the loop has taken its first turn: the lane can decide
 
         if config.scanner is not None:
@@ -95,23 +107,110 @@ class Daemon:
         )
         self.notifier.ready(f"lane {config.gate_id} ready")
 
+    def _start_mode(self) -> str:
+        """The config's mode, unless a signed command set another one (it outlives restarts)."""
+        assert self.ledger is not None
+        commanded = self.ledger.sync_state(COMMANDED_MODE, -1)
+        if 0 <= commanded < len(MODES) and MODES[commanded] != self.config.mode:
+            log.warning("mode=%s as a signed command set it (config says %s); a set_mode command changes it",
+                        MODES[commanded], self.config.mode)
+            return MODES[commanded]
+        return self.config.mode
+
     def _start_sync(self) -> None:
+        from gate.bundles import held
+        from gate.commands import CommandGuard
         from gate.loop import WAKE
+        from gate.sync.bundle_worker import BundleWorker
         from gate.sync.client import VenueSync
 
-        loop, config = self.loop, self.config
-        assert loop is not None and self.ledger is not None and config.sync is not None
+        loop, config, ledger = self.loop, self.config, self.ledger
+        assert loop is not None and ledger is not None and config.sync is not None
         self.sync = VenueSync(
             config.sync,
             config.gate_id,
-            self.ledger,
+            ledger,
             wake=lambda: loop.post(WAKE),
-            status=lambda: {**loop.status(), "version": __version__, "venue": config.venue},
+            status=lambda: {
+                **loop.status(),
+                "version": __version__,
+                "venue": config.venue,
+                "bundle": {**held(ledger).as_dict(), "refused": self.bundle_refusals, "last_refusal": self.last_refusal},
+            },
         )
         loop.sync = self.sync
         self.sync.on_merged.append(loop.peer_records)
         loop.listeners.append(lambda kind, payload: self.sync.publish_scan(payload) if kind == "decision" else None)
+        self.bundle_worker = BundleWorker(
+            config.database, config.gate_id, config.admin_key, config.venue, config.trust_sources(), self._bundle_report
+        )
+        self.sync.on_bundle = self.bundle_worker.offer
+        self.command_guard = CommandGuard(ledger, config.gate_id, config.venue, config.admin_key, config.command_max_age)
+        self.sync.on_command = self._on_command
+        self.bundle_worker.start()
         self.sync.start()  # connects in the background: the lane decides offline meanwhile
+
+    def _bundle_report(self, report: Any) -> None:
+        """From the bundle worker's thread: tell the lane's listeners, and the status at once."""
+        from gate.bundles import Outcome
+        from gate.loop import Notice
+
+        if report.outcome == Outcome.REFUSED:
+            self.bundle_refusals += 1
+            self.last_refusal = f"{report.what or 'message'} {report.version}: {report.error}"[:300]
+        if self.loop is not None:
+            self.loop.post(Notice("bundle", report.as_dict()))
+        if self.sync is not None:
+            self.sync.status_soon()
+
+    def _on_command(self, payload: bytes) -> dict[str, Any]:
+        """A signed command from the bus (on the loop's thread): check it, carry it out."""
+        from gate.commands import describe
+        from gate.loop import Refused
+        from gate.signed import SignedError
+
+        assert self.loop is not None
+        try:
+            command = self.command_guard.check(payload, self.clock.now())
+        except SignedError as exc:
+            log.warning("command refused kind=%s error=%r", exc.kind, str(exc))
+            return {"nonce": exc.nonce, "ok": False, "text": str(exc), "kind": exc.kind}
+        try:
+            done = self.loop.carry_out(command.action, mode=command.mode, direction=command.direction,
+                                       note=f"nonce {command.nonce[:16]}")
+        except Refused as exc:
+            log.warning("command not carried out command=%s error=%r", command.action, str(exc))
+            return {"nonce": command.nonce, "ok": False, "text": str(exc), "kind": "refused", **describe(command)}
+        log.info("command carried out command=%s result=%r", command.action, done)
+        return {"nonce": command.nonce, "ok": True, "text": done, **describe(command)}
+
+    def _reload(self) -> str:
+        """Read the config file's trust again (files, GT1 issuers, admin key) and the database's
+        documents, on the loop's thread. Other sections take effect at the next restart."""
+        from gate import config as config_module
+        from gate.formats import TrustError
+        from gate.loop import Refused
+
+        assert self.engine is not None
+        try:
+            new = config_module.load(self.config.path)
+        except config_module.ConfigError as exc:
+            raise Refused("config not reloaded: " + "; ".join(exc.problems)) from None
+        previous = self.engine.sources
+        self.engine.sources = new.trust_sources()
+        try:
+            self.engine.refresh_trust(force=True)
+        except TrustError as exc:
+            self.engine.sources = previous
+            raise Refused(f"trust not reloaded, previous kept: {exc}") from None
+        if self.bundle_worker is not None:
+            self.bundle_worker.sources, self.bundle_worker.admin_key = new.trust_sources(), new.admin_key
+            self.command_guard.admin_key, self.command_guard.max_age = new.admin_key, new.command_max_age
+        changed = [name for name in RESTART_SECTIONS if getattr(new, name) != getattr(self.config, name)]
+        self.config = dataclasses.replace(self.config, gt1_keys=new.gt1_keys, trust_documents=new.trust_documents,
+                                          admin_key=new.admin_key, command_max_age=new.command_max_age)
+        log.info("reloaded trust restart_needed_for=%s", ",".join(changed) or "-")
+        return "trust reloaded" + (f"; restart needed for: {', '.join(changed)}" if changed else "")
 
     def _start_simulator(self) -> None:
         from hwsim.control import ControlServer
@@ -133,6 +232,8 @@ class Daemon:
             self.loop.stop()  # falls safe in its own finally
         if self.sync is not None:
             self.sync.stop()  # after the loop: its last records had their chance to go out
+        if self.bundle_worker is not None:
+            self.bundle_worker.stop()
         if self.lane is not None:
             self.lane.safe()  # and once more, in case the loop never ran
         if self.sim_control is not None:
@@ -145,6 +246,16 @@ class Daemon:
             self.ledger.close()
         log.info("lane stopped, outputs safe gate=%s", self.config.gate_id)
 
+    def _reload_on_signal(self) -> None:
+        """SIGHUP (``systemctl reload gate``): the same as a signed reload command."""
+        from gate.loop import Refused
+
+        assert self.loop is not None
+        try:
+            self.loop.call(self._reload)
+        except (Refused, TimeoutError) as exc:
+            log.error("reload failed error=%r", str(exc))
+
     def request_stop(self, *_: Any) -> None:
         self._stop.set()
 
@@ -152,6 +263,7 @@ class Daemon:
         """Run until SIGTERM/SIGINT; returns the process exit code."""
         signal.signal(signal.SIGTERM, self.request_stop)
         signal.signal(signal.SIGINT, self.request_stop)
+        signal.signal(signal.SIGHUP, lambda *_: self._reload_requested.set())
         code = 0
         try:
             self.start()
@@ -160,6 +272,9 @@ class Daemon:
                     log.critical("decision loop died, exiting for a restart")
                     code = EXIT_CRASHED
                     break
+                if self._reload_requested.is_set():
+                    self._reload_requested.clear()
+                    self._reload_on_signal()
         except Exception:
             log.critical("gate crashed", exc_info=True)
             code = EXIT_CRASHED

@@ -63,7 +63,7 @@ class DecisionEngine:
         self._trust_checked = now
         try:
             generation = self.ledger.trust_generation()
-            if generation == self._trust_generation:
+            if generation == self._trust_generation and not force:
                 return
             self._trust_generation = generation  # a bad document is reported once, not every second
             stored = self.ledger.trust_documents()

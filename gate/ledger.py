@@ -12,6 +12,7 @@ import hashlib
 import json
 import logging
 import sqlite3
+import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,13 +20,19 @@ from typing import Any, Iterable, Iterator
 
 import sqlite_utils
 
-from gate.policy import Usage
 from gate import trust
+from gate.policy import Usage
+from gate.signed import PREFIX_BYTES
 from gate.trust import TrustDocument
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 3
+# Writers in this process take turns here before SQLite's own lock. A thread waiting for
+# SQLite's lock polls it with sleeps growing to 100 ms; waiting here, the decision loop gets
+# the database the moment a bundle worker's chunk is committed.
+WRITE_LOCK = threading.RLock()
+
+SCHEMA_VERSION = 4
 
 # Record kinds.
 ADMISSION = "admission"  # a ticket was let through, direction "in" (entry) or "out" (exit)
@@ -56,6 +63,12 @@ class Record:
 
 
 _COLUMNS = "origin, seq, kind, at, ticket_key, format, direction, ref_origin, ref_seq, details, proof_key"
+_PREFIX_HEX = 2 * PREFIX_BYTES
+_IS_REVOKED = (
+    "SELECT EXISTS (SELECT 1 FROM revocations WHERE ticket_key = ?1) OR COALESCE("
+    "(SELECT revoked FROM delta_revocations WHERE prefix = ?2), "
+    "EXISTS (SELECT 1 FROM bundle_revocations WHERE prefix = ?2))"
+)
 
 
 @dataclass(frozen=True)
@@ -96,10 +109,10 @@ class Ledger:
                 f"database {self.path} has schema {version}, newer than this gate ({SCHEMA_VERSION})"
             )
         db = sqlite_utils.Database(self.conn)
-        for target, step in ((1, _schema_1), (2, _schema_2), (3, _schema_3)):
+        for target, step in ((1, _schema_1), (2, _schema_2), (3, _schema_3), (4, _schema_4)):
             if version >= target:
                 continue
-            with self._transaction():  # another process may have migrated meanwhile: ask again
+            with self.transaction():  # another process may have migrated meanwhile: ask again
                 if self.conn.execute("PRAGMA user_version").fetchone()[0] < target:
                     step(db)
                     self.conn.execute(f"PRAGMA user_version = {target}")
@@ -124,30 +137,31 @@ class Ledger:
             raise ValueError(f"unknown record kind {kind!r}")
         # The sequence number is taken inside the INSERT: SQLite serialises writers, so the
         # daemon and a ``gate verify`` on the same file can never hand out one number twice.
-        rows = self.conn.execute(
-            f"INSERT INTO ledger ({_COLUMNS}) VALUES "
-            "(?, (SELECT COALESCE(MAX(seq), 0) + 1 FROM ledger WHERE origin = ?), ?, ?, ?, ?, ?, ?, ?, ?, ?) "
-            "RETURNING seq",
-            (
-                self.origin,
-                self.origin,
-                kind,
-                at,
-                ticket_key,
-                format,
-                direction,
-                ref[0] if ref else None,
-                ref[1] if ref else None,
-                json.dumps(details, separators=(",", ":")) if details else None,
-                proof_key,
-            ),
-        ).fetchall()  # fetchall steps the statement to its end, which commits it
+        with WRITE_LOCK:
+            rows = self.conn.execute(
+                f"INSERT INTO ledger ({_COLUMNS}) VALUES "
+                "(?, (SELECT COALESCE(MAX(seq), 0) + 1 FROM ledger WHERE origin = ?), ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                "RETURNING seq",
+                (
+                    self.origin,
+                    self.origin,
+                    kind,
+                    at,
+                    ticket_key,
+                    format,
+                    direction,
+                    ref[0] if ref else None,
+                    ref[1] if ref else None,
+                    json.dumps(details, separators=(",", ":")) if details else None,
+                    proof_key,
+                ),
+            ).fetchall()  # fetchall steps the statement to its end, which commits it
         return Record(self.origin, rows[0][0], kind, at, ticket_key, format, direction,
                       ref[0] if ref else None, ref[1] if ref else None, details, proof_key)
 
     def revoke(self, entries: Iterable[tuple[str, str]], at: float) -> int:
         """Revoke ticket keys (``(ticket_key, note)``); returns how many were new."""
-        with self._transaction():
+        with self.transaction():
             before = self.conn.total_changes
             self.conn.executemany(
                 "INSERT OR IGNORE INTO revocations (ticket_key, note, at) VALUES (?, ?, ?)",
@@ -178,7 +192,7 @@ class Ledger:
         duplicates = 0
         clashes: list[tuple[Record, Record]] = []
         conflicts: list[Conflict] = []
-        with self._transaction():
+        with self.transaction():
             for record in offered:
                 if record.origin == self.origin:
                     raise ValueError(f"a peer's record cannot carry this gate's origin {self.origin!r}")
@@ -217,24 +231,28 @@ class Ledger:
         return None
 
     def set_sync_state(self, name: str, value: int) -> None:
-        self.conn.execute("INSERT OR REPLACE INTO sync_state (name, value) VALUES (?, ?)", (name, value))
+        with WRITE_LOCK:
+            self.conn.execute("INSERT OR REPLACE INTO sync_state (name, value) VALUES (?, ?)", (name, value))
 
     @contextmanager
-    def _transaction(self) -> Iterator[None]:
+    def transaction(self) -> Iterator[None]:
         """One explicit transaction (the connection otherwise commits every statement)."""
-        self.conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield
-        except BaseException:
-            self.conn.execute("ROLLBACK")
-            raise
-        self.conn.execute("COMMIT")
+        with WRITE_LOCK:
+            self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+            except BaseException:
+                self.conn.execute("ROLLBACK")
+                raise
+            self.conn.execute("COMMIT")
 
     # --- reading ---------------------------------------------------------------------------
 
     def is_revoked(self, ticket_key: str) -> bool:
-        row = self.conn.execute("SELECT 1 FROM revocations WHERE ticket_key = ?", (ticket_key,)).fetchone()
-        return row is not None
+        """Revoked here (``gate revoke``), by the newest delta, or by the bundle (unless the
+        delta restored it). Bundles hold 16-byte prefixes of ticket keys (``gate.signed``)."""
+        row = self.conn.execute(_IS_REVOKED, (ticket_key, bytes.fromhex(ticket_key[:_PREFIX_HEX]))).fetchone()
+        return bool(row[0])
 
     def usage(self, ticket_key: str) -> Usage:
         rows = self.conn.execute(
@@ -391,3 +409,22 @@ def _schema_3(db: sqlite_utils.Database) -> None:
         pk=("origin", "seq"),
         if_not_exists=True,
     )
+
+
+def _schema_4(db: sqlite_utils.Database) -> None:
+    """Signed trust bundles: their revocations (key prefixes), the newest delta's changes, which
+    bundle and delta are held, and the nonces of signed commands already carried out."""
+    create_revocations(db.conn, "bundle_revocations")
+    db.conn.execute("CREATE TABLE IF NOT EXISTS delta_revocations (prefix BLOB PRIMARY KEY, revoked INTEGER NOT NULL) WITHOUT ROWID")
+    db["trust_state"].create(
+        {"name": str, "version": int, "base": int, "issued_at": float, "sha256": str,
+         "revoked": int, "restored": int, "documents": int, "applied_at": float},
+        pk="name",
+        if_not_exists=True,
+    )
+    db["command_nonces"].create({"nonce": str, "issued_at": float, "seen_at": float}, pk="nonce", if_not_exists=True)
+
+
+def create_revocations(conn: sqlite3.Connection, table: str) -> None:
+    """A table of revoked ticket-key prefixes; WITHOUT ROWID: the prefix is the whole row."""
+    conn.execute(f"CREATE TABLE IF NOT EXISTS {table} (prefix BLOB PRIMARY KEY) WITHOUT ROWID")

@@ -57,6 +57,18 @@ class SetMode:
 
 
 @dataclass(frozen=True)
+class Notice:
+    """Something another thread wants the lane's listeners to hear (a bundle applied)."""
+
+    kind: str
+    payload: dict[str, Any]
+
+
+class Refused(Exception):
+    """A command the lane cannot carry out now (the text says why)."""
+
+
+@dataclass(frozen=True)
 class Call:
     """Run a function on the loop thread (tests, status snapshots)."""
 
@@ -86,6 +98,8 @@ class DecisionLoop:
         self.watchdog = watchdog
         self.listeners: list[Listener] = []
         self.sync: Any = None  # gate.sync.client.VenueSync, pumped after every turn
+        self.reload: Callable[[], str] | None = None  # re-read trust (signed command, SIGHUP)
+        self.on_mode: Callable[[str], None] | None = None  # remembers a commanded mode
         self.counters: Counter[str] = Counter()
         self.crashed: BaseException | None = None
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
@@ -186,11 +200,9 @@ class DecisionLoop:
             log.warning("tamper input active=%s", event.active)
             self._emit("alarm", {"alarm": "tamper", "active": event.active})
         elif isinstance(event, SetMode):
-            interrupted = self.turnstile.set_mode(event.mode)
-            if interrupted is not None:
-                self._revert(interrupted, f"mode changed to {event.mode}")
-            log.info("mode set mode=%s", event.mode)
-            self._emit("mode", {"mode": event.mode})
+            self._set_mode(event.mode)
+        elif isinstance(event, Notice):
+            self._emit(event.kind, event.payload)
         elif isinstance(event, Call):
             try:
                 event.result.append(event.fn())
@@ -198,6 +210,47 @@ class DecisionLoop:
                 event.done.set()
         else:
             log.error("unknown event dropped type=%s", type(event).__name__)
+
+    def _set_mode(self, mode: str) -> None:
+        interrupted = self.turnstile.set_mode(mode)
+        if interrupted is not None:
+            self._revert(interrupted, f"mode changed to {mode}")
+        log.info("mode set mode=%s", mode)
+        self._emit("mode", {"mode": mode})
+
+    def carry_out(self, action: str, *, mode: str | None = None, direction: str = "in", note: str = "") -> str:
+        """A verified signed command (on this thread); what was done, or ``Refused``."""
+        if action == "set_mode" and mode is not None:
+            self._set_mode(mode)
+            if self.on_mode is not None:
+                self.on_mode(mode)
+            return f"mode is now {mode}"
+        if action == "open_once":
+            return self.open_once(direction, note)
+        if action == "reload":
+            if self.reload is None:
+                raise Refused("this lane cannot reload")
+            return self.reload()
+        raise Refused(f"unknown command {action!r}")
+
+    def open_once(self, direction: str, note: str) -> str:
+        """Let one person through without a ticket (staff decision). Recorded like an admission
+        without a ticket, durable before the relay moves; a missing passage reverts it."""
+        if self.turnstile.emergency:
+            raise Refused("fire alarm: the lane is already released")
+        if self.turnstile.mode == "free":
+            return "lane is in free mode: already open"
+        if self.turnstile.busy:
+            raise Refused("busy: someone is still passing")
+        if direction not in self.turnstile.settings.directions:
+            raise Refused(f"no unlock relay for direction {direction!r}")
+        record = self._append(records.ADMISSION, direction=direction, details={"by": "command", "note": note})
+        if record is None:
+            raise Refused("could not record the admission")
+        self.turnstile.open_for(direction, (record, None))
+        self.counters["opened_by_command"] += 1
+        log.info("opened once by command direction=%s seq=%d", direction, record.seq)
+        return f"opened once ({direction})"
 
     def _on_scan(self, scan: Scan) -> None:
         claims: Claims | None = None
@@ -264,7 +317,7 @@ class DecisionLoop:
     def _revert(self, pending: Pending, why: str) -> None:
         admission, _claims = pending.admission
         self.counters["reverted"] += 1
-        log.info("admission reverted seq=%d why=%r ticket=%s", admission.seq, why, admission.ticket_key[:16])
+        log.info("admission reverted seq=%d why=%r ticket=%s", admission.seq, why, (admission.ticket_key or "-")[:16])
         self._append(
             records.REVERT,
             ticket_key=admission.ticket_key,

@@ -39,6 +39,11 @@ def parse_document(data: bytes | str, name: str) -> TrustDocument:
         body = json.loads(data)
     except (ValueError, UnicodeDecodeError) as exc:
         raise TrustError(f"{name}: not valid JSON ({exc})") from None
+    return document_from(body, name)
+
+
+def document_from(body: Any, name: str) -> TrustDocument:
+    """Validate a document already parsed from JSON (one of a signed bundle's)."""
     if not isinstance(body, dict):
         raise TrustError(f"{name}: must be a JSON object")
     fmt = body.get("format")

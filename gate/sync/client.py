@@ -54,6 +54,9 @@ class VenueSync:
         self.client_id = client_id or f"gate-{settings.topic_root.strip('/').replace('/', '-')}-{gate_id}"
         self.connected = False
         self.on_merged: list[Callable[[list[Any]], None]] = []  # peers' new records (loop thread)
+        # Signed messages (loop thread): bundles and deltas go to a worker, commands to the lane.
+        self.on_bundle: Callable[[str, bytes], None] | None = None  # ("bundle" | "delta", payload)
+        self.on_command: Callable[[bytes], dict[str, Any]] | None = None  # → encode_command_result fields
         self.counters = {"received": 0, "merged": 0, "duplicates": 0, "clashes": 0, "conflicts": 0, "refused": 0}
         self._events: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
         self._client: Any = None
@@ -71,26 +74,11 @@ class VenueSync:
     # --- lifecycle (daemon thread) ---------------------------------------------------------
 
     def start(self) -> None:
-        import paho.mqtt.client as mqtt  # only a gate with [sync] pays the import
-
-        client = mqtt.Client(
-            mqtt.CallbackAPIVersion.VERSION2,
-            client_id=self.client_id,
-            clean_session=False,  # the broker keeps peers' records for us while we are away
-            protocol=mqtt.MQTTv311,
-        )
-        if self.settings.username:
-            client.username_pw_set(self.settings.username, self.settings.password or None)
-        if self.settings.tls:
-            client.tls_set(
-                ca_certs=self.settings.ca_file or None,
-                certfile=self.settings.cert_file or None,
-                keyfile=self.settings.key_file or None,
-            )
+        # clean_session=False: the broker keeps peers' records for us while we are away
+        client = make_client(self.settings, self.client_id, clean_session=False)
         client.will_set(self.topics.status, messages.encode_status(self.gate_id, "offline"), qos=1, retain=True)
         client.reconnect_delay_set(min_delay=1, max_delay=10)
         client.max_inflight_messages_set(MAX_INFLIGHT * 2)
-        client.on_socket_open = _no_delay
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
@@ -122,7 +110,13 @@ class VenueSync:
         if reason.is_failure:
             log.warning("broker refused the connection reason=%s", reason)
             return
-        client.subscribe([(self.topics.ledger_all, 1), (self.topics.sync_request_all, 1)])
+        client.subscribe([
+            (self.topics.ledger_all, 1),
+            (self.topics.sync_request_all, 1),
+            (self.topics.bundle, 1),  # retained: the newest bundle arrives on every connect
+            (self.topics.bundle_delta, 1),  # retained too: deltas are cumulative
+            (self.topics.command, 1),
+        ])
         self._events.put(("connected", bool(getattr(flags, "session_present", False))))
         self.wake()
 
@@ -195,8 +189,26 @@ class VenueSync:
             if sender != self.gate_id:
                 self._answer(sender, payload)
             return
+        if topic in (self.topics.bundle, self.topics.bundle_delta):
+            if self.on_bundle is not None:
+                self.on_bundle("bundle" if topic == self.topics.bundle else "delta", payload)
+            return
+        if topic == self.topics.command:
+            self._command(payload)
+            return
         self.counters["refused"] += 1
         log.warning("message on an unexpected topic ignored topic=%s bytes=%d", topic[:200], len(payload))
+
+    def _command(self, payload: bytes) -> None:
+        if self.on_command is None:
+            result: dict[str, Any] = {"nonce": None, "ok": False, "text": "this gate takes no commands", "kind": "unsupported"}
+        else:
+            result = self.on_command(payload)
+        if not result["ok"]:
+            self.counters["refused"] += 1
+        if self._client is not None:
+            self._client.publish(self.topics.command_result, messages.encode_command_result(self.gate_id, **result), qos=1)
+        self._next_status = 0.0  # a new mode shows on the status at once
 
     def _merge(self, sender: str, payload: bytes, now: float) -> None:
         try:
@@ -298,9 +310,29 @@ class VenueSync:
         }
         self._client.publish(self.topics.status, messages.encode_status(self.gate_id, "online", **fields), qos=1, retain=True)
 
+    def status_soon(self) -> None:
+        """Publish the status at the next turn (any thread: one float assignment)."""
+        self._next_status = 0.0
+        self.wake()
+
     def outbox_size(self) -> int:
         """This gate's records the broker has not acknowledged yet."""
         return max(0, self.ledger.last_seq() - self._published)
+
+
+def make_client(settings: SyncConfig, client_id: str, clean_session: bool) -> Any:
+    """A paho client with the config's credentials and TLS (the gate, and ``gate bundle
+    publish`` / ``gate command`` with the admin's credentials)."""
+    import paho.mqtt.client as mqtt  # only a gate with [sync] pays the import
+
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=clean_session,
+                         protocol=mqtt.MQTTv311)
+    if settings.username:
+        client.username_pw_set(settings.username, settings.password or None)
+    if settings.tls:
+        client.tls_set(ca_certs=settings.ca_file or None, certfile=settings.cert_file or None, keyfile=settings.key_file or None)
+    client.on_socket_open = _no_delay
+    return client
 
 
 def _no_delay(client: Any, userdata: Any, sock: Any) -> None:

@@ -66,6 +66,22 @@ class Topics:
     def sync_request_all(self) -> str:
         return f"{self.root}sync/request/+"
 
+    @property
+    def bundle(self) -> str:
+        return f"{self.root}bundle"
+
+    @property
+    def bundle_delta(self) -> str:
+        return f"{self.root}bundle/delta"
+
+    @property
+    def command(self) -> str:
+        return f"{self.root}gates/{self.gate}/cmd"
+
+    @property
+    def command_result(self) -> str:
+        return f"{self.root}gates/{self.gate}/cmd/result"
+
     def sender(self, topic: str, kind: str) -> str | None:
         """The gate a ``ledger/<gate>`` or ``sync/request/<gate>`` topic belongs to (the broker's
         ACL lets only that gate write there, so it is who sent the message)."""
@@ -216,3 +232,15 @@ def encode_scan(gate: str, decision: dict[str, Any]) -> bytes:
     """A decision for dashboards. Details are left out: they may name a ticket's holder data."""
     keep = ("accepted", "reason", "format", "ticket_key", "direction", "source", "latency_ms")
     return _dumps({"v": PROTOCOL, "gate": gate, **{k: decision[k] for k in keep if k in decision}})
+
+
+# --- gates/<gate>/cmd/result: what became of a signed command --------------------------------
+
+
+def encode_command_result(gate: str, nonce: str | None, ok: bool, text: str, kind: str = "", **fields: Any) -> bytes:
+    """``ok`` with what was done, or the refusal's ``kind`` (``stale``, ``replayed``...) and why."""
+    result: dict[str, Any] = {"v": PROTOCOL, "gate": gate, "nonce": nonce, "ok": ok, **fields}
+    result["result" if ok else "error"] = text
+    if kind:
+        result["kind"] = kind
+    return _dumps(result)

@@ -31,13 +31,19 @@ VENUE = "demo-venue"  # the demo config's venue
 STATUS = f"gate/v1/{VENUE}/gates/+/status"
 
 
-def venue_gate_config(workdir: Path, issuer_public: str, gate_id: str, port: int, *, walk: float, timeout: float) -> Path:
-    """One lane of the venue: the demo lane's config with its own id and a ``[sync]`` table."""
+def venue_gate_config(
+    workdir: Path, issuer_public: str, gate_id: str, port: int, *, walk: float, timeout: float, admin_key: str = ""
+) -> Path:
+    """One lane of the venue: the demo lane's config with its own id and a ``[sync]`` table
+    (and the venue admin's public key, for signed bundles and commands)."""
     home = workdir / gate_id
     home.mkdir(parents=True, exist_ok=True)
     config = write_config(home, issuer_public, walk=walk, timeout=timeout, pulse_ms=20)
     text = config.read_text().replace('id = "demo-lane"', f'id = "{gate_id}"')
-    config.write_text(text + f'\n[sync]\nhost = "127.0.0.1"\nport = {port}\nkeepalive = 5\nstatus_interval = 1\n')
+    text += f'\n[sync]\nhost = "127.0.0.1"\nport = {port}\nkeepalive = 5\nstatus_interval = 1\n'
+    if admin_key:
+        text += f'\n[trust]\nadmin_key = "{admin_key}"\n'
+    config.write_text(text)
     return config
 
 

@@ -1,0 +1,307 @@
+"""``gate bundle make|sign|load|publish`` and ``gate command``: the venue admin's tools.
+
+The admin makes a bundle (or a revocation delta) as plain JSON that can be read and reviewed,
+signs it with the admin key (possibly on another, offline machine), and either loads the
+signed file on a gate (air-gapped set-up) or publishes it on the venue bus, retained, where
+every gate takes it in. docs/bundles.md walks through it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from gate.cli import EXIT_DENIED, EXIT_OK, UsageError, _load_config, _signing_key, ticket_keys
+
+PUBLISH_TIMEOUT = 10.0
+
+
+def cmd_bundle(args: argparse.Namespace) -> int:
+    return {"make": _make, "sign": _sign, "load": _load, "publish": _publish}[args.action](args)
+
+
+def _make(args: argparse.Namespace) -> int:
+    from gate import signed
+
+    venue = args.venue or _load_config(args).venue
+    version = args.version if args.version is not None else int(time.time())
+    revoked = {signed.revocation_prefix(k) for k in ticket_keys(args.revoke, args.revoked)}
+    if args.delta:
+        if args.documents:
+            raise UsageError("bundle make --delta: a delta carries revocations only; documents go in a bundle")
+        restored = {signed.revocation_prefix(k) for k in ticket_keys(args.restore, args.restored)}
+        if args.previous:  # cumulative: carry the previous delta's changes over
+            before = _read_payload(args.previous, "delta")
+            if before["base"] != args.base:
+                raise UsageError(f"--previous is a delta for bundle {before['base']}, not {args.base}")
+            revoked |= _unpack(before["revoked"]) - restored
+            restored |= _unpack(before["restored"]) - revoked
+        if args.base is None:
+            raise UsageError("bundle make --delta: --base names the bundle version the delta changes")
+        payload = signed.delta_payload(venue, args.base, version, time.time(), signed.pack_prefixes(revoked),
+                                       signed.pack_prefixes(restored - revoked))
+    else:
+        if args.restore or args.restored or args.previous or args.base is not None:
+            raise UsageError("--restore, --restored, --previous and --base are for --delta")
+        documents = []
+        for path in args.documents:
+            try:
+                documents.append(json.loads(Path(path).read_bytes()))
+            except (OSError, ValueError) as exc:
+                raise UsageError(f"cannot read trust document {path}: {exc}") from None
+        payload = signed.bundle_payload(venue, version, time.time(), documents, signed.pack_prefixes(revoked))
+    _write(args.out, json.dumps(payload, separators=(",", ":")).encode() + b"\n")
+    summary = {k: v for k, v in payload.items() if k in ("type", "venue", "version", "base")}
+    summary["revoked"] = payload["revoked"]["count"]
+    if args.delta:
+        summary["restored"] = payload["restored"]["count"]
+    else:
+        summary["documents"] = len(payload["documents"])
+    print(json.dumps(summary), file=sys.stderr if args.out is None else sys.stdout)
+    return EXIT_OK
+
+
+def _sign(args: argparse.Namespace) -> int:
+    from gate import signed
+
+    if not args.key:
+        raise UsageError("bundle sign: --key names the admin's private key file")
+    key = _signing_key(args.key)
+    text = _read(args.file).decode("utf-8", "replace").strip()
+    try:
+        payload = json.loads(text)
+    except ValueError as exc:
+        raise UsageError(f"{args.file}: not JSON ({exc})") from None
+    if not isinstance(payload, dict) or payload.get("type") not in ("bundle", "delta"):
+        raise UsageError(f"{args.file}: not a bundle or delta made by gate bundle make")
+    _write(args.out, signed.sign(text, key) + b"\n")
+    return EXIT_OK
+
+
+def _load(args: argparse.Namespace) -> int:
+    from gate import bundles
+    from gate.ledger import Ledger
+
+    config = _load_config(args)
+    data = _read(args.file).strip()
+    config.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    ledger = Ledger(config.database, config.gate_id)
+    try:
+        report = bundles.receive(ledger, data, config.admin_key, config.venue, config.trust_sources())
+    finally:
+        ledger.close()
+    print(json.dumps(report.as_dict()))
+    return EXIT_DENIED if report.outcome == bundles.Outcome.REFUSED else EXIT_OK
+
+
+def _publish(args: argparse.Namespace) -> int:
+    """Retained on ``bundle`` or ``bundle/delta``: gates that connect later get it too. The
+    file is checked against this machine's config (admin key, venue) before it goes out."""
+    from gate import signed
+    from gate.sync.messages import Topics
+
+    config = _load_config(args)
+    data = _read(args.file).strip()
+    if config.admin_key is None:
+        raise UsageError("no [trust] admin_key in the config: cannot check the bundle before publishing it")
+    try:
+        message = signed.read(data, config.admin_key, config.venue)
+    except signed.SignedError as exc:
+        raise UsageError(f"{args.file} not published: {exc}") from None
+    if isinstance(message, signed.Command):
+        raise UsageError(f"{args.file} is a command; gate command sends those")
+    settings = _admin_settings(args, config)
+    topics = Topics(settings.topic_root, config.gate_id)
+    topic = topics.bundle if isinstance(message, signed.Bundle) else topics.bundle_delta
+    _publish_once(settings, topic, data, retain=True)
+    print(json.dumps({"published": topic, "type": "bundle" if isinstance(message, signed.Bundle) else "delta",
+                      "version": message.version, "bytes": len(data)}))
+    return EXIT_OK
+
+
+def cmd_command(args: argparse.Namespace) -> int:
+    """Sign a command for one gate, send it, and wait for the gate's answer."""
+    from gate import signed
+    from gate.sync.messages import Topics
+
+    config = _load_config(args)
+    if args.action == "set_mode" and args.mode is None:
+        raise UsageError("command set_mode: name the mode (normal, free, locked)")
+    command = signed.Command(config.venue, args.gate, args.action, time.time(), signed.new_nonce(),
+                             args.mode if args.action == "set_mode" else None, args.direction)
+    data = signed.sign(signed.command_payload(command), _signing_key(args.key))
+    if args.print:
+        sys.stdout.write(data.decode() + "\n")
+        return EXIT_OK
+    settings = _admin_settings(args, config)
+    topics = Topics(settings.topic_root, args.gate)
+    answer = _request(settings, topics.command, data, topics.command_result, command.nonce, args.wait)
+    if answer is None:
+        print(json.dumps({"ok": False, "error": f"no answer from {args.gate} within {args.wait:g} s (offline?)"}))
+        return EXIT_DENIED
+    print(json.dumps(answer))
+    return EXIT_OK if answer.get("ok") else EXIT_DENIED
+
+
+# --- helpers ---------------------------------------------------------------------------------
+
+
+def _read(path: str) -> bytes:
+    try:
+        return sys.stdin.buffer.read() if path == "-" else Path(path).read_bytes()
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc.strerror}") from None
+
+
+def _write(path: str | None, data: bytes) -> None:
+    if path is None or path == "-":
+        sys.stdout.buffer.write(data)
+        sys.stdout.flush()
+        return
+    Path(path).write_bytes(data)
+
+
+def _read_payload(path: str, kind: str) -> dict[str, Any]:
+    """A payload made by ``bundle make``, signed or not (``--previous``)."""
+    data = json.loads(_read(path))
+    if isinstance(data, dict) and "signed" in data:
+        data = json.loads(data["signed"])
+    if not isinstance(data, dict) or data.get("type") != kind:
+        raise UsageError(f"{path}: not a {kind}")
+    return data
+
+
+def _unpack(part: dict[str, Any]) -> set[bytes]:
+    import base64
+
+    from gate.signed import PREFIX_BYTES
+
+    raw = base64.b64decode(part["prefixes"])
+    return {raw[i : i + PREFIX_BYTES] for i in range(0, len(raw), PREFIX_BYTES)}
+
+
+def _admin_settings(args: argparse.Namespace, config: Any) -> Any:
+    """The config's broker, with the admin's credentials (not the gate's: the ACL lets only
+    the venue-admin user publish bundles and commands)."""
+    import dataclasses
+
+    if config.sync is None:
+        raise UsageError("no [sync] table in the config: which broker?")
+    password = config.sync.password
+    if args.password_file:
+        try:
+            password = Path(args.password_file).read_text().strip()
+        except OSError as exc:
+            raise UsageError(f"cannot read {args.password_file}: {exc.strerror}") from None
+    return dataclasses.replace(config.sync, username=args.username or config.sync.username, password=password)
+
+
+def _connect(settings: Any, client_id: str) -> Any:
+    import threading
+
+    from gate.sync.client import make_client
+
+    client = make_client(settings, client_id, clean_session=True)
+    connected = threading.Event()
+    refused: list[str] = []
+
+    def on_connect(client: Any, userdata: Any, flags: Any, reason: Any, properties: Any = None) -> None:
+        if reason.is_failure:
+            refused.append(str(reason))
+        connected.set()
+
+    client.on_connect = on_connect
+    try:
+        client.connect(settings.host, settings.port, keepalive=30)
+    except OSError as exc:
+        raise UsageError(f"cannot reach the broker {settings.host}:{settings.port}: {exc}") from None
+    client.loop_start()
+    if not connected.wait(PUBLISH_TIMEOUT) or refused:
+        client.loop_stop()
+        raise UsageError(f"broker {settings.host}:{settings.port} refused user {settings.username!r}: "
+                         f"{refused[0] if refused else 'no answer'}")
+    return client
+
+
+def _publish_once(settings: Any, topic: str, data: bytes, retain: bool) -> None:
+    client = _connect(settings, f"gate-admin-{int(time.time() * 1000)}")
+    try:
+        info = client.publish(topic, data, qos=1, retain=retain)
+        info.wait_for_publish(PUBLISH_TIMEOUT)
+        if not info.is_published():
+            raise UsageError(f"the broker did not acknowledge the message on {topic}")
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+
+def _request(settings: Any, topic: str, data: bytes, reply_topic: str, nonce: str, wait: float) -> dict[str, Any] | None:
+    """Publish ``data`` and wait for the reply that carries ``nonce``."""
+    import queue
+
+    answers: queue.SimpleQueue[dict[str, Any]] = queue.SimpleQueue()
+
+    def on_message(client: Any, userdata: Any, message: Any) -> None:
+        try:
+            answer = json.loads(message.payload)
+        except ValueError:
+            return
+        if isinstance(answer, dict) and answer.get("nonce") == nonce:
+            answers.put(answer)
+
+    import threading
+
+    subscribed = threading.Event()
+    client = _connect(settings, f"gate-admin-{nonce[:12]}")
+    client.on_message = on_message
+    client.on_subscribe = lambda *_: subscribed.set()
+    try:
+        deadline = time.monotonic() + wait
+        client.subscribe(reply_topic, qos=1)
+        if not subscribed.wait(wait):  # listening before the gate can answer
+            return None
+        client.publish(topic, data, qos=1)
+        try:
+            return answers.get(timeout=max(0.0, deadline - time.monotonic()))
+        except queue.Empty:
+            return None
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+
+def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
+    broker = argparse.ArgumentParser(add_help=False)
+    broker.add_argument("--username", help="broker user (default: [sync] username; the shipped ACL wants venue-admin)")
+    broker.add_argument("--password-file", help="file holding that user's password")
+
+    p = sub.add_parser("bundle", parents=[common, broker], help="signed trust bundles and revocation deltas (docs/bundles.md)")
+    p.add_argument("action", choices=("make", "sign", "load", "publish"))
+    p.add_argument("file", nargs="?", default="-", help="sign/load/publish: the bundle file (- for stdin)")
+    p.add_argument("--out", help="make/sign: write here instead of stdout")
+    p.add_argument("--venue", help="make: the venue (default: the config's)")
+    p.add_argument("--version", type=int, help="make: bundle or delta version (default: now, in unix seconds)")
+    p.add_argument("--documents", nargs="*", default=[], metavar="JSON", help="make: trust documents to carry")
+    p.add_argument("--revoke", action="append", default=[], metavar="TICKET", help="make: a ticket to revoke (repeat)")
+    p.add_argument("--revoked", action="append", default=[], metavar="FILE", help="make: a file of tickets to revoke, one per line")
+    p.add_argument("--delta", action="store_true", help="make: a revocation delta instead of a bundle")
+    p.add_argument("--base", type=int, help="make --delta: the bundle version it changes")
+    p.add_argument("--restore", action="append", default=[], metavar="TICKET", help="make --delta: un-revoke a ticket")
+    p.add_argument("--restored", action="append", default=[], metavar="FILE", help="make --delta: a file of tickets to un-revoke")
+    p.add_argument("--previous", help="make --delta: the previous delta, whose changes this one carries on")
+    p.add_argument("--key", help="sign: the admin's private key file")
+    p.set_defaults(fn=cmd_bundle)
+
+    p = sub.add_parser("command", parents=[common, broker], help="send a signed command to a gate and wait for its answer")
+    p.add_argument("gate", help="the gate id")
+    p.add_argument("action", choices=("set_mode", "open_once", "reload"))
+    p.add_argument("mode", nargs="?", choices=("normal", "free", "locked"), help="set_mode: the mode")
+    p.add_argument("--direction", choices=("in", "out"), default="in", help="open_once: which way")
+    p.add_argument("--key", required=True, help="the admin's private key file")
+    p.add_argument("--wait", type=float, default=5.0, help="seconds to wait for the gate's answer")
+    p.add_argument("--print", action="store_true", help="print the signed command instead of sending it")
+    p.set_defaults(fn=cmd_command)

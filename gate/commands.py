@@ -1,0 +1,60 @@
+"""Signed commands from the venue admin (``gates/<gate>/cmd``): set mode, open once, reload.
+
+A command is carried out only when the pinned admin key signed it, for this venue and this
+gate, within ``[trust] command_max_age`` seconds of the gate's clock (either way), and its
+nonce was never seen before. Nonces are kept in the database, so a command replayed after a
+restart is refused too; they are forgotten once any replay of them would be stale anyway.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from gate import signed
+from gate.ledger import Ledger
+from gate.signed import Command, SignedError
+
+log = logging.getLogger(__name__)
+
+
+class CommandGuard:
+    def __init__(self, ledger: Ledger, gate_id: str, venue: str, admin_key: bytes | None, max_age: float) -> None:
+        self.ledger = ledger
+        self.gate_id = gate_id
+        self.venue = venue
+        self.admin_key = admin_key
+        self.max_age = max_age
+
+    def check(self, payload: bytes, now: float) -> Command:
+        """The command to carry out; ``SignedError`` says why not. Remembers its nonce."""
+        if self.admin_key is None:
+            raise SignedError("no_admin_key", "no admin key pinned in this gate's config ([trust] admin_key)")
+        message = signed.read(payload, self.admin_key, self.venue)
+        if not isinstance(message, Command):
+            raise SignedError("wrong_type", "a bundle or delta sent as a command")
+        if message.gate != self.gate_id:
+            raise SignedError("wrong_gate", f"command is for gate {message.gate!r}, this is {self.gate_id!r}", message.nonce)
+        age = now - message.issued_at
+        if abs(age) > self.max_age:
+            when = f"{age:.0f} s ago" if age > 0 else f"{-age:.0f} s in the future"
+            raise SignedError("stale", f"issued {when} by this gate's clock (allowed: {self.max_age:.0f} s)", message.nonce)
+        with self.ledger.transaction():
+            self.ledger.conn.execute("DELETE FROM command_nonces WHERE issued_at < ?", (now - 2 * self.max_age,))
+            fresh = self.ledger.conn.execute(
+                "INSERT OR IGNORE INTO command_nonces (nonce, issued_at, seen_at) VALUES (?, ?, ?)",
+                (message.nonce, message.issued_at, now),
+            ).rowcount
+        if not fresh:
+            raise SignedError("replayed", "this command (its nonce) was already received", message.nonce)
+        return message
+
+
+def describe(command: Command) -> dict[str, Any]:
+    """What a reply or a log line says about a command (no secrets in it)."""
+    out: dict[str, Any] = {"command": command.action}
+    if command.mode is not None:
+        out["mode"] = command.mode
+    if command.action == "open_once":
+        out["direction"] = command.direction
+    return out

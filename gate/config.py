@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from gate import trust
-from gate.decision import DIRECTIONS, IN, OUT
+from gate.decision import DIRECTIONS, IN
 from gate.engine import EngineSettings, TrustSources
 from gate.formats import FORMATS, TrustError, gt1
 from gate.formats.trustdoc import Fields, decode_key

@@ -202,6 +202,41 @@ def bench_scan_to_relay(workdir: Path, issuer: SigningKey, count: int) -> dict[s
     }
 
 
+class TwoGates:
+    """A real mosquitto and two ``gate run`` (gate-a, gate-b) with their scanners and control
+    sockets, online on the bus; everything stops on leaving the ``with``."""
+
+    GATES = ("gate-a", "gate-b")
+
+    def __init__(self, workdir: Path, issuer: SigningKey, admin_key: str = "") -> None:
+        self.workdir = workdir
+        self.broker = Mosquitto(workdir / "broker")
+        public = base64.b64encode(bytes(issuer.verify_key)).decode()
+        self.configs = {g: venue_gate_config(workdir, public, g, self.broker.port, walk=0.005, timeout=2.0, admin_key=admin_key)
+                        for g in self.GATES}
+        self.scanners = {g: SimulatedScanner(workdir / g / "scanner") for g in self.GATES}
+        self.daemons = {g: start_daemon(c) for g, c in self.configs.items()}
+
+    def __enter__(self) -> "TwoGates":
+        self.lanes = {g: ControlClient(str(self.workdir / g / "sim.sock"), timeout=20) for g in self.GATES}
+        self.watcher = Watcher(self.broker.port, ["gate/v1/demo-venue/gates/+/status"])
+        deadline = time.monotonic() + 20
+        while not all(any(b'"online"' in p for p in self.watcher.on(f"gate/v1/demo-venue/gates/{g}/status")) for g in self.GATES):
+            assert time.monotonic() < deadline, "gates did not come online"
+            time.sleep(0.05)
+        assert self.scanners["gate-a"].wait_until_opened(20)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.watcher.close()
+        for daemon in self.daemons.values():
+            daemon.send_signal(signal.SIGTERM)
+            daemon.wait(15)
+        for scanner in self.scanners.values():
+            scanner.close()
+        self.broker.stop()
+
+
 def bench_sync(workdir: Path, issuer: SigningKey, count: int, backlog: int) -> dict[str, float]:
     """Two ``gate run`` processes and a real mosquitto.
 
@@ -210,22 +245,9 @@ def bench_sync(workdir: Path, issuer: SigningKey, count: int, backlog: int) -> d
     on B answers ``already_used``. Catch-up: B is stopped, ``backlog`` records are added to A's
     ledger, B is started again; the figure is B's spawn → B holding all of them.
     """
-    broker = Mosquitto(workdir / "broker")
-    public = base64.b64encode(bytes(issuer.verify_key)).decode()
-    configs = {g: venue_gate_config(workdir, public, g, broker.port, walk=0.005, timeout=2.0) for g in ("gate-a", "gate-b")}
-    scanner = SimulatedScanner(workdir / "gate-a" / "scanner")
-    other_scanner = SimulatedScanner(workdir / "gate-b" / "scanner")
-    daemons = {g: start_daemon(c) for g, c in configs.items()}
     latencies: list[float] = []
-    try:
-        a = ControlClient(str(workdir / "gate-a" / "sim.sock"), timeout=20)
-        b = ControlClient(str(workdir / "gate-b" / "sim.sock"), timeout=20)
-        watcher = Watcher(broker.port, ["gate/v1/demo-venue/gates/+/status"])
-        deadline = time.monotonic() + 20
-        while not all(any(b'"online"' in p for p in watcher.on(f"gate/v1/demo-venue/gates/{g}/status")) for g in configs):
-            assert time.monotonic() < deadline, "gates did not come online"
-            time.sleep(0.05)
-        assert scanner.wait_until_opened(20)
+    with TwoGates(workdir, issuer) as venue:
+        a, b, scanner = venue.lanes["gate-a"], venue.lanes["gate-b"], venue.scanners["gate-a"]
         for i in range(count):
             ticket = gt1.encode_static(gt1.issue(issuer, gt1.build_claims(cti=(10**6 + i).to_bytes(16, "big"), event=EVENT)))
             mark_a, mark_b = a.mark(), b.mark()
@@ -240,15 +262,15 @@ def bench_sync(workdir: Path, issuer: SigningKey, count: int, backlog: int) -> d
             a.wait_for(lambda e: e["event"] == "record" and e["kind"] == "passage", start=mark_a)
             time.sleep(0.01)
 
-        daemons["gate-b"].send_signal(signal.SIGTERM)
-        daemons["gate-b"].wait(15)
+        venue.daemons["gate-b"].send_signal(signal.SIGTERM)
+        venue.daemons["gate-b"].wait(15)
         ledger = Ledger(workdir / "gate-a" / "state" / "gate.db", "gate-a")
         for i in range(backlog):
             ledger.append(ADMISSION, time.time(), ticket_key=f"{i:064x}", format="gt1", direction="in")
         expected = ledger.last_seq()
         ledger.close()
         started = time.monotonic()
-        daemons["gate-b"] = start_daemon(configs["gate-b"])
+        venue.daemons["gate-b"] = start_daemon(venue.configs["gate-b"])
         db = workdir / "gate-b" / "state" / "gate.db"
         while True:
             held = 0
@@ -263,14 +285,6 @@ def bench_sync(workdir: Path, issuer: SigningKey, count: int, backlog: int) -> d
             assert time.monotonic() - started < 120, f"B holds {held} of {expected}"
             time.sleep(0.02)
         catch_up = time.monotonic() - started
-        watcher.close()
-    finally:
-        for daemon in daemons.values():
-            daemon.send_signal(signal.SIGTERM)
-            daemon.wait(15)
-        scanner.close()
-        other_scanner.close()
-        broker.stop()
     return {"p50": percentile(latencies, 50), "p99": percentile(latencies, 99), "max": max(latencies), "catch_up": catch_up}
 
 
@@ -331,20 +345,8 @@ def bench_trust(workdir: Path, issuer: SigningKey, revocations: int, deltas: int
         out[name] = (time.perf_counter() - started) / len(sample) * 1e6
     ledger.close()
 
-    broker = Mosquitto(workdir / "broker")
-    gates = ("gate-a", "gate-b")
-    configs = {g: venue_gate_config(workdir, public, g, broker.port, walk=0.005, timeout=2.0, admin_key=admin_public) for g in gates}
-    scanner = SimulatedScanner(workdir / "gate-a" / "scanner")
-    other_scanner = SimulatedScanner(workdir / "gate-b" / "scanner")
-    daemons = {g: start_daemon(c) for g, c in configs.items()}
-    try:
-        lanes = {g: ControlClient(str(workdir / g / "sim.sock"), timeout=20) for g in gates}
-        admin_client = Watcher(broker.port, ["gate/v1/demo-venue/gates/+/status"])
-        deadline = time.monotonic() + 20
-        while not all(any(b'"online"' in p for p in admin_client.on(f"gate/v1/demo-venue/gates/{g}/status")) for g in gates):
-            assert time.monotonic() < deadline, "gates did not come online"
-            time.sleep(0.05)
-        assert scanner.wait_until_opened(20)
+    with TwoGates(workdir, issuer, admin_public) as venue:
+        gates, lanes, admin_client = venue.GATES, venue.lanes, venue.watcher
 
         def held(gate: str) -> int:
             try:
@@ -358,7 +360,7 @@ def bench_trust(workdir: Path, issuer: SigningKey, revocations: int, deltas: int
         admin_client.publish("gate/v1/demo-venue/bundle", bundle, retain=True)
         applied: dict[str, float] = {}
         during: list[float] = []
-        lane, n = lanes["gate-a"], 0
+        lane, scanner, n = lanes["gate-a"], venue.scanners["gate-a"], 0
         while len(applied) < len(gates):
             assert time.monotonic() - started < 120, "the bundle did not reach every gate"
             n += 1
@@ -373,7 +375,7 @@ def bench_trust(workdir: Path, issuer: SigningKey, revocations: int, deltas: int
                 if gate not in applied and held(gate) == 100:
                     applied[gate] = time.monotonic() - started
         out["bus_apply_s"] = max(applied.values())
-        out["gate_rss_mb"] = max(peak_rss_mb(d.pid) for d in daemons.values())
+        out["gate_rss_mb"] = max(peak_rss_mb(d.pid) for d in venue.daemons.values())
         out["during_max_ms"], out["during_p50_ms"], out["during_n"] = max(during), percentile(during, 50), len(during)
 
         effective: list[float] = []
@@ -388,14 +390,6 @@ def bench_trust(workdir: Path, issuer: SigningKey, revocations: int, deltas: int
                                        start=marks[g])["t"] for g in gates]
             effective.append((max(times) - sent) * 1000)
         out["delta_p50_ms"], out["delta_p99_ms"], out["delta_max_ms"] = percentile(effective, 50), percentile(effective, 99), max(effective)
-        admin_client.close()
-    finally:
-        for daemon in daemons.values():
-            daemon.send_signal(signal.SIGTERM)
-            daemon.wait(15)
-        scanner.close()
-        other_scanner.close()
-        broker.stop()
     return out
 
 

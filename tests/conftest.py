@@ -181,6 +181,16 @@ def start_lane(tmp_path: Path) -> Iterator[Callable[..., Lane]]:
 
 
 @pytest.fixture
+def broker(tmp_path: Path) -> Iterator[Any]:
+    """A real mosquitto on a free port, for this test alone."""
+    from hwsim.broker import Mosquitto
+
+    broker = Mosquitto(tmp_path / "broker")
+    yield broker
+    broker.stop()
+
+
+@pytest.fixture
 def lane(start_lane: Callable[..., Lane], config_data: dict[str, Any]) -> Lane:
     return start_lane(config_data)
 

@@ -18,13 +18,6 @@ pytestmark = pytest.mark.skipif(mosquitto_binary() is None, reason="mosquitto no
 ROOT = "gate/v1/test-venue/"
 
 
-@pytest.fixture
-def broker(tmp_path: Path) -> Mosquitto:
-    broker = Mosquitto(tmp_path / "broker")
-    yield broker
-    broker.stop()
-
-
 def gate_config(tmp_path: Path, issuer: SigningKey, gate_id: str, broker: Mosquitto, **sync: Any) -> dict[str, Any]:
     """A lane of the venue: its own state, scanner and simulator; quick turnstile timings."""
     home = tmp_path / gate_id

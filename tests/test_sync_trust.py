@@ -6,7 +6,6 @@ from __future__ import annotations
 import base64
 import dataclasses
 import json
-import sqlite3
 import subprocess
 import time
 from pathlib import Path
@@ -19,7 +18,8 @@ from gate import cli, signed
 from hwsim.broker import Mosquitto, Watcher, mosquitto_binary
 from tests.conftest import Lane, Tickets, wait_until, write_config
 from tests.test_bundles import ADMIN, STRANGER
-from tests.test_sync import ACL, ROOT, broker, gate_config  # noqa: F401 (broker: a fixture)
+from tests.test_bundles import held_version as held
+from tests.test_sync import ACL, ROOT, gate_config
 
 pytestmark = pytest.mark.skipif(mosquitto_binary() is None, reason="mosquitto not installed (scripts/test installs it)")
 
@@ -65,15 +65,6 @@ class Venue:
 @pytest.fixture
 def venue(tmp_path: Path, issuer: SigningKey, broker: Mosquitto, start_lane: Callable[..., Lane], capsys: Any) -> Venue:
     return Venue(tmp_path, issuer, broker, start_lane, capsys)
-
-
-def held(lane: Lane) -> tuple[int, int]:
-    conn = sqlite3.connect(lane.daemon.config.database)
-    try:
-        rows = dict(conn.execute("SELECT name, version FROM trust_state").fetchall())
-    finally:
-        conn.close()
-    return rows.get("bundle", 0), rows.get("delta", 0)
 
 
 def status(watcher: Watcher, gate_id: str) -> dict[str, Any]:

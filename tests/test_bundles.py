@@ -59,7 +59,10 @@ class Admin:
         return out
 
     def load(self, path: str) -> tuple[int, dict[str, Any]]:
-        return self.gate("bundle", "load", path)
+        """``gate bundle load --config … FILE`` (options first, as a technician types it)."""
+        self.capsys.readouterr()
+        code = cli.main(["bundle", "load", "--config", str(self.config), path])
+        return code, json.loads(self.capsys.readouterr().out.strip().splitlines()[-1])
 
 
 def gt1_document(issuer: SigningKey) -> dict[str, Any]:

@@ -92,8 +92,6 @@ def receive(ledger: Ledger, data: bytes, admin_key: bytes | None, venue: str, so
         return Report(Outcome.CURRENT, held=state)
     what, version, base = "", 0, 0
     try:
-        if admin_key is None:
-            raise SignedError("no_admin_key", "no admin key pinned in this gate's config ([trust] admin_key)")
         message = signed.read(data, admin_key, venue)
         if not isinstance(message, (Bundle, Delta)):
             raise SignedError("wrong_type", "a command is not a bundle")
@@ -127,7 +125,7 @@ def held(ledger: Ledger) -> Held:
 
 
 def apply(ledger: Ledger, message: Bundle | Delta, sources: Any = None, now: float | None = None) -> str:
-    """Apply a verified bundle or delta; ``Outcome.APPLIED`` or ``CURRENT``, else ``SignedError``
+    """Apply a verified bundle or delta (``Outcome.APPLIED``), else ``SignedError``
     (``older``, ``no_base``, ``bad_documents``) with the database unchanged. ``sources``
     (``engine.TrustSources``) is the config's trust, checked against the bundle's documents."""
     now = time.time() if now is None else now
@@ -137,10 +135,7 @@ def apply(ledger: Ledger, message: Bundle | Delta, sources: Any = None, now: flo
 
 
 def _apply_bundle(ledger: Ledger, bundle: Bundle, sources: Any, now: float) -> str:
-    state = held(ledger)
-    if bundle.sha256 and bundle.sha256 == state.bundle_sha256:
-        return Outcome.CURRENT
-    _check_newer(bundle.version, state.bundle_version, "bundle")
+    _check_newer(bundle.version, held(ledger).bundle_version, "bundle")
     documents = _documents(ledger, bundle, sources)
     started = time.monotonic()
     conn = ledger.conn
@@ -176,8 +171,6 @@ def _apply_bundle(ledger: Ledger, bundle: Bundle, sources: Any, now: float) -> s
 def _apply_delta(ledger: Ledger, delta: Delta, now: float) -> str:
     with ledger.transaction():
         state = held(ledger)
-        if delta.sha256 and delta.sha256 == state.delta_sha256:
-            return Outcome.CURRENT
         if delta.base > state.bundle_version:
             raise SignedError("no_base", f"delta is for bundle {delta.base}, this gate holds bundle {state.bundle_version}")
         if delta.base < state.bundle_version:

@@ -33,6 +33,8 @@ def _make(args: argparse.Namespace) -> int:
     if args.delta:
         if args.documents:
             raise UsageError("bundle make --delta: a delta carries revocations only; documents go in a bundle")
+        if args.base is None:
+            raise UsageError("bundle make --delta: --base names the bundle version the delta changes")
         restored = {signed.revocation_prefix(k) for k in ticket_keys(args.restore, args.restored)}
         if args.previous:  # cumulative: carry the previous delta's changes over
             before = _read_payload(args.previous, "delta")
@@ -40,8 +42,6 @@ def _make(args: argparse.Namespace) -> int:
                 raise UsageError(f"--previous is a delta for bundle {before['base']}, not {args.base}")
             revoked |= _unpack(before["revoked"]) - restored
             restored |= _unpack(before["restored"]) - revoked
-        if args.base is None:
-            raise UsageError("bundle make --delta: --base names the bundle version the delta changes")
         payload = signed.delta_payload(venue, args.base, version, time.time(), signed.pack_prefixes(revoked),
                                        signed.pack_prefixes(restored - revoked))
     else:

@@ -258,8 +258,10 @@ def _flat_object(data: bytes) -> dict[str, Any] | None:
         return None
 
 
-def open_envelope(data: bytes, admin_key: bytes) -> dict[str, Any]:
+def open_envelope(data: bytes, admin_key: bytes | None) -> dict[str, Any]:
     """Verify a signed message against the pinned admin key; its payload as a JSON object."""
+    if admin_key is None:
+        raise SignedError("no_admin_key", "no admin key pinned in this gate's config ([trust] admin_key)")
     if len(data) > MAX_SIGNED:
         raise SignedError("malformed", f"signed message: {len(data)} bytes, more than {MAX_SIGNED // 2**20} MiB")
     envelope: Any = _flat_object(data)
@@ -297,7 +299,7 @@ def open_envelope(data: bytes, admin_key: bytes) -> dict[str, Any]:
     return payload
 
 
-def read(data: bytes, admin_key: bytes, venue: str) -> Bundle | Delta | Command:
+def read(data: bytes, admin_key: bytes | None, venue: str) -> Bundle | Delta | Command:
     """A verified bundle, delta or command for ``venue``; ``SignedError`` otherwise."""
     payload = open_envelope(data, admin_key)
     sha = hashlib.sha256(data).hexdigest()

@@ -138,6 +138,29 @@ class ScannerConfig:
 
 
 @dataclass(frozen=True)
+class CameraConfig:
+    source: str = "picamera2"  # or "simulator": frames drawn by hw-sim (needs [simulator] enabled)
+    index: int = 0
+    width: int = 640
+    height: int = 480
+    fps: float = 30.0
+    decoder: str = "zxing"
+    symbologies: tuple[str, ...] = ("qr", "pdf417", "aztec")
+    region: tuple[int, int, int, int] | None = None  # x, y, width, height in the full frame
+    downscale: int = 1
+    hold_off: float = 2.0
+    direction: str = IN
+
+
+@dataclass(frozen=True)
+class NfcConfig:
+    device: str  # nfcpy's path: "usb", "usb:054c:06c1", "tty:AMA0:pn532", "udp:localhost:54321"
+    direction: str = IN
+    exchange_timeout: float = 1.0
+    reconnect_interval: float = 2.0
+
+
+@dataclass(frozen=True)
 class SimulatorConfig:
     enabled: bool = False
     control_socket: str = ""
@@ -181,6 +204,8 @@ class Config:
     sync: SyncConfig | None = None
     admin_key: bytes | None = None  # the venue admin's public key: signs bundles and commands
     command_max_age: float = 30.0  # a signed command is carried out within ± this of its issue time
+    camera: CameraConfig | None = None
+    nfc: NfcConfig | None = None
 
     def trust_sources(self) -> TrustSources:
         return TrustSources(self.gt1_keys, self.trust_documents)
@@ -230,6 +255,9 @@ def parse(data: dict[str, Any], path: str = "<config>") -> Config:
     turnstile = _read_turnstile(turnstile_section, gpio)
     scanner_section = root.table("scanner")
     scanner = _read_scanner(scanner_section) if scanner_section is not None else None
+    camera_section, nfc_section = root.table("camera"), root.table("nfc")
+    camera = _read_camera(camera_section) if camera_section is not None else None
+    nfc = _read_nfc(nfc_section) if nfc_section is not None else None
     gt1_keys, trust_documents, admin_key, command_max_age = _read_trust(root.table("trust"), Path(path).parent, problems)
     sync_section = root.table("sync")
     sync = _read_sync(sync_section, Path(path).parent, gate_id or "", venue or "") if sync_section is not None else None
@@ -247,8 +275,11 @@ def parse(data: dict[str, Any], path: str = "<config>") -> Config:
     # Combinations that cannot work.
     if simulator.enabled and gpio.pin_factory != "mock":
         gpio = GpioConfig(**{**gpio.__dict__, "pin_factory": "mock"})
-    if scanner is not None and scanner.direction not in gpio.unlock:
-        problems.append(f"scanner.direction: {scanner.direction!r} needs gpio.unlock_{scanner.direction}")
+    for name, reader in (("scanner", scanner), ("camera", camera), ("nfc", nfc)):
+        if reader is not None and reader.direction not in gpio.unlock:
+            problems.append(f"{name}.direction: {reader.direction!r} needs gpio.unlock_{reader.direction}")
+    if camera is not None and camera.source == "simulator" and not simulator.enabled:
+        problems.append("camera.source: 'simulator' needs [simulator] enabled = true")
     for direction in gpio.unlock:
         if direction not in gpio.passage:
             problems.append(f"gpio.passage_{direction}: required when gpio.unlock_{direction} is set")
@@ -271,6 +302,8 @@ def parse(data: dict[str, Any], path: str = "<config>") -> Config:
         sync=sync,
         admin_key=admin_key,
         command_max_age=command_max_age,
+        camera=camera,
+        nfc=nfc,
     )
 
 
@@ -375,6 +408,61 @@ def _read_scanner(sec: _Section) -> ScannerConfig:
     )
     sec.finish()
     return scanner
+
+
+def _read_camera(sec: _Section) -> CameraConfig:
+    from drivers.decoders import DECODER_SYMBOLOGIES, DECODERS, SYMBOLOGIES  # no decoder library imported
+
+    decoder = sec.get("decoder", str, "zxing", choices=DECODERS)
+    default_symbologies = list(DECODER_SYMBOLOGIES.get(decoder, SYMBOLOGIES))
+    symbologies = sec.get("symbologies", list, default_symbologies)
+    for name in symbologies:
+        if name not in SYMBOLOGIES:
+            sec._error("symbologies", f"unknown symbology {name!r} (known: {', '.join(SYMBOLOGIES)})")
+        elif name not in DECODER_SYMBOLOGIES.get(decoder, SYMBOLOGIES):
+            sec._error("symbologies", f"the {decoder} decoder cannot read {name} (it reads {', '.join(DECODER_SYMBOLOGIES[decoder])})")
+    if not symbologies:
+        sec._error("symbologies", "at least one symbology is needed")
+    width = sec.get("width", int, 640, minval=64, maxval=4096)
+    height = sec.get("height", int, 480, minval=64, maxval=4096)
+    region = None
+    sec.read.add("region")
+    if "region" in sec.data:
+        raw = sec.data["region"]
+        if not (isinstance(raw, list) and len(raw) == 4 and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in raw)):
+            sec._error("region", f"expected [x, y, width, height] in pixels, got {raw!r}")
+        elif width and height and (raw[2] < 32 or raw[3] < 32 or raw[0] + raw[2] > width or raw[1] + raw[3] > height):
+            sec._error("region", f"{raw!r} must lie inside the {width}x{height} frame and be at least 32x32")
+        else:
+            region = (raw[0], raw[1], raw[2], raw[3])
+    camera = CameraConfig(
+        source=sec.get("source", str, "picamera2", choices=("picamera2", "simulator")),
+        index=sec.get("index", int, 0, minval=0, maxval=15),
+        width=width,
+        height=height,
+        fps=sec.get("fps", float, 30.0, minval=1.0, maxval=120.0),
+        decoder=decoder,
+        symbologies=tuple(dict.fromkeys(symbologies)),
+        region=region,
+        downscale=sec.get("downscale", int, 1, minval=1, maxval=4),
+        hold_off=sec.get("hold_off", float, 2.0, minval=0.3, maxval=60.0),
+        direction=sec.get("direction", str, IN, choices=DIRECTIONS),
+    )
+    sec.finish()
+    return camera
+
+
+def _read_nfc(sec: _Section) -> NfcConfig:
+    nfc = NfcConfig(
+        device=sec.get("device", str),
+        direction=sec.get("direction", str, IN, choices=DIRECTIONS),
+        exchange_timeout=sec.get("exchange_timeout", float, 1.0, minval=0.05, maxval=10.0),
+        reconnect_interval=sec.get("reconnect_interval", float, 2.0, minval=0.1, maxval=60.0),
+    )
+    sec.finish()
+    if nfc.device and not re.match(r"^(usb|tty|udp)(:[A-Za-z0-9._-]*)*$", nfc.device):
+        sec._error("device", f"an nfcpy device path such as 'usb', 'usb:054c:06c1', 'tty:AMA0:pn532' or 'udp:localhost:54321', got {nfc.device!r}")
+    return nfc
 
 
 def _read_sync(sec: _Section, base: Path, gate_id: str, venue: str) -> SyncConfig | None:

@@ -27,7 +27,8 @@ log = logging.getLogger(__name__)
 
 EXIT_CRASHED = 70  # EX_SOFTWARE: systemd restarts us
 COMMANDED_MODE = "commanded_mode"  # sync_state: the index in MODES of the last set_mode command
-RESTART_SECTIONS = ("gate_id", "venue", "state_dir", "mode", "log_level", "engine", "turnstile", "gpio", "scanner", "simulator", "sync")
+RESTART_SECTIONS = ("gate_id", "venue", "state_dir", "mode", "log_level", "engine", "turnstile", "gpio", "scanner", "camera",
+                    "nfc", "simulator", "sync")
 
 
 class Daemon:
@@ -39,6 +40,10 @@ class Daemon:
         self.sim_turnstile: Any = None
         self.sim_control: Any = None
         self.scanner: Any = None
+        self.camera: Any = None
+        self.sim_camera: Any = None
+        self.nfc: Any = None
+        self.reader_problems: dict[str, str] = {}  # reader → why it is not running
         self.lane: Any = None
         self.ledger: Ledger | None = None
         self.loop: DecisionLoop | None = None
@@ -97,6 +102,10 @@ class Daemon:
                 reconnect_interval=sc.reconnect_interval,
             )
             self.scanner.start()
+        if config.camera is not None:
+            self._start_reader("camera", self._start_camera)
+        if config.nfc is not None:
+            self._start_reader("nfc", self._start_nfc)
         log.info(
             "lane ready gate=%s venue=%s version=%s mode=%s formats=%s",
             config.gate_id,
@@ -106,6 +115,71 @@ class Daemon:
             ",".join(config.engine.formats),
         )
         self.notifier.ready(f"lane {config.gate_id} ready")
+
+    def _start_reader(self, name: str, start: Any) -> None:
+        """A reader that cannot start (no camera, no NFC reader, a missing library) is reported
+        and left out: the lane goes on with the readers it has, rather than not at all."""
+        try:
+            start()
+        except Exception as exc:
+            self.reader_problems[name] = str(exc)
+            log.error("reader not started reader=%s error=%r", name, str(exc))
+
+    def _start_camera(self) -> None:
+        from drivers.camera import CameraReader, Picamera2Source, Region
+        from drivers.decoders import make_decoder
+
+        cam, loop = self.config.camera, self.loop
+        assert cam is not None and loop is not None
+        decoder = make_decoder(cam.decoder, cam.symbologies)
+        if cam.source == "simulator":
+            from hwsim.camera import SimulatedCamera
+
+            source: Any = SimulatedCamera(cam.width, cam.height, cam.fps)
+            self.sim_camera = source
+            if self.sim_control is not None:
+                self.sim_control.camera = source
+        else:
+            source = Picamera2Source(cam.width, cam.height, cam.fps, cam.index)
+        camera = CameraReader(
+            source,
+            decoder,
+            lambda text, _symbology, seen_at: loop.scan(text, "camera", cam.direction, received=seen_at),
+            region=Region(*cam.region) if cam.region else None,
+            downscale=cam.downscale,
+            hold_off=cam.hold_off,
+        )
+        camera.start()
+        self.camera = camera  # only a reader that started is stopped and reported
+        log.info("camera reading source=%s decoder=%s symbologies=%s", cam.source, cam.decoder, ",".join(cam.symbologies))
+
+    def _start_nfc(self) -> None:
+        from drivers.nfc_reader import NfcReader
+
+        nfc, loop = self.config.nfc, self.loop
+        assert nfc is not None and loop is not None
+        reader = NfcReader(
+            nfc.device,
+            self.config.gate_id,
+            lambda text, began: loop.scan(text, "nfc", nfc.direction, received=began),
+            lambda answer, nonce, gate_id, began: loop.tap(answer, nonce, gate_id, nfc.direction, received=began),
+            exchange_timeout=nfc.exchange_timeout,
+            reconnect_interval=nfc.reconnect_interval,
+            wall_clock=self.clock.now,
+        )
+        reader.start()
+        self.nfc = reader
+
+    def readers_status(self) -> dict[str, Any]:
+        """What each configured reader is doing (status topic, ``gate status``)."""
+        readers: dict[str, Any] = {name: {"problem": problem} for name, problem in self.reader_problems.items()}
+        if self.scanner is not None:
+            readers["scanner"] = {"connected": self.scanner.connected.is_set(), "lines": self.scanner.lines_read}
+        if self.camera is not None:
+            readers["camera"] = self.camera.status()
+        if self.nfc is not None:
+            readers["nfc"] = {"connected": self.nfc.connected.is_set(), "taps": self.nfc.taps, "failed": self.nfc.failed_taps}
+        return readers
 
     def _start_mode(self) -> str:
         """The config's mode, unless a signed command set another one (it outlives restarts)."""
@@ -135,6 +209,7 @@ class Daemon:
                 **loop.status(),
                 "version": __version__,
                 "venue": config.venue,
+                "readers": self.readers_status(),
                 "bundle": {**held(ledger).as_dict(), "refused": self.bundle_refusals, "last_refusal": self.last_refusal},
             },
         )
@@ -226,8 +301,9 @@ class Daemon:
 
     def stop(self) -> None:
         self.notifier.stopping()
-        if self.scanner is not None:
-            self.scanner.stop()
+        for reader in (self.scanner, self.camera, self.nfc):
+            if reader is not None:
+                reader.stop()
         if self.loop is not None:
             self.loop.stop()  # falls safe in its own finally
         if self.sync is not None:

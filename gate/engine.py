@@ -100,10 +100,35 @@ class DecisionEngine:
             self.settings.gate_id,
             self.settings.venue,
         )
-        result = ticket_format.read(text, env)
+        return self._verdict(ticket_format.read(text, env), ticket_format.name, direction, now)
+
+    def _verdict(self, result: Claims | Denial, format_name: str, direction: str, now: float) -> tuple[Decision, Claims | None]:
         if isinstance(result, Denial):
-            return Decision.deny(result.reason, result.detail, format_name=ticket_format.name, direction=direction), None
+            return Decision.deny(result.reason, result.detail, format_name=format_name, direction=direction), None
         return self.judge(result, direction, now), result
+
+    def decide_tap(self, answer: bytes, nonce: bytes, gate_id: str, direction: str, now: float) -> tuple[Decision, Claims | None]:
+        """A phone's answer to this gate's NFC challenge (``nonce`` and ``gate_id`` as sent)."""
+        try:
+            return self._decide_tap(answer, nonce, gate_id, direction, now)
+        except Exception:
+            log.exception("decision failed, tap denied reason=error direction=%s", direction)
+            return Decision.deny(Reason.ERROR, "internal error while deciding", direction=direction), None
+
+    def _decide_tap(self, answer: bytes, nonce: bytes, gate_id: str, direction: str, now: float) -> tuple[Decision, Claims | None]:
+        from gate.formats import gt1
+
+        if gt1.NAME not in self.settings.formats:
+            return Decision.deny(Reason.UNKNOWN_FORMAT, "GT1 (the NFC ticket format) is not enabled", direction=direction), None
+        try:
+            parsed = gt1.parse_nfc_answer(answer)
+        except gt1.Unreadable as exc:
+            return Decision.deny(Reason.UNREADABLE, f"gt1: {exc}", format_name=gt1.NAME, direction=direction), None
+        if parsed.proof_key is not None and self.ledger.proof_used(parsed.proof_key):
+            # A recorded answer: its signature is over another nonce, but it is known by sight.
+            return Decision.deny(Reason.REPLAYED_PROOF, "this exact NFC answer was already used", format_name=gt1.NAME, direction=direction), None
+        ctx = gt1.Context(now, self.trust.get(gt1.NAME, {}), self.settings.proof_max_age, self.settings.proof_max_ahead)
+        return self._verdict(gt1.read_nfc(parsed, nonce, gate_id, ctx), gt1.NAME, direction, now)
 
     def judge(self, claims: Claims, direction: str, now: float) -> Decision:
         """The gate's checks on verified claims (also used for NFC answers)."""

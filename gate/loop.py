@@ -37,6 +37,18 @@ class Scan:
 
 
 @dataclass(frozen=True)
+class Tap:
+    """A phone's answer to the NFC challenge this gate sent (``nonce``, ``gate_id``)."""
+
+    answer: bytes
+    nonce: bytes
+    gate_id: str
+    source: str
+    direction: str
+    received: float
+
+
+@dataclass(frozen=True)
 class Passage:
     direction: str
 
@@ -110,8 +122,12 @@ class DecisionLoop:
     def post(self, event: Any) -> None:
         self._queue.put(event)
 
-    def scan(self, text: str, source: str, direction: str = "in") -> None:
-        self.post(Scan(text, source, direction, self.clock.monotonic()))
+    def scan(self, text: str, source: str, direction: str = "in", received: float | None = None) -> None:
+        """A reader has ``text`` (since ``received``, monotonic: a camera frame's arrival)."""
+        self.post(Scan(text, source, direction, self.clock.monotonic() if received is None else received))
+
+    def tap(self, answer: bytes, nonce: bytes, gate_id: str, direction: str = "in", received: float | None = None) -> None:
+        self.post(Tap(answer, nonce, gate_id, "nfc", direction, self.clock.monotonic() if received is None else received))
 
     # LaneEvents: the GPIO driver calls these from its threads.
     def passage(self, direction: str) -> None:
@@ -189,7 +205,7 @@ class DecisionLoop:
         }
 
     def _handle(self, event: Any) -> None:
-        if isinstance(event, Scan):
+        if isinstance(event, (Scan, Tap)):
             self._on_scan(event)
         elif isinstance(event, Passage):
             self._on_passage(event.direction)
@@ -252,7 +268,7 @@ class DecisionLoop:
         log.info("opened once by command direction=%s seq=%d", direction, record.seq)
         return f"opened once ({direction})"
 
-    def _on_scan(self, scan: Scan) -> None:
+    def _on_scan(self, scan: Scan | Tap) -> None:
         claims: Claims | None = None
         if self.turnstile.emergency:
             decision = Decision.deny(Reason.EMERGENCY, "fire alarm: scans refused", direction=scan.direction)
@@ -260,6 +276,8 @@ class DecisionLoop:
             decision = Decision.deny(Reason.GATE_CLOSED, "lane is locked", direction=scan.direction)
         elif self.turnstile.busy:
             decision = Decision.deny(Reason.BUSY, "waiting for the previous person to pass", direction=scan.direction)
+        elif isinstance(scan, Tap):
+            decision, claims = self.engine.decide_tap(scan.answer, scan.nonce, scan.gate_id, scan.direction, self.clock.now())
         else:
             decision, claims = self.engine.decide(scan.text, scan.direction, self.clock.now())
         if decision.accepted and claims is not None:

@@ -204,18 +204,62 @@ def nfc_message(cti: bytes, drawn_at: int, nonce: bytes, gate_id: str) -> bytes:
     return b"GT1N" + cti + struct.pack(">Q", drawn_at) + nonce + gate_id.encode()
 
 
-def _parse_proof_envelope(data: bytes) -> tuple[bytes, int, bytes]:
-    obj = _loads(data, "rotating code")
+def _parse_proof_envelope(data: bytes, what: str = "rotating code") -> tuple[bytes, int, bytes]:
+    return _proof_fields(_loads(data, what), what)
+
+
+def _proof_fields(obj: Any, what: str) -> tuple[bytes, int, bytes]:
     if not isinstance(obj, (list, tuple)) or len(obj) != 3:
-        raise Unreadable("rotating code is not [credential, t, sig]")
+        raise Unreadable(f"{what} is not [credential, t, sig]")
     cose, drawn_at, sig = obj
     if not isinstance(cose, bytes):
-        raise Unreadable("rotating code credential is not a byte string")
+        raise Unreadable(f"{what} credential is not a byte string")
     if isinstance(drawn_at, bool) or not isinstance(drawn_at, int) or not 0 <= drawn_at < 2**63:
-        raise Unreadable("rotating code time is not a non-negative integer")
+        raise Unreadable(f"{what} time is not a non-negative integer")
     if not isinstance(sig, bytes) or len(sig) != 64:
-        raise Unreadable("rotating code signature must be 64 bytes")
+        raise Unreadable(f"{what} signature must be 64 bytes")
     return cose, drawn_at, sig
+
+
+@dataclass(frozen=True)
+class NfcAnswer:
+    """A phone's answer to the GT1 NFC challenge, parsed but not verified."""
+
+    cose: bytes
+    drawn_at: int | None = None  # None: a ticket without a holder key answers [cose] alone
+    signature: bytes | None = None
+
+    @property
+    def proof_key(self) -> str | None:
+        """The proof's identity, as the ledger keeps it with an admission (see ``read_credential``)."""
+        return None if self.signature is None else ticket_key(f"{NAME}-nfc", self.signature)
+
+
+def parse_nfc_answer(data: bytes) -> NfcAnswer:
+    """``[cose_bytes, t, sig]`` or ``[cose_bytes]`` (DESIGN §4); raises ``Unreadable``."""
+    if len(data) > MAX_TEXT:
+        raise Unreadable(f"NFC answer longer than {MAX_TEXT} bytes")
+    obj = _loads(data, "NFC answer")
+    if isinstance(obj, (list, tuple)) and len(obj) == 1:
+        if not isinstance(obj[0], bytes):
+            raise Unreadable("NFC answer credential is not a byte string")
+        return NfcAnswer(obj[0])
+    cose, drawn_at, sig = _proof_fields(obj, "NFC answer")
+    return NfcAnswer(cose, drawn_at, sig)
+
+
+def read_nfc(answer: NfcAnswer, nonce: bytes, gate_id: str, ctx: Context) -> Claims | Denial:
+    """Verify a phone's answer to this gate's challenge (``nonce``, ``gate_id`` as sent)."""
+    try:
+        if answer.signature is None or answer.drawn_at is None:
+            return read_credential(answer.cose, ctx)  # a holder-bound ticket is refused there: stale_proof
+
+        def message_for(cti: bytes, drawn_at: int) -> bytes:
+            return nfc_message(cti, drawn_at, nonce, gate_id)
+
+        return read_credential(answer.cose, ctx, proof=("nfc", answer.drawn_at, answer.signature, message_for))
+    except Unreadable as exc:
+        return Denial(Reason.UNREADABLE, f"gt1: {exc}")
 
 
 def read(text: str, ctx: Context) -> Claims | Denial:

@@ -12,6 +12,10 @@ Commands (client → lane), one JSON object per line:
   {"cmd": "fire_alarm", "active": true}                  open (or close) the fire loop
   {"cmd": "tamper", "active": true}
   {"cmd": "state"}                                       answer: {"event": "state", ...}
+  {"cmd": "show", "text": "GT1:...", "symbology": "qr",   hold a code up to the simulated camera
+   "look": {"medium": "phone", "turn": 10, ...}, "seconds": 2}   (hwsim.camera.Look's fields)
+  {"cmd": "replay", "folder": "/path", "seconds": 5}      show a folder of pictures, one per frame
+  {"cmd": "clear"}                                       nothing in front of the camera
 Events (lane → client): "hello" and "state" (all outputs), "output" (one output changed),
 "decision", "record", "alarm", "mode" (from the decision loop), "bye" (lane stopped, outputs safe).
 """
@@ -37,6 +41,7 @@ class ControlServer:
     def __init__(self, path: str, turnstile: SimulatedTurnstile) -> None:
         self.path = path
         self.turnstile = turnstile
+        self.camera: Any = None  # hwsim.camera.SimulatedCamera when [camera] source = "simulator"
         self._clients: list[socket.socket] = []
         self._lock = threading.Lock()
         if os.path.exists(path):
@@ -121,6 +126,8 @@ class ControlServer:
                 self.turnstile.set_fire_alarm(bool(cmd["active"]))
             elif name == "tamper":
                 self.turnstile.set_tamper(bool(cmd["active"]))
+            elif name in ("show", "replay", "clear"):
+                self._camera_command(name, cmd)
             elif name == "state":
                 self._send(client, "state", {"outputs": self.turnstile.outputs()})
             else:
@@ -128,6 +135,21 @@ class ControlServer:
         except Exception as exc:
             log.warning("sim control command refused error=%r", str(exc))
             self._send(client, "error", {"error": str(exc)})
+
+
+    def _camera_command(self, name: str, cmd: dict[str, Any]) -> None:
+        from hwsim.camera import Look
+
+        if self.camera is None:
+            raise ValueError("this lane has no simulated camera ([camera] source = \"simulator\")")
+        seconds = cmd.get("seconds", 2.0)
+        if name == "show":
+            look = Look(**{k: tuple(v) if k == "center" else v for k, v in cmd.get("look", {}).items()})
+            self.camera.show(str(cmd["text"]), cmd.get("symbology", "qr"), look, seconds)
+        elif name == "replay":
+            self.camera.replay(cmd["folder"], seconds)
+        else:
+            self.camera.clear()
 
 
 class ControlClient:

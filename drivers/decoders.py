@@ -1,0 +1,153 @@
+"""Barcode decoders behind one small interface: a luminance frame in, the codes found out.
+
+zxing-cpp is the default (QR, PDF417, Aztec); pyzbar (libzbar) is the alternative, for QR only.
+Only the symbologies enabled in the config are searched: every detector costs time on every
+frame, and most of the frames a gate camera sees hold no code at all.
+
+A *pass* is one way of looking at a frame: some symbologies, maybe inverted (a phone in dark
+mode shows light modules on a dark screen), maybe turned a quarter (a PDF417 ticket held
+sideways). The camera runs one pass per frame, in turn, which keeps the cost of an idle frame
+low while a code held up for a moment still meets every pass; a still picture (``gate
+decode``) gets every pass until one reads something, then a last exhaustive one.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:  # numpy is imported with the decoder libraries, not by the config or the CLI
+    import numpy as np
+
+log = logging.getLogger(__name__)
+
+SYMBOLOGIES = ("qr", "pdf417", "aztec")
+DECODERS = ("zxing", "pyzbar")
+DECODER_SYMBOLOGIES = {"zxing": SYMBOLOGIES, "pyzbar": ("qr",)}
+
+
+class DecoderUnavailable(RuntimeError):
+    """The decoder's library (or the system library under it) is not installed."""
+
+
+@dataclass(frozen=True)
+class Symbol:
+    symbology: str
+    text: str  # the content as text, control characters kept as they are (not made readable)
+    raw: bytes
+
+
+@dataclass(frozen=True)
+class Pass:
+    symbologies: tuple[str, ...]
+    inverted: bool = False
+    rotated: bool = False  # a quarter turn: PDF417 (a stacked linear code) is read along its rows
+
+    @property
+    def name(self) -> str:
+        return "+".join(self.symbologies) + ("/inverted" if self.inverted else "") + ("/rotated" if self.rotated else "")
+
+
+def camera_passes(symbologies: tuple[str, ...]) -> tuple[Pass, ...]:
+    """The camera's schedule: each symbology as printed, then on a dark-mode screen, then a
+    PDF417 held sideways (QR and Aztec read in any turn already)."""
+    plain = tuple(Pass((s,)) for s in symbologies)
+    inverted = tuple(Pass((s,), inverted=True) for s in symbologies)
+    sideways = tuple(Pass((s,), rotated=True) for s in symbologies if s == "pdf417")
+    return plain + inverted + sideways
+
+
+class Decoder(Protocol):
+    name: str
+    symbologies: tuple[str, ...]
+
+    def decode(self, frame: np.ndarray, scan: Pass) -> list[Symbol]:
+        """The codes one pass finds in a 2-D uint8 luminance array (no copy is kept)."""
+
+    def exhaustive(self, frame: np.ndarray) -> list[Symbol]:
+        """Every option the library has at once, however long it takes (still pictures)."""
+
+
+def _pose(frame: np.ndarray, scan: Pass) -> np.ndarray:
+    import numpy as np
+
+    if scan.rotated:
+        frame = np.ascontiguousarray(frame.T)  # a transpose is a quarter turn plus a mirror: fine for reading
+    if scan.inverted:
+        frame = 255 - frame
+    return frame
+
+
+class ZxingDecoder:
+    name = "zxing"
+
+    def __init__(self, symbologies: tuple[str, ...] = SYMBOLOGIES) -> None:
+        try:
+            import zxingcpp
+        except ImportError as exc:
+            raise DecoderUnavailable(f"zxing-cpp is not installed ({exc}); pip install zxing-cpp") from None
+        self._zx = zxingcpp
+        self.symbologies = tuple(symbologies)
+        self._formats = {
+            "qr": zxingcpp.BarcodeFormat.QRCode,
+            "pdf417": zxingcpp.BarcodeFormat.PDF417,
+            "aztec": zxingcpp.BarcodeFormat.Aztec,
+        }
+        self._names = {fmt: name for name, fmt in self._formats.items()}
+
+    def _read(self, frame: np.ndarray, symbologies: tuple[str, ...], **options: Any) -> list[Symbol]:
+        formats = [self._formats[s] for s in symbologies]
+        found = self._zx.read_barcodes(frame, formats=formats, text_mode=self._zx.TextMode.Plain, **options)
+        return [Symbol(self._names.get(b.format, str(b.format)), b.text, bytes(b.bytes)) for b in found]
+
+    def decode(self, frame: np.ndarray, scan: Pass) -> list[Symbol]:
+        return self._read(_pose(frame, scan), scan.symbologies, try_rotate=False, try_invert=False, try_downscale=False)
+
+    def exhaustive(self, frame: np.ndarray) -> list[Symbol]:
+        return self._read(frame, self.symbologies, try_rotate=True, try_invert=True, try_downscale=True)
+
+
+class PyzbarDecoder:
+    name = "pyzbar"
+
+    def __init__(self, symbologies: tuple[str, ...] = ("qr",)) -> None:
+        unsupported = set(symbologies) - set(DECODER_SYMBOLOGIES[self.name])
+        if unsupported:
+            raise ValueError(f"pyzbar reads QR only, not {', '.join(sorted(unsupported))}")
+        try:
+            from pyzbar import pyzbar
+        except ImportError as exc:
+            raise DecoderUnavailable(f"pyzbar is not installed ({exc}); pip install pyzbar") from None
+        except OSError as exc:  # pyzbar loads libzbar when imported
+            raise DecoderUnavailable(f"libzbar is missing ({exc}); apt-get install libzbar0") from None
+        self._zbar = pyzbar
+        self.symbologies = tuple(symbologies)
+
+    def decode(self, frame: np.ndarray, scan: Pass) -> list[Symbol]:
+        import numpy as np
+
+        frame = np.ascontiguousarray(_pose(frame, scan))
+        height, width = frame.shape
+        found = self._zbar.decode((frame.tobytes(), width, height), symbols=[self._zbar.ZBarSymbol.QRCODE])
+        return [Symbol("qr", b.data.decode("utf-8", errors="replace"), bytes(b.data)) for b in found]
+
+    def exhaustive(self, frame: np.ndarray) -> list[Symbol]:
+        return []  # zbar has no further options: the passes were all it can do
+
+
+def make_decoder(name: str, symbologies: tuple[str, ...]) -> Decoder:
+    if name == "zxing":
+        return ZxingDecoder(symbologies)
+    if name == "pyzbar":
+        return PyzbarDecoder(symbologies)
+    raise ValueError(f"unknown decoder {name!r} (known: {', '.join(DECODERS)})")
+
+
+def read_picture(decoder: Decoder, frame: np.ndarray) -> list[Symbol]:
+    """What a still picture holds: the camera's passes in turn, then the exhaustive search."""
+    for scan in camera_passes(decoder.symbologies):
+        found = decoder.decode(frame, scan)
+        if found:
+            return found
+    return decoder.exhaustive(frame)

@@ -50,12 +50,17 @@ class Pass:
 
 
 def camera_passes(symbologies: tuple[str, ...]) -> tuple[Pass, ...]:
-    """The camera's schedule: each symbology as printed, then on a dark-mode screen, then a
-    PDF417 held sideways (QR and Aztec read in any turn already)."""
-    plain = tuple(Pass((s,)) for s in symbologies)
-    inverted = tuple(Pass((s,), inverted=True) for s in symbologies)
-    sideways = tuple(Pass((s,), rotated=True) for s in symbologies if s == "pdf417")
-    return plain + inverted + sideways
+    """The camera's schedule: each symbology as printed, on a dark-mode screen, and a PDF417
+    held sideways (QR and Aztec read in any turn already). The first symbology (QR by default,
+    what most tickets are) as printed comes every other frame, so that it is read within two
+    frames of being held up; the others within one round of the schedule."""
+    first, *rest = [Pass((s,)) for s in symbologies]
+    others = rest + [Pass((s,), inverted=True) for s in symbologies]
+    others += [Pass((s,), rotated=True) for s in symbologies if s == "pdf417"]
+    schedule: list[Pass] = []
+    for other in others:
+        schedule += [first, other]
+    return tuple(schedule)
 
 
 class Decoder(Protocol):
@@ -146,7 +151,7 @@ def make_decoder(name: str, symbologies: tuple[str, ...]) -> Decoder:
 
 def read_picture(decoder: Decoder, frame: np.ndarray) -> list[Symbol]:
     """What a still picture holds: the camera's passes in turn, then the exhaustive search."""
-    for scan in camera_passes(decoder.symbologies):
+    for scan in dict.fromkeys(camera_passes(decoder.symbologies)):  # each pass once
         found = decoder.decode(frame, scan)
         if found:
             return found

@@ -16,6 +16,7 @@ logged and ignored, and the reader goes on polling. The reader is reopened when 
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import threading
@@ -58,7 +59,6 @@ def ticket_text(record: Any) -> str | None:
 def _frontend(device: str) -> Any:
     """nfcpy's ContactlessFrontend whose exchanges end at a deadline: a card that asks for
     waiting-time extensions forever (nfcpy grants every one) cannot hold the reader."""
-    import nfc
     import nfc.clf
 
     class DeadlineFrontend(nfc.ContactlessFrontend):
@@ -101,7 +101,7 @@ class NfcReader:
 
     def start(self) -> None:
         try:
-            import nfc  # noqa: F401  (fail at start-up, not in the thread)
+            importlib.import_module("nfc.clf")  # fail at start-up, not in the thread
         except ImportError as exc:
             raise NfcUnavailable(f"nfcpy is not installed ({exc}); pip install nfcpy") from None
         self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)

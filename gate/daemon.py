@@ -114,6 +114,8 @@ class Daemon:
             config.mode,
             ",".join(config.engine.formats),
         )
+        if self.sim_control is not None:
+            self.sim_control.set_ready()
         self.notifier.ready(f"lane {config.gate_id} ready")
 
     def _start_reader(self, name: str, start: Any) -> None:

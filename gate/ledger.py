@@ -16,9 +16,10 @@ import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
-import sqlite_utils
+if TYPE_CHECKING:  # imported only to migrate: sqlite-utils imports numpy (0.1 s here, more on a Pi)
+    import sqlite_utils
 
 from gate import trust
 from gate.policy import Usage
@@ -108,6 +109,10 @@ class Ledger:
             raise RuntimeError(
                 f"database {self.path} has schema {version}, newer than this gate ({SCHEMA_VERSION})"
             )
+        if version == SCHEMA_VERSION:
+            return  # the usual start: nothing to migrate, nothing more to import
+        import sqlite_utils
+
         db = sqlite_utils.Database(self.conn)
         for target, step in ((1, _schema_1), (2, _schema_2), (3, _schema_3), (4, _schema_4)):
             if version >= target:

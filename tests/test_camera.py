@@ -6,24 +6,23 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import threading
 import time
-from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from drivers.camera import CameraReader, CodeDebouncer, load_picture
+from drivers.camera import CameraReader, CodeDebouncer
 from drivers.decoders import DecoderUnavailable, Pass, ZxingDecoder, make_decoder, read_picture
+from hwsim import corpus
 from hwsim.camera import Look, SimulatedCamera, photograph
 from hwsim.control import ControlClient
 from tests.conftest import wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
-CORPUS = ROOT.parent / "shared" / "corpus" / "zxing-blackbox"
-needs_corpus = pytest.mark.skipif(not (CORPUS / "manifest.json").exists(), reason=f"barcode photos not found at {CORPUS}")
+CORPUS = corpus.CORPUS
+needs_corpus = pytest.mark.skipif(not corpus.available(), reason=f"barcode photos not found at {CORPUS} (GATE_CORPUS)")
 
 
 def _pyzbar_or_skip():
@@ -36,28 +35,6 @@ def _pyzbar_or_skip():
 # --- decoders on real photographs --------------------------------------------------------------
 
 
-def corpus_rates(decoder) -> tuple[dict[str, list[int]], list[str]]:
-    """Per folder [read, images], and every image where something other than the expected
-    content was reported (a wrong read, or any read on a picture without a code)."""
-    rates: dict[str, list[int]] = defaultdict(lambda: [0, 0])
-    wrong = []
-    for item in json.loads((CORPUS / "manifest.json").read_text()):
-        if item["format"] not in (*decoder.symbologies, "none"):
-            continue
-        folder = item["image"].split("/")[0]
-        found = read_picture(decoder, load_picture(str(CORPUS / item["image"])))
-        rates[folder][1] += 1
-        if item.get("expected_file") is None:
-            wrong += [f"{item['image']}: {s.text[:40]!r} on a picture without a code" for s in found]
-            continue
-        expected = (CORPUS / item["expected_file"]).read_bytes()
-        if any(s.raw == expected or s.text == expected.decode("utf-8", "replace") for s in found):
-            rates[folder][0] += 1
-        elif found:
-            wrong.append(f"{item['image']}: read {found[0].text[:40]!r}")
-    return dict(rates), wrong
-
-
 def _report(name: str, rates: dict[str, list[int]], wrong: list[str], capsys) -> None:
     with capsys.disabled():
         print(f"\n{name} on {CORPUS.name}:")
@@ -66,29 +43,23 @@ def _report(name: str, rates: dict[str, list[int]], wrong: list[str], capsys) ->
         print(f"  wrong reads: {len(wrong)}" + "".join(f"\n    {w}" for w in wrong))
 
 
-def _share(rates: dict[str, list[int]], prefix: str) -> float:
-    read = sum(r for f, (r, _) in rates.items() if f.startswith(prefix))
-    total = sum(t for f, (_, t) in rates.items() if f.startswith(prefix))
-    return read / total
-
-
 @needs_corpus
 def test_default_decoder_reads_nine_in_ten_photographs_of_each_symbology_and_nothing_wrong(capsys):
-    rates, wrong = corpus_rates(ZxingDecoder(("qr", "pdf417", "aztec")))
+    rates, wrong = corpus.detection_rates(ZxingDecoder(("qr", "pdf417", "aztec")))
     _report("zxing-cpp", rates, wrong, capsys)
     assert not wrong
     assert rates["falsepositives-2"][0] == 0
     for symbology in ("qrcode", "pdf417", "aztec"):
-        assert _share(rates, symbology) >= 0.90, symbology
+        assert corpus.share(rates, symbology) >= 0.90, symbology
 
 
 @needs_corpus
 def test_pyzbar_rates_are_reported_and_it_sees_nothing_in_pictures_without_a_code(capsys):
     decoder = _pyzbar_or_skip()
-    rates, wrong = corpus_rates(decoder)
+    rates, wrong = corpus.detection_rates(decoder)
     _report("pyzbar", rates, wrong, capsys)
     assert not [w for w in wrong if "without a code" in w]
-    assert _share(rates, "qrcode") >= 0.75  # zbar guesses character sets wrong on some Japanese codes
+    assert corpus.share(rates, "qrcode") >= 0.75  # zbar guesses character sets wrong on some Japanese codes
 
 
 @pytest.mark.parametrize("symbology", ["qr", "pdf417", "aztec"])
@@ -257,7 +228,7 @@ def test_the_control_socket_holds_tickets_up_and_replays_a_folder(start_lane, ca
         Image.fromarray(SimulatedCamera()._idle[0]).save(folder / "empty.png")
         mark = client.mark()
         lane.turnstile.person("in", True)
-        client.send("replay", folder=str(folder), seconds=1.0)
+        client.send("replay", folder=str(folder), seconds=2.0, each=0.4)
         replayed = client.wait_for(lambda e: e["event"] == "decision", start=mark)
         assert replayed["accepted"] and replayed["ticket_key"] != decision["ticket_key"]
         client.send("show", text="x", look={"no_such_field": 1})

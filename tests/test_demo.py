@@ -16,6 +16,14 @@ def test_demo_crowd_gets_the_outcomes_the_lane_should_give():
     assert "outputs now: unlock_in ○  green ○  red ●" in out
 
 
+def test_demo_crowd_through_the_simulated_camera_gets_the_same_outcomes():
+    run = subprocess.run([sys.executable, "-m", "hwsim.demo", "--quick", "--camera"], capture_output=True, text=True, timeout=180)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "tickets go to the simulated camera" in run.stdout
+    assert "every person got the outcome the lane should give" in run.stdout
+    assert "Cleo, screenshot of Ada's ticket" in run.stdout and "reason=already_used" in run.stdout
+
+
 def test_venue_demo_copies_are_refused_at_other_gates_and_the_partition_conflict_is_reported():
     from hwsim.broker import mosquitto_binary
 

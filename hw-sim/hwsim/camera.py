@@ -197,10 +197,13 @@ class SimulatedCamera:
         frames = [photograph(text, symbology, look, self.width, self.height, seed + i) for i in range(variants)]
         self.show_frames(frames, seconds)
 
-    def replay(self, folder: str | Path, seconds: float | None = None) -> int:
-        """Show the pictures of a folder in turn, one per frame; returns how many."""
+    def replay(self, folder: str | Path, seconds: float | None = None, each: float = 0.5) -> int:
+        """Show the pictures of a folder in turn, each for ``each`` seconds (as long as someone
+        would hold it up: a picture per frame would meet only some of the decoder's passes);
+        returns how many."""
         paths = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-        self.show_frames([fit_picture(p, self.width, self.height) for p in paths], seconds)
+        repeat = max(1, round(each * self.fps))
+        self.show_frames([frame for p in paths for frame in [fit_picture(p, self.width, self.height)] * repeat], seconds)
         return len(paths)
 
     def clear(self) -> None:

@@ -14,9 +14,11 @@ Commands (client → lane), one JSON object per line:
   {"cmd": "state"}                                       answer: {"event": "state", ...}
   {"cmd": "show", "text": "GT1:...", "symbology": "qr",   hold a code up to the simulated camera
    "look": {"medium": "phone", "turn": 10, ...}, "seconds": 2}   (hwsim.camera.Look's fields)
-  {"cmd": "replay", "folder": "/path", "seconds": 5}      show a folder of pictures, one per frame
+  {"cmd": "replay", "folder": "/path", "seconds": 5,     show a folder of pictures in turn, each for
+   "each": 0.5}                                          "each" seconds
   {"cmd": "clear"}                                       nothing in front of the camera
-Events (lane → client): "hello" and "state" (all outputs), "output" (one output changed),
+Events (lane → client): "hello" (all outputs, and whether the lane is ready: its readers run),
+"ready" (when it becomes so), "state" (all outputs), "output" (one output changed),
 "decision", "record", "alarm", "mode" (from the decision loop), "bye" (lane stopped, outputs safe).
 """
 
@@ -42,6 +44,7 @@ class ControlServer:
         self.path = path
         self.turnstile = turnstile
         self.camera: Any = None  # hwsim.camera.SimulatedCamera when [camera] source = "simulator"
+        self.ready = False
         self._clients: list[socket.socket] = []
         self._lock = threading.Lock()
         if os.path.exists(path):
@@ -52,6 +55,11 @@ class ControlServer:
         self._server.listen(8)
         turnstile.listeners.append(lambda name, on: self.broadcast("output", {"name": name, "on": on}))
         threading.Thread(target=self._accept, name="sim-control", daemon=True).start()
+
+    def set_ready(self) -> None:
+        """The daemon has started its readers: what clients show the lane now reaches it."""
+        self.ready = True
+        self.broadcast("ready", {})
 
     def broadcast(self, event: str, payload: dict[str, Any]) -> None:
         line = (json.dumps({"event": event, **payload, "t": time.monotonic()}) + "\n").encode()
@@ -81,7 +89,7 @@ class ControlServer:
             client.settimeout(2.0)  # a client that stops reading is dropped, the lane goes on
             with self._lock:
                 self._clients.append(client)
-            self._send(client, "hello", {"outputs": self.turnstile.outputs()})
+            self._send(client, "hello", {"outputs": self.turnstile.outputs(), "ready": self.ready})
             threading.Thread(target=self._serve, args=(client,), daemon=True).start()
 
     def _send(self, client: socket.socket, event: str, payload: dict[str, Any]) -> None:
@@ -147,7 +155,7 @@ class ControlServer:
             look = Look(**{k: tuple(v) if k == "center" else v for k, v in cmd.get("look", {}).items()})
             self.camera.show(str(cmd["text"]), cmd.get("symbology", "qr"), look, seconds)
         elif name == "replay":
-            self.camera.replay(cmd["folder"], seconds)
+            self.camera.replay(cmd["folder"], seconds, float(cmd.get("each", 0.5)))
         else:
             self.camera.clear()
 

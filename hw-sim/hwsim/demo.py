@@ -2,7 +2,9 @@
 
 The daemon (``gate run``) runs as its own process on simulated hardware: gpiozero mock pins with
 a simulated turnstile inside it, and a serial scanner on a pseudo-terminal outside it, which the
-real serial driver reads. This script plays the crowd and shows what the lane does.
+real serial driver reads. This script plays the crowd and shows what the lane does. With
+``--camera`` the crowd holds its tickets up to the simulated camera instead (phones and paper,
+turned, tilted, some in dark mode), and the real camera reader and zxing-cpp read them.
 """
 
 from __future__ import annotations
@@ -69,6 +71,22 @@ control_socket = {socket}
 walk_time = {walk}
 """
 
+HOLD_OFF = 0.5
+CAMERA = f"""
+[camera]
+source = "simulator"
+hold_off = {HOLD_OFF}
+"""
+
+# How the crowd holds tickets up to the camera, person after person (hwsim.camera.Look's fields).
+LOOKS = [
+    {"medium": "paper"},
+    {"medium": "phone", "turn": 20},
+    {"medium": "phone", "inverted": True},
+    {"medium": "paper", "turn": -30, "tilt": 0.2, "blur": 0.8},
+    {"medium": "phone", "glare": 0.5, "size": 0.5},
+]
+
 GLYPH = {True: "●", False: "○"}
 
 
@@ -76,11 +94,12 @@ def _q(value: Any) -> str:
     return json.dumps(str(value))  # a JSON string is a valid TOML basic string
 
 
-def write_config(workdir: Path, issuer_public: str, *, walk: float, timeout: float, pulse_ms: int = 300) -> Path:
+def write_config(workdir: Path, issuer_public: str, *, walk: float, timeout: float, pulse_ms: int = 300,
+                 camera: bool = False) -> Path:
     """The simulated lane's gate.toml: the daemon, its pty scanner and control socket in workdir."""
     path = workdir / "gate.toml"
     path.write_text(
-        CONFIG.format(
+        (CONFIG + (CAMERA if camera else "")).format(
             state=_q(workdir / "state"),
             event=_q(EVENT),
             timeout=timeout,
@@ -99,19 +118,22 @@ def _outputs_line(outputs: dict[str, bool]) -> str:
 
 
 class Demo:
-    def __init__(self, workdir: Path, quick: bool) -> None:
+    def __init__(self, workdir: Path, quick: bool, camera: bool = False) -> None:
         self.workdir = workdir
         self.quick = quick
+        self.camera = camera
+        self.shown = 0
         self.walk = 0.15 if quick else 0.6
         self.timeout = 1.0 if quick else 3.0
         self.summary: collections.Counter[str] = collections.Counter()
         self.mismatches: list[str] = []
 
     def run(self) -> int:
-        print("gate demo: a simulated lane with the real daemon\n")
+        reader = "the simulated camera" if self.camera else "the simulated serial scanner"
+        print(f"gate demo: a simulated lane with the real daemon; tickets go to {reader}\n")
         keys = crowds.make_keys(self.workdir)
         revoked = crowds.refunded_ticket(self.workdir, EVENT)
-        config = write_config(self.workdir, keys["issuer_public"], walk=self.walk, timeout=self.timeout)
+        config = write_config(self.workdir, keys["issuer_public"], walk=self.walk, timeout=self.timeout, camera=self.camera)
         (self.workdir / "refunds.txt").write_text(revoked + "\n")
         subprocess.run([sys.executable, "-m", "gate", "revoke", "--config", str(config), "--file",
                         str(self.workdir / "refunds.txt"), "--note", "refund"], check=True, capture_output=True)
@@ -122,6 +144,8 @@ class Demo:
         try:
             self.lane = ControlClient(str(self.workdir / "sim.sock"), timeout=20)
             hello = self.lane.wait_for(lambda e: e["event"] == "hello")
+            if not hello["ready"]:
+                self.lane.wait_for(lambda e: e["event"] == "ready", timeout=20)
             if not scanner.wait_until_opened(20):
                 raise RuntimeError("the daemon's serial driver never opened the scanner (see gate.log)")
             print(f"lane up (pid {daemon.pid}); outputs: {_outputs_line(hello['outputs'])}\n")
@@ -158,8 +182,16 @@ class Demo:
             return
         self.lane.send("person", direction="in", walks=person.walks)
         self.lane.wait_for(lambda e: e["event"] == "queued", start=mark)  # in line before the scan arrives
-        scanner.scan(person.ticket)
+        if self.camera:  # held up for a moment, the way people do
+            look = LOOKS[self.shown % len(LOOKS)]
+            self.shown += 1
+            self.lane.send("show", text=person.ticket, look=look, seconds=0.6)
+        else:
+            scanner.scan(person.ticket)
         decision = self.lane.wait_for(lambda e: e["event"] == "decision", start=mark)
+        if self.camera:  # they take it away; the camera's hold-off passes before the next one shows
+            self.lane.send("clear")
+            time.sleep(HOLD_OFF)
         outcome = "accepted" if decision["accepted"] else "denied"
         if decision["accepted"]:  # wait for the passage, or the revert when nobody passes
             record = self.lane.wait_for(
@@ -201,6 +233,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="short walking times (CI)")
     parser.add_argument("--keep", action="store_true", help="keep the working directory (config, ledger)")
     parser.add_argument("--venue", action="store_true", help="three lanes sharing one ledger through mosquitto")
+    parser.add_argument("--camera", action="store_true", help="the crowd holds tickets up to the simulated camera")
     args = parser.parse_args(argv)
     workdir = Path(tempfile.mkdtemp(prefix="gate-demo-"))
     try:
@@ -208,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
             from hwsim.venue import VenueDemo
 
             return VenueDemo(workdir, args.quick).run()
-        return Demo(workdir, args.quick).run()
+        return Demo(workdir, args.quick, camera=args.camera).run()
     finally:
         if args.keep:
             print(f"\nkept {workdir} (config gate.toml, daemon log gate.log, ledger state/gate.db)")

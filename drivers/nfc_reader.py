@@ -19,11 +19,12 @@ from __future__ import annotations
 import importlib
 import logging
 import os
-import threading
 import time
 from typing import Any, Callable
 
 import cbor2
+
+from drivers.reader_thread import ReaderThread
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +73,9 @@ def _frontend(device: str) -> Any:
     return DeadlineFrontend(device)
 
 
-class NfcReader:
+class NfcReader(ReaderThread):
+    kind = "nfc reader"
+
     def __init__(
         self,
         device: str,
@@ -85,53 +88,27 @@ class NfcReader:
         wall_clock: Callable[[], float] = time.time,
         name: str = "nfc",
     ) -> None:
-        self.device = device
+        super().__init__(device, reconnect_interval, name)
         self.gate_id = gate_id
         self.on_text = on_text  # (GT1 text from a tag, tap began [monotonic])
         self.on_answer = on_answer  # (phone's answer, nonce sent, gate id sent, tap began)
         self.exchange_timeout = exchange_timeout
-        self.reconnect_interval = reconnect_interval
         self.wall_clock = wall_clock
-        self.name = name
-        self.connected = threading.Event()
         self.taps = 0
         self.failed_taps = 0
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
     def start(self) -> None:
         try:
             importlib.import_module("nfc.clf")  # fail at start-up, not in the thread
         except ImportError as exc:
             raise NfcUnavailable(f"nfcpy is not installed ({exc}); pip install nfcpy") from None
-        self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
-        self._thread.start()
+        super().start()
 
-    def stop(self, timeout: float = 3.0) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
+    def open(self) -> Any:
+        return _frontend(self.device)
 
-    def _run(self) -> None:
-        announced_missing = False
-        while not self._stop.is_set():
-            try:
-                frontend = _frontend(self.device)
-            except (OSError, ValueError) as exc:
-                if not announced_missing:
-                    log.warning("nfc reader not available device=%s error=%r, retrying", self.device, str(exc))
-                    announced_missing = True
-                self._stop.wait(self.reconnect_interval)
-                continue
-            announced_missing = False
-            log.info("nfc reader connected device=%s reader=%s", self.device, str(frontend))
-            self.connected.set()
-            try:
-                self._poll(frontend)
-            finally:
-                self.connected.clear()
-                frontend.close()
-            self._stop.wait(self.reconnect_interval)
+    def use(self, frontend: Any) -> None:
+        self._poll(frontend)
 
     def _poll(self, frontend: Any) -> None:
         options = {

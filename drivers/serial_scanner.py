@@ -8,11 +8,12 @@ reopens the port when the device disappears and comes back (USB unplugged, scann
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from typing import Callable
 
 import serial
+
+from drivers.reader_thread import ReaderThread
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +59,11 @@ class LineFramer:
         return data
 
 
-class SerialScanner:
+class SerialScanner(ReaderThread):
+    kind = "scanner"
+    open_errors = (serial.SerialException, OSError, ValueError)
+    use_errors = (serial.SerialException, OSError)
+
     def __init__(
         self,
         port: str,
@@ -71,53 +76,20 @@ class SerialScanner:
         reconnect_interval: float = 1.0,
         name: str = "scanner",
     ) -> None:
+        super().__init__(port, reconnect_interval, name)
         self.port = port
         self.on_line = on_line
         self.baudrate = baudrate
         self.max_line = max_line
         self.line_timeout = line_timeout
         self.unterminated = unterminated
-        self.reconnect_interval = reconnect_interval
-        self.name = name
-        self.connected = threading.Event()
         self.lines_read = 0
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
-        self._thread.start()
+    def open(self) -> serial.Serial:
+        return serial.Serial(self.port, self.baudrate, timeout=0.05, exclusive=True)
 
-    def stop(self, timeout: float = 2.0) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-
-    def _run(self) -> None:
-        announced_missing = False
-        while not self._stop.is_set():
-            try:
-                port = serial.Serial(self.port, self.baudrate, timeout=0.05, exclusive=True)
-            except (serial.SerialException, OSError, ValueError) as exc:
-                if not announced_missing:
-                    log.warning("scanner not available port=%s error=%r, retrying", self.port, str(exc))
-                    announced_missing = True
-                self._stop.wait(self.reconnect_interval)
-                continue
-            announced_missing = False
-            log.info("scanner connected port=%s baudrate=%d", self.port, self.baudrate)
-            self.connected.set()
-            try:
-                self._read(port)
-            except (serial.SerialException, OSError) as exc:
-                log.warning("scanner disconnected port=%s error=%r", self.port, str(exc))
-            finally:
-                self.connected.clear()
-                try:
-                    port.close()
-                except Exception:
-                    pass
-            self._stop.wait(self.reconnect_interval)
+    def use(self, port: serial.Serial) -> None:
+        self._read(port)
 
     def _read(self, port: serial.Serial) -> None:
         framer = LineFramer(self.max_line)

@@ -108,9 +108,6 @@ class NfcReader(ReaderThread):
         return _frontend(self.device)
 
     def use(self, frontend: Any) -> None:
-        self._poll(frontend)
-
-    def _poll(self, frontend: Any) -> None:
         options = {
             "targets": ["106A"],  # ISO-DEP phones and the NFC-A tags tickets are written to
             "on-connect": self._on_tag,

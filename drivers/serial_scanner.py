@@ -89,9 +89,6 @@ class SerialScanner(ReaderThread):
         return serial.Serial(self.port, self.baudrate, timeout=0.05, exclusive=True)
 
     def use(self, port: serial.Serial) -> None:
-        self._read(port)
-
-    def _read(self, port: serial.Serial) -> None:
         framer = LineFramer(self.max_line)
         last_byte = time.monotonic()
         while not self._stop.is_set():

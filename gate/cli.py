@@ -340,10 +340,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", help="import under this name (default: the file name)")
     p.set_defaults(fn=cmd_keys)
 
-    from gate import cli_admin, cli_decode
+    from gate import cli_admin, cli_decode, cli_field
 
     cli_admin.add_parsers(sub, common)
     cli_decode.add_parsers(sub, common)
+    cli_field.add_parsers(sub, common)
     return parser
 
 

@@ -35,3 +35,52 @@ class FixedClock:
 
     def monotonic(self) -> float:
         return time.monotonic()
+
+
+class ClockSync(Protocol):
+    """Whether the wall clock is known to be right. A Pi has no real-time clock: until NTP has
+    set it, it runs from the last shutdown (fake-hwclock) or from 1970."""
+
+    def synchronized(self) -> bool: ...
+
+
+_MAX_ERROR_SYNCED_US = 16_000_000  # the kernel's ceiling for maxerror: "unsynchronized"
+
+
+class KernelClockSync:
+    """Asks the kernel, as ``timedatectl``'s *System clock synchronized* does: adjtimex(2)'s
+    estimated maximum error is under 16 s once an NTP client (timesyncd, chrony) disciplines the
+    clock. Works with any NTP client; needs no privilege (a read, ``modes = 0``)."""
+
+    def __init__(self) -> None:
+        import ctypes
+        import ctypes.util
+
+        class Timex(ctypes.Structure):  # struct timex, up to maxerror; the rest is padding
+            _fields_ = [("modes", ctypes.c_uint), ("offset", ctypes.c_long), ("freq", ctypes.c_long),
+                        ("maxerror", ctypes.c_long), ("rest", ctypes.c_byte * 256)]
+
+        self._timex = Timex
+        self._libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+        self._byref = ctypes.byref
+        self.problem = ""  # why the kernel could not be asked (then: not synchronized)
+
+    def synchronized(self) -> bool:
+        timex = self._timex()
+        if self._libc.adjtimex(self._byref(timex)) < 0:
+            import ctypes
+            import os
+
+            self.problem = f"adjtimex: {os.strerror(ctypes.get_errno())}"
+            return False
+        return timex.maxerror < _MAX_ERROR_SYNCED_US
+
+
+def clock_sync(simulated: bool | None = None) -> ClockSync:
+    """The kernel's view, or on a simulated lane the simulator's (``simulated``: its initial
+    state): a test or the demo decides whether "NTP" has synchronized, not the host."""
+    if simulated is None:
+        return KernelClockSync()
+    from hwsim.clock import SimulatedClockSync
+
+    return SimulatedClockSync(simulated)

@@ -165,6 +165,16 @@ class SimulatorConfig:
     enabled: bool = False
     control_socket: str = ""
     walk_time: float = 0.3
+    clock_synchronized: bool = True  # the simulated NTP state at start (the control socket flips it)
+
+
+@dataclass(frozen=True)
+class StatusConfig:
+    """Where a technician's ``gate status`` and ``gate doctor`` reach the running lane, and the
+    optional Prometheus endpoint (loopback only: scrape it through ssh or a local agent)."""
+
+    socket: str = "/run/gate/status.sock"
+    metrics: tuple[str, int] | None = None  # (host, port)
 
 
 @dataclass(frozen=True)
@@ -206,6 +216,7 @@ class Config:
     command_max_age: float = 30.0  # a signed command is carried out within ± this of its issue time
     camera: CameraConfig | None = None
     nfc: NfcConfig | None = None
+    status: StatusConfig = StatusConfig()
 
     def trust_sources(self) -> TrustSources:
         return TrustSources(self.gt1_keys, self.trust_documents)
@@ -249,7 +260,12 @@ def parse(data: dict[str, Any], path: str = "<config>") -> Config:
     gate.finish()
 
     engine = _read_policy(root.table("policy") or _Section("policy", {}, problems))
-    engine = dataclasses.replace(engine, gate_id=gate_id or "", venue=venue or "")
+    clock_section = root.table("clock") or _Section("clock", {}, problems)
+    unsynchronized = clock_section.get("unsynchronized", str, "refuse", choices=("refuse", "admit"))
+    clock_section.finish()
+    engine = dataclasses.replace(engine, gate_id=gate_id or "", venue=venue or "", unsynchronized_clock=unsynchronized)
+    status_section = root.table("status")
+    status = _read_status(status_section) if status_section is not None else StatusConfig()
     turnstile_section = root.table("turnstile") or _Section("turnstile", {}, problems)
     gpio = _read_gpio(root.table("gpio") or _Section("gpio", {}, problems))
     turnstile = _read_turnstile(turnstile_section, gpio)
@@ -268,6 +284,7 @@ def parse(data: dict[str, Any], path: str = "<config>") -> Config:
             enabled=sim.get("enabled", bool, False),
             control_socket=sim.get("control_socket", str, str(state_dir / "sim.sock")),
             walk_time=sim.get("walk_time", float, 0.3, minval=0.0, maxval=60.0),
+            clock_synchronized=sim.get("clock_synchronized", bool, True),
         )
         sim.finish()
     root.finish()
@@ -304,6 +321,7 @@ def parse(data: dict[str, Any], path: str = "<config>") -> Config:
         command_max_age=command_max_age,
         camera=camera,
         nfc=nfc,
+        status=status,
     )
 
 
@@ -463,6 +481,24 @@ def _read_nfc(sec: _Section) -> NfcConfig:
     if nfc.device and not re.match(r"^(usb|tty|udp)(:[A-Za-z0-9._-]*)*$", nfc.device):
         sec._error("device", f"an nfcpy device path such as 'usb', 'usb:054c:06c1', 'tty:AMA0:pn532' or 'udp:localhost:54321', got {nfc.device!r}")
     return nfc
+
+
+def _read_status(sec: _Section) -> StatusConfig:
+    socket_path = sec.get("socket", str, StatusConfig.socket)
+    listen = sec.get("metrics", str, "")
+    sec.finish()
+    if socket_path and (not socket_path.startswith("/") or len(socket_path.encode()) > 107):
+        sec._error("socket", f"an absolute path of at most 107 bytes (a Unix socket), got {socket_path!r}")
+    metrics = None
+    if listen:
+        host, _, port = listen.rpartition(":")
+        host = host.strip("[]")
+        if host not in ("127.0.0.1", "::1", "localhost") or not port.isdigit() or not 0 < int(port) < 65536:
+            sec._error("metrics", f"a loopback address and port such as '127.0.0.1:9464', got {listen!r} "
+                                  "(the endpoint is for a local agent or an ssh tunnel, not the venue network)")
+        else:
+            metrics = (host, int(port))
+    return StatusConfig(socket=socket_path, metrics=metrics)
 
 
 def _read_sync(sec: _Section, base: Path, gate_id: str, venue: str) -> SyncConfig | None:

@@ -12,15 +12,18 @@ import logging
 import os
 import signal
 import threading
+import time
+from collections import deque
 from typing import Any
 
 from gate import __version__
-from gate.clock import Clock, SystemClock
+from gate.clock import Clock, SystemClock, clock_sync
 from gate.config import Config
 from gate.engine import DecisionEngine
 from gate.ledger import Ledger
 from gate.loop import DecisionLoop, FireAlarm, SetMode
 from gate.notify import Notifier
+from gate.status_server import StatusServer
 from gate.turnstile import MODES, TurnstileController
 
 log = logging.getLogger(__name__)
@@ -28,7 +31,8 @@ log = logging.getLogger(__name__)
 EXIT_CRASHED = 70  # EX_SOFTWARE: systemd restarts us
 COMMANDED_MODE = "commanded_mode"  # sync_state: the index in MODES of the last set_mode command
 RESTART_SECTIONS = ("gate_id", "venue", "state_dir", "mode", "log_level", "engine", "turnstile", "gpio", "scanner", "camera",
-                    "nfc", "simulator", "sync")
+                    "nfc", "simulator", "sync", "status")
+RECENT_DECISIONS = 20  # what gate status shows when it connects
 
 
 class Daemon:
@@ -53,6 +57,11 @@ class Daemon:
         self.engine: DecisionEngine | None = None
         self.bundle_refusals = 0
         self.last_refusal = ""
+        self.clock_sync: Any = None
+        self.status_server: Any = None
+        self.metrics: Any = None
+        self.recent: deque[dict[str, Any]] = deque(maxlen=RECENT_DECISIONS)
+        self.started_at = time.time()
         self._stop = threading.Event()
         self._reload_requested = threading.Event()
 
@@ -71,7 +80,10 @@ class Daemon:
             self.pin_factory = make_factory()
         self.lane = GpioLane(config.gpio, pin_factory=self.pin_factory)
         turnstile = TurnstileController(self.lane, config.turnstile, self.clock)
-        self.loop = DecisionLoop(engine, self.ledger, turnstile, self.clock, watchdog=self.notifier.watchdog)
+        self.clock_sync = clock_sync(config.simulator.clock_synchronized if config.simulator.enabled else None)
+        self.loop = DecisionLoop(engine, self.ledger, turnstile, self.clock, watchdog=self.notifier.watchdog,
+                                 clock_sync=self.clock_sync)
+        self.loop.listeners.append(self._remember_decision)
         self.loop.reload = self._reload
         self.loop.on_mode = lambda mode: self.ledger.set_sync_state(COMMANDED_MODE, MODES.index(mode))  # type: ignore[union-attr]
         if config.sync is not None:
@@ -106,6 +118,7 @@ class Daemon:
             self._start_reader("camera", self._start_camera)
         if config.nfc is not None:
             self._start_reader("nfc", self._start_nfc)
+        self._start_status()
         log.info(
             "lane ready gate=%s venue=%s version=%s mode=%s formats=%s",
             config.gate_id,
@@ -172,6 +185,72 @@ class Daemon:
         reader.start()
         self.nfc = reader
 
+    def _start_status(self) -> None:
+        """The status socket and metrics: a lane runs without them (logged) rather than not at all."""
+        status = self.config.status
+        if status.socket:
+            try:
+                self.status_server = StatusServer(status.socket, self.status_view)
+                self.loop.listeners.append(self.status_server.publish)  # type: ignore[union-attr]
+            except OSError as exc:
+                log.error("status socket not started path=%s error=%r (gate status and doctor cannot see this lane)",
+                          status.socket, exc.strerror or str(exc))
+        if status.metrics is not None:
+            from gate.metrics import Metrics
+
+            try:
+                self.metrics = Metrics(status.metrics, self.status_view)
+                self.loop.listeners.append(self.metrics.observe)  # type: ignore[union-attr]
+            except OSError as exc:
+                log.error("metrics endpoint not started listen=%s:%d error=%r", *status.metrics, exc.strerror or str(exc))
+
+    def _remember_decision(self, kind: str, payload: dict[str, Any]) -> None:
+        if kind == "decision":
+            self.recent.appendleft({
+                "at": round(self.clock.now(), 3),
+                "accepted": payload["accepted"],
+                "reason": payload["reason"],
+                "format": payload["format"],
+                "direction": payload["direction"],
+                "source": payload.get("source"),
+                "ticket": (payload.get("ticket_key") or "")[:12],
+                "latency_ms": payload.get("latency_ms"),
+                "detail": str(payload.get("details", {}).get("detail", ""))[:120],
+            })
+
+    def lane_status(self) -> dict[str, Any]:
+        """What the lane says about itself on the bus and to a technician (on the loop thread)."""
+        from gate.bundles import held
+
+        assert self.loop is not None and self.ledger is not None
+        return {
+            **self.loop.status(),
+            "version": __version__,
+            "venue": self.config.venue,
+            "readers": self.readers_status(),
+            "bundle": {**held(self.ledger).as_dict(), "refused": self.bundle_refusals, "last_refusal": self.last_refusal},
+        }
+
+    def status_view(self) -> dict[str, Any]:
+        """``gate status``'s snapshot (any thread). Answers even when the loop hangs, and says so."""
+        view: dict[str, Any] = {"gate": self.config.gate_id, "venue": self.config.venue, "version": __version__,
+                                "pid": os.getpid(), "started": round(self.started_at, 3),
+                                "uptime": round(time.time() - self.started_at, 1)}
+        if self.loop is None or not self.loop.alive:
+            return {**view, "problem": "the decision loop is not running"}
+        try:
+            return {**view, **self.loop.call(self._status_on_loop, timeout=1.0)}
+        except TimeoutError:
+            return {**view, "problem": "the decision loop is not answering (systemd's watchdog restarts a hung lane)"}
+
+    def _status_on_loop(self) -> dict[str, Any]:
+        assert self.ledger is not None
+        sync = None
+        if self.sync is not None:
+            sync = {"connected": self.sync.connected, "broker": f"{self.config.sync.host}:{self.config.sync.port}",  # type: ignore[union-attr]
+                    "outbox": self.sync.outbox_size(), "conflicts": self.ledger.conflict_count(), **self.sync.counters}
+        return {**self.lane_status(), "sync": sync, "ledger_seq": self.ledger.last_seq(), "recent": list(self.recent)}
+
     def readers_status(self) -> dict[str, Any]:
         """What each configured reader is doing (status topic, ``gate status``)."""
         readers: dict[str, Any] = {name: {"problem": problem} for name, problem in self.reader_problems.items()}
@@ -194,7 +273,6 @@ class Daemon:
         return self.config.mode
 
     def _start_sync(self) -> None:
-        from gate.bundles import held
         from gate.commands import CommandGuard
         from gate.loop import WAKE
         from gate.sync.bundle_worker import BundleWorker
@@ -207,13 +285,7 @@ class Daemon:
             config.gate_id,
             ledger,
             wake=lambda: loop.post(WAKE),
-            status=lambda: {
-                **loop.status(),
-                "version": __version__,
-                "venue": config.venue,
-                "readers": self.readers_status(),
-                "bundle": {**held(ledger).as_dict(), "refused": self.bundle_refusals, "last_refusal": self.last_refusal},
-            },
+            status=self.lane_status,
         )
         loop.sync = self.sync
         self.sync.on_merged.append(loop.peer_records)
@@ -298,6 +370,7 @@ class Daemon:
         self.sim_turnstile.attach()
         if self.config.simulator.control_socket:
             self.sim_control = ControlServer(self.config.simulator.control_socket, self.sim_turnstile)
+            self.sim_control.clock_sync = self.clock_sync
             self.loop.listeners.append(self.sim_control.broadcast)
         log.info("simulated hardware attached socket=%s", self.config.simulator.control_socket)
 
@@ -314,6 +387,9 @@ class Daemon:
             self.bundle_worker.stop()
         if self.lane is not None:
             self.lane.safe()  # and once more, in case the loop never ran
+        for server in (self.status_server, self.metrics):
+            if server is not None:
+                server.close()
         if self.sim_control is not None:
             self.sim_control.close()
         if self.sim_turnstile is not None:

@@ -29,6 +29,7 @@ class EngineSettings:
     proof_max_ahead: float = 5.0
     gate_id: str = ""
     venue: str = ""
+    unsynchronized_clock: str = "refuse"  # refuse | admit: time-dependent decisions while NTP is not synced
 
 
 TRUST_CHECK_INTERVAL = 1.0  # seconds between looks for newly imported trust documents
@@ -51,6 +52,7 @@ class DecisionEngine:
         self.trust: dict[str, Any] = {}
         self._trust_generation: tuple[int, int] | None = None
         self._trust_checked = float("-inf")
+        self.clock_synchronized = True  # the decision loop keeps this up to date (gate.clock.ClockSync)
         self.refresh_trust(force=True)
 
     def refresh_trust(self, force: bool = False) -> None:
@@ -77,10 +79,21 @@ class DecisionEngine:
 
     def decide(self, text: str, direction: str, now: float) -> tuple[Decision, Claims | None]:
         try:
-            return self._decide(text, direction, now)
+            return self._guard_clock(*self._decide(text, direction, now))
         except Exception:
             log.exception("decision failed, scan denied reason=error direction=%s", direction)
             return Decision.deny(Reason.ERROR, "internal error while deciding", direction=direction), None
+
+    def _guard_clock(self, decision: Decision, claims: Claims | None) -> tuple[Decision, Claims | None]:
+        """While the clock is not synchronized, a decision that depends on the time is refused
+        with ``clock_unsynced`` (or, configured to admit, stands and says so)."""
+        if self.clock_synchronized or not policy.depends_on_time(decision, claims):
+            return decision, claims
+        if self.settings.unsynchronized_clock == "admit":
+            return Decision(decision.accepted, decision.reason, decision.format, decision.ticket_key, decision.direction,
+                            {**decision.details, "clock": "unsynchronized"}, decision.entries), claims
+        return Decision.deny(Reason.CLOCK_UNSYNCED, f"this lane's clock is not synchronized (would have been {decision.reason})",
+                             claims=claims, format_name=decision.format, direction=decision.direction), None
 
     def _decide(self, text: str, direction: str, now: float) -> tuple[Decision, Claims | None]:
         text = text.strip()
@@ -110,7 +123,7 @@ class DecisionEngine:
     def decide_tap(self, answer: bytes, nonce: bytes, gate_id: str, direction: str, now: float) -> tuple[Decision, Claims | None]:
         """A phone's answer to this gate's NFC challenge (``nonce`` and ``gate_id`` as sent)."""
         try:
-            return self._decide_tap(answer, nonce, gate_id, direction, now)
+            return self._guard_clock(*self._decide_tap(answer, nonce, gate_id, direction, now))
         except Exception:
             log.exception("decision failed, tap denied reason=error direction=%s", direction)
             return Decision.deny(Reason.ERROR, "internal error while deciding", direction=direction), None

@@ -93,9 +93,18 @@ class MergeResult:
 
 
 class Ledger:
-    def __init__(self, path: Path | str, origin: str) -> None:
+    def __init__(self, path: Path | str, origin: str, *, read_only: bool = False) -> None:
+        """``read_only``: look without writing (``gate doctor`` beside a running lane); the
+        file must exist and have this gate's schema."""
         self.path = Path(path)
         self.origin = origin
+        if read_only:
+            self.conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, isolation_level=None, check_same_thread=False)
+            self.conn.execute("PRAGMA busy_timeout = 5000")
+            version = self.conn.execute("PRAGMA user_version").fetchone()[0]
+            if version != SCHEMA_VERSION:
+                raise RuntimeError(f"database {self.path} has schema {version}, this gate reads {SCHEMA_VERSION}")
+            return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         self.conn.execute("PRAGMA busy_timeout = 5000")

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from gate import ledger as records
-from gate.clock import Clock
+from gate.clock import Clock, ClockSync
 from gate.decision import Claims, Decision, Reason
 from gate.engine import DecisionEngine
 from gate.ledger import Ledger, Record
@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 
 Listener = Callable[[str, dict[str, Any]], None]
 IDLE_WAKE = 0.5  # longest sleep without events: bounds watchdog and timer latency
+CLOCK_CHECK_INTERVAL = 1.0  # seconds between asks whether the wall clock is synchronized
 
 
 @dataclass(frozen=True)
@@ -102,12 +103,15 @@ class DecisionLoop:
         clock: Clock,
         *,
         watchdog: Callable[[], None] | None = None,
+        clock_sync: ClockSync | None = None,
     ) -> None:
         self.engine = engine
         self.ledger = ledger
         self.turnstile = turnstile
         self.clock = clock
         self.watchdog = watchdog
+        self.clock_sync = clock_sync  # None: the clock is taken as right (gate verify --at, tests)
+        self._clock_checked = float("-inf")
         self.listeners: list[Listener] = []
         self.sync: Any = None  # gate.sync.client.VenueSync, pumped after every turn
         self.reload: Callable[[], str] | None = None  # re-read trust (signed command, SIGHUP)
@@ -164,6 +168,7 @@ class DecisionLoop:
     def run(self) -> None:
         try:
             self.turnstile.start()
+            self._check_clock()  # before the first scan
             while True:
                 if self.watchdog is not None:
                     self.watchdog()
@@ -180,6 +185,7 @@ class DecisionLoop:
                 if self.sync is not None:
                     self._pump_sync()
                 self.engine.refresh_trust()  # at most once a second: newly imported documents
+                self._check_clock()
                 expired = self.turnstile.tick()
                 if expired is not None:
                     self._revert(expired, "no passage within timeout")
@@ -196,11 +202,38 @@ class DecisionLoop:
         except Exception:  # the bus must never stop the lane
             log.exception("venue sync failed this turn")
 
+    def _check_clock(self) -> None:
+        """Keep the engine's clock guard current; say so loudly when synchronization is lost or won."""
+        now = self.clock.monotonic()
+        if self.clock_sync is None or now - self._clock_checked < CLOCK_CHECK_INTERVAL:
+            return
+        self._clock_checked = now
+        synchronized = self.clock_sync.synchronized()
+        if synchronized == self.engine.clock_synchronized:
+            return
+        self.engine.clock_synchronized = synchronized
+        if synchronized:
+            log.info("clock synchronized: time-dependent tickets decided again")
+        else:
+            log.warning("clock NOT synchronized guard=%s: tickets whose decision depends on the time are %s",
+                        self.engine.settings.unsynchronized_clock,
+                        "refused with clock_unsynced" if self.engine.settings.unsynchronized_clock == "refuse" else "admitted, marked")
+        self._emit("clock", self.clock_status())
+
+    def clock_status(self) -> dict[str, Any]:
+        return {
+            "synchronized": self.engine.clock_synchronized,
+            "guard": self.engine.settings.unsynchronized_clock,
+            "checked": self.clock_sync is not None,
+            "now": round(self.clock.now(), 3),
+        }
+
     def status(self) -> dict[str, Any]:
         """What the lane shows on its status topic (called on the loop thread)."""
         return {
             "mode": self.turnstile.mode,
             "emergency": self.turnstile.emergency,
+            "clock": self.clock_status(),
             "counters": dict(self.counters),
         }
 

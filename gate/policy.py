@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from gate.decision import Claims, Denial, Reason
+from gate.decision import Claims, Decision, Denial, Reason
 
 REENTRY_POLICIES = ("deny", "after_exit", "allow")
 
@@ -67,3 +67,21 @@ def check_entry(claims: Claims, policy: GatePolicy, usage: Usage) -> Denial | No
     if used >= limit:
         return Denial(Reason.ALREADY_USED, f"{usage.entries} of {limit} entries used")
     return None
+
+
+TIME_DENIALS = (Reason.NOT_YET_VALID, Reason.EXPIRED, Reason.STALE_PROOF)
+TIME_CODED_FORMATS = ("totp", "eth_qr")  # a code that matches no moment may be a wrong clock
+
+
+def depends_on_time(decision: Decision, claims: Claims | None) -> bool:
+    """Would this decision be different on a clock that is wrong? (The clock guard refuses such
+    decisions while the lane's clock is not synchronized.) An admission does when the ticket has
+    a validity window or came with a proof drawn at a moment (a rotating code, an NFC answer, a
+    TOTP code, a signed timestamp); a refusal does when it was for time, or when the format's
+    signature is over the time itself. Refusals for other facts (revoked, already used, wrong
+    event) stand whatever the clock says."""
+    if decision.accepted:
+        return claims is not None and (claims.proof is not None or claims.not_before is not None or claims.expires is not None)
+    if decision.reason in TIME_DENIALS:
+        return True
+    return decision.reason == Reason.BAD_SIGNATURE and decision.format in TIME_CODED_FORMATS

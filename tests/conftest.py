@@ -80,6 +80,7 @@ def base_config(tmp_path: Path, issuer: SigningKey) -> dict[str, Any]:
             ]
         },
         "simulator": {"enabled": True, "control_socket": str(tmp_path / "sim.sock"), "walk_time": 0.1},
+        "status": {"socket": str(tmp_path / "status.sock")},
     }
 
 

@@ -6,6 +6,7 @@
 - ``camera``: frames of tickets on phones and paper as a camera sees them, for the real camera reader;
 - ``phone``: a phone and an NFC tag in nfcpy's card emulation on its ``udp`` driver;
 - ``corpus``: the barcode photographs in ../shared/corpus and a decoder's detection rates;
+- ``clock``: whether the lane's clock counts as NTP-synchronized (flipped from the control socket);
 - ``control``: a socket to drive and watch a simulated lane from another process;
 - ``crowd`` / ``demo``: people presenting tickets, for ``scripts/demo``.
 """

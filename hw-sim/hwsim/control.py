@@ -17,6 +17,7 @@ Commands (client → lane), one JSON object per line:
   {"cmd": "replay", "folder": "/path", "seconds": 5,     show a folder of pictures in turn, each for
    "each": 0.5}                                          "each" seconds
   {"cmd": "clear"}                                       nothing in front of the camera
+  {"cmd": "clock", "synchronized": false}                NTP loses (or regains) the lane's clock
 Events (lane → client): "hello" (all outputs, and whether the lane is ready: its readers run),
 "ready" (when it becomes so), "state" (all outputs), "output" (one output changed),
 "decision", "record", "alarm", "mode" (from the decision loop), "bye" (lane stopped, outputs safe).
@@ -44,6 +45,7 @@ class ControlServer:
         self.path = path
         self.turnstile = turnstile
         self.camera: Any = None  # hwsim.camera.SimulatedCamera when [camera] source = "simulator"
+        self.clock_sync: Any = None  # hwsim.clock.SimulatedClockSync
         self.ready = False
         self._clients: list[socket.socket] = []
         self._lock = threading.Lock()
@@ -136,6 +138,8 @@ class ControlServer:
                 self.turnstile.set_tamper(bool(cmd["active"]))
             elif name in ("show", "replay", "clear"):
                 self._camera_command(name, cmd)
+            elif name == "clock":
+                self.clock_sync.synchronized_now = bool(cmd["synchronized"])
             elif name == "state":
                 self._send(client, "state", {"outputs": self.turnstile.outputs()})
             else:

@@ -69,6 +69,9 @@ public_key = {issuer}
 enabled = true
 control_socket = {socket}
 walk_time = {walk}
+
+[status]
+socket = {status}
 """
 
 HOLD_OFF = 0.5
@@ -107,6 +110,7 @@ def write_config(workdir: Path, issuer_public: str, *, walk: float, timeout: flo
             scanner=_q(workdir / "scanner"),
             issuer=_q(issuer_public),
             socket=_q(workdir / "sim.sock"),
+            status=_q(workdir / "status.sock"),
             walk=walk,
         )
     )

@@ -1,0 +1,222 @@
+"""The technician's commands at the lane: ``gate doctor``, ``gate status`` and ``gate safe``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import socket
+import sys
+import time
+from typing import Any, TextIO
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+MARK = {"ok": "ok", "warn": "WARN", "fail": "FAIL", "skip": "-"}
+
+
+# --- gate doctor ----------------------------------------------------------------------------
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from gate import config as config_module
+    from gate.doctor import FAIL, WARN, Check, Doctor
+
+    try:
+        config = config_module.load(args.config)
+    except config_module.ConfigError as exc:
+        checks = [Check("config", FAIL, "; ".join(exc.problems), f"fix {exc.path}, then gate check-config")]
+        title = f"gate doctor: {args.config}"
+    else:
+        formats = ", ".join(config.engine.formats)
+        checks = [Check("config", "ok", f"{config.path}: valid; formats {formats}"), *Doctor(config, click=args.click).run()]
+        title = f"gate doctor: lane {config.gate_id} at {config.venue} ({config.path})"
+    failed = sum(c.result == FAIL for c in checks)
+    warned = sum(c.result == WARN for c in checks)
+    if args.json:
+        print(json.dumps({"ok": failed == 0, "checks": [c.as_dict() for c in checks]}, indent=2))
+    else:
+        print(title)
+        width = max(len(c.name) for c in checks)
+        for check in checks:
+            print(f"  {check.name:<{width}}  {MARK[check.result]:<4}  {check.detail}")
+            if check.fix and check.result in (FAIL, WARN):
+                print(f"  {'':<{width}}        → {check.fix}")
+        print(f"{failed} failed, {warned} to look at" if failed or warned else "all good")
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+# --- gate status ----------------------------------------------------------------------------
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from gate import config as config_module
+
+    config = config_module.load(args.config)
+    path = config.status.socket
+    try:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(5)
+        sock.connect(path)
+    except PermissionError:
+        print(f"gate: not allowed to read {path}: run with sudo, or join the gate group", file=sys.stderr)
+        return EXIT_FAILED
+    except OSError as exc:
+        print(f"gate: no lane answers on {path} ({exc.strerror or exc}): is it running? systemctl status gate", file=sys.stderr)
+        return EXIT_FAILED
+    view = StatusView()
+    live = not (args.once or args.json)
+    try:
+        for message in _messages(sock, timeout=None if live else 5.0):
+            if args.json:
+                if message.get("event") == "status":
+                    print(json.dumps(message))
+                    return EXIT_OK
+                continue
+            if view.take(message) and (live or view.status):
+                if live:
+                    sys.stdout.write("\x1b[H\x1b[2J")  # home, clear: a screen that redraws in place
+                view.render(sys.stdout, width=args.width)
+                sys.stdout.flush()
+                if not live:
+                    return EXIT_OK
+    except KeyboardInterrupt:
+        return EXIT_OK
+    except (OSError, ValueError) as exc:
+        print(f"gate: lost the lane's status: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    finally:
+        sock.close()
+    print("gate: the lane closed its status socket (stopped or restarting)", file=sys.stderr)
+    return EXIT_FAILED
+
+
+def _messages(sock: socket.socket, timeout: float | None) -> Any:
+    sock.settimeout(timeout)
+    buffer = b""
+    while True:
+        data = sock.recv(65536)
+        if not data:
+            return
+        buffer += data
+        *lines, buffer = buffer.split(b"\n")
+        for line in lines:
+            if line:
+                yield json.loads(line)
+
+
+class StatusView:
+    """The lane as a technician reads it: the latest status, decisions as they arrive."""
+
+    def __init__(self) -> None:
+        self.status: dict[str, Any] = {}
+        self.recent: list[dict[str, Any]] = []
+
+    def take(self, message: dict[str, Any]) -> bool:
+        """Fold one message in; True when the screen should be redrawn."""
+        kind = message.get("event")
+        if kind == "status":
+            self.status = message
+            self.recent = list(message.get("recent", []))
+            return True
+        if kind == "decision" and self.status:
+            self.recent.insert(0, {"at": message.get("at"), "accepted": message["accepted"], "reason": message["reason"],
+                                   "format": message.get("format"), "direction": message.get("direction"),
+                                   "source": message.get("source"), "ticket": (message.get("ticket_key") or "")[:12],
+                                   "latency_ms": message.get("latency_ms"),
+                                   "detail": str(message.get("details", {}).get("detail", ""))})
+            del self.recent[20:]
+            return True
+        return kind in ("alarm", "mode", "clock")
+
+    def render(self, out: TextIO, width: int = 100) -> None:
+        s = self.status
+        line = lambda text="": out.write(text[:width] + "\n")  # noqa: E731
+        line(f"{s.get('gate')} at {s.get('venue')}   gate {s.get('version')}   pid {s.get('pid')}   up {_ago(s.get('uptime', 0))}")
+        if "problem" in s:
+            line(f"!!! {s['problem']} !!!")
+            return
+        mode = s.get("mode", "?").upper()
+        line(f"MODE     {mode}" + ("   !!! FIRE ALARM: lane released, scans refused !!!" if s.get("emergency") else ""))
+        clock = s.get("clock", {})
+        now = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(clock.get("now", time.time())))
+        if clock.get("synchronized", True):
+            line(f"CLOCK    {now}, synchronized")
+        else:
+            refused = "time-dependent tickets REFUSED (clock_unsynced)" if clock.get("guard") == "refuse" else "tickets admitted on an unchecked clock"
+            line(f"CLOCK    !!! {now} NOT SYNCHRONIZED: {refused} !!!")
+        bundle = s.get("bundle", {})
+        if bundle.get("bundle_version"):
+            line(f"BUNDLE   version {bundle['bundle_version']}, signed {_ago(time.time() - bundle.get('issued_at', 0))} ago, "
+                 f"{bundle.get('revoked', 0)} revoked" + (f", delta {bundle['delta_version']}" if bundle.get("delta_version") else "")
+                 + (f"; REFUSED {bundle['refused']}: {bundle.get('last_refusal')}" if bundle.get("refused") else ""))
+        else:
+            line("BUNDLE   none (trust from the config and gate keys import)")
+        sync = s.get("sync")
+        if sync:
+            state = "connected" if sync.get("connected") else "NOT CONNECTED (deciding offline)"
+            line(f"SYNC     {sync.get('broker')} {state}; outbox {sync.get('outbox')}, merged {sync.get('merged', 0)}, "
+                 f"conflicts {sync.get('conflicts', 0)}")
+        else:
+            line("SYNC     off (a lone lane)")
+        readers = []
+        for name, reader in s.get("readers", {}).items():
+            if "problem" in reader:
+                readers.append(f"{name} DOWN: {reader['problem']}")
+            elif "connected" in reader:
+                readers.append(f"{name} {'up' if reader['connected'] else 'DOWN'}")
+            else:
+                readers.append(f"{name} {reader.get('frames', 0)} frames")
+        line("READERS  " + (" · ".join(readers) or "none"))
+        counters = s.get("counters", {})
+        shown = [f"accepted {counters.get('accepted', 0)}"]
+        shown += [f"{name.removeprefix('denied.')} {count}" for name, count in sorted(counters.items()) if name != "accepted"]
+        line("COUNTS   " + " · ".join(shown))
+        line()
+        line("LAST DECISIONS")
+        for d in self.recent[:12]:
+            at = time.strftime("%H:%M:%S", time.localtime(d.get("at") or 0))
+            mark = "OPEN  " if d["accepted"] else "DENIED"
+            line(f"  {at}  {mark} {d['reason']:<15} {d.get('format') or '-':<13} {d.get('direction') or '':<3} "
+                 f"{d.get('source') or '':<7} {d.get('ticket') or '-':<12} {d.get('latency_ms') or 0:>6.1f} ms  {d.get('detail') or ''}")
+        if not self.recent:
+            line("  (none since the lane started)")
+
+
+def _ago(seconds: float) -> str:
+    from gate.doctor import duration_text  # gate.doctor imports only the standard library at its top
+
+    return duration_text(seconds)
+
+
+# --- gate safe ------------------------------------------------------------------------------
+
+
+def cmd_safe(args: argparse.Namespace) -> int:
+    """Drive the outputs to their safe state and let go (systemd's ExecStopPost after any stop)."""
+    from gate import config as config_module
+    from gate.doctor import opened_lane
+
+    config = config_module.load(args.config)
+    try:
+        with opened_lane(config) as lane:
+            lane.safe()
+    except Exception as exc:  # the pins are held (a lane still running) or missing
+        print(f"gate: could not set the outputs safe: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    print(f"outputs safe: {', '.join(f'unlock_{d}' for d in config.gpio.unlock)} released, red on")
+    return EXIT_OK
+
+
+def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("doctor", parents=[common], help="check config, devices, clock, broker, trust, database and disk")
+    p.add_argument("--json", action="store_true", help="the checks as JSON, for scripts")
+    p.add_argument("--click", action="store_true", help="also pulse each unlock relay once (the lane must be stopped)")
+    p.set_defaults(fn=cmd_doctor)
+
+    p = sub.add_parser("status", parents=[common], help="a live view of the running lane (Ctrl-C to leave)")
+    p.add_argument("--once", action="store_true", help="print the status once and exit")
+    p.add_argument("--json", action="store_true", help="print one status snapshot as JSON and exit")
+    p.add_argument("--width", type=int, default=120, help="cut lines at this many characters")
+    p.set_defaults(fn=cmd_status)
+
+    p = sub.add_parser("safe", parents=[common], help="set the outputs to their safe state (relays released, red on)")
+    p.set_defaults(fn=cmd_safe)

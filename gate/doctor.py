@@ -1,0 +1,386 @@
+"""``gate doctor``: what a technician at the lane needs to know, one check per line.
+
+Each check returns a ``Check``: ``ok``, ``warn`` (the lane runs, but look at this), ``fail`` (the
+lane cannot do its job) or ``skip`` (not configured), with what was seen and what to do. When
+the lane is running, its own view (readers, clock, broker connection) is read from its status
+socket and devices it holds are not opened a second time; when it is stopped, doctor opens the
+configured devices itself, so a lane can be checked before it is ever started.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import sqlite3
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from gate.config import Config
+
+OK, WARN, FAIL, SKIP = "ok", "warn", "fail", "skip"
+DISK_FAIL_BYTES = 64 * 2**20
+DISK_WARN_BYTES = 512 * 2**20
+BUNDLE_OLD_SECONDS = 7 * 86400
+SANE_EPOCH = 1767225600  # 2026-01-01: a clock before this has never been set (no RTC on a Pi)
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    result: str
+    detail: str
+    fix: str = ""
+
+    def as_dict(self) -> dict[str, str]:
+        return asdict(self)
+
+
+class Doctor:
+    def __init__(self, config: Config, *, click: bool = False, broker_timeout: float = 5.0) -> None:
+        self.config = config
+        self.click = click
+        self.broker_timeout = broker_timeout
+        self.lane: dict[str, Any] | None = None  # the running lane's status, if one answers
+
+    def run(self) -> list[Check]:
+        checks = [self.check_lane()]
+        for check in (self.check_clock, self.check_gpio, self.check_relay_click, self.check_scanner, self.check_camera,
+                      self.check_nfc, self.check_broker, self.check_trust, self.check_bundle, self.check_database,
+                      self.check_disk):
+            try:
+                checks.append(check())
+            except Exception as exc:  # a check that breaks is a finding, not a crash
+                checks.append(Check(check.__name__.removeprefix("check_"), FAIL, f"the check itself failed: {exc!r}"))
+        return [c for c in checks if c is not None]
+
+    # --- the lane --------------------------------------------------------------------------
+
+    def check_lane(self) -> Check:
+        from gate.status_server import read_status
+
+        path = self.config.status.socket
+        if not path:
+            return Check("lane", WARN, "no status socket configured ([status] socket): the running lane cannot be seen")
+        try:
+            self.lane = read_status(path)
+        except PermissionError:
+            return Check("lane", WARN, f"not allowed to read {path}", "run as root, or add yourself to the gate group")
+        except (OSError, ValueError):
+            return Check("lane", WARN, "not running (no answer on the status socket); devices are checked directly",
+                         "sudo systemctl start gate; journalctl -u gate -e shows why it stopped")
+        if "problem" in self.lane:
+            return Check("lane", FAIL, f"running (pid {self.lane.get('pid')}) but {self.lane['problem']}",
+                         "journalctl -u gate -e; systemd restarts a lane whose loop hangs")
+        state = f"running (pid {self.lane.get('pid')}), mode {self.lane.get('mode')}, up {duration_text(self.lane.get('uptime', 0))}"
+        if self.lane.get("emergency"):
+            return Check("lane", FAIL, state + ", FIRE LOOP OPEN: every scan refused",
+                         "the fire panel's contact is open (alarm, or a cut wire on the normally-closed loop)")
+        return Check("lane", OK, state)
+
+    def check_clock(self) -> Check:
+        from gate.clock import clock_sync
+
+        config = self.config
+        if self.lane is not None and "clock" in self.lane:
+            synchronized, seen = bool(self.lane["clock"]["synchronized"]), "the lane's"
+        else:
+            probe = clock_sync(config.simulator.clock_synchronized if config.simulator.enabled else None)
+            synchronized, seen = probe.synchronized(), "the kernel's" if not config.simulator.enabled else "the simulator's"
+        now = time.time()
+        when = time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(now))
+        if now < SANE_EPOCH:
+            return Check("clock", FAIL, f"{when}: the clock has never been set", "connect the Pi to the venue's NTP server")
+        if synchronized:
+            return Check("clock", OK, f"{when}, synchronized ({seen} view)")
+        guard = config.engine.unsynchronized_clock
+        effect = ("tickets whose decision depends on the time are REFUSED (clock_unsynced)" if guard == "refuse"
+                  else "time-dependent tickets are admitted on an unchecked clock ([clock] unsynchronized = \"admit\")")
+        return Check("clock", FAIL if guard == "refuse" else WARN, f"{when}, NOT synchronized ({seen} view): {effect}",
+                     "timedatectl timesync-status (or chronyc tracking); is the venue's NTP server reachable?")
+
+    # --- hardware --------------------------------------------------------------------------
+
+    def check_gpio(self) -> Check:
+        gpio = self.config.gpio
+        pins = ", ".join(f"{name} {pin}" for name, pin in _pins(self.config))
+        if gpio.pin_factory == "mock":
+            return Check("gpio", OK, f"simulated pins (MockFactory): {pins}")
+        chips = sorted(glob.glob("/dev/gpiochip*"))
+        if not chips:
+            return Check("gpio", FAIL, "no /dev/gpiochip*: this is not a Raspberry Pi, or the GPIO driver is missing")
+        usable = [chip for chip in chips if os.access(chip, os.R_OK | os.W_OK)]
+        if not usable:
+            return Check("gpio", FAIL, f"{', '.join(chips)} not accessible to this user", "add the user to the gpio group (install-pi.sh does)")
+        if self.lane is not None:
+            return Check("gpio", OK, f"held by the running lane ({', '.join(usable)}): {pins}")
+        with opened_lane(self.config) as lane:
+            fire = " fire loop OPEN (alarm or cut wire)" if lane.fire_alarm_active() else ""
+        if fire:
+            return Check("gpio", FAIL, f"pins claimed ({pins});{fire}", "close the fire loop: normally closed, open = alarm")
+        return Check("gpio", OK, f"pins claimed and released on {', '.join(usable)}: {pins}")
+
+    def check_relay_click(self) -> Check | None:
+        if not self.click:
+            return None
+        if self.lane is not None:
+            return Check("relay click", SKIP, "the running lane owns the relays", "sudo systemctl stop gate, then gate doctor --click")
+        with opened_lane(self.config) as lane:
+            pulse = self.config.turnstile.pulse
+            clicked = []
+            for direction in lane.unlock:
+                lane.set_unlock(direction, True)
+                lane.set_light("green", True)
+                lane.set_buzzer(True)
+                time.sleep(pulse)
+                lane.safe()
+                clicked.append(f"unlock_{direction}")
+                time.sleep(0.5)
+        simulated = " (simulated pins: nothing moves)" if self.config.gpio.pin_factory == "mock" else ""
+        return Check("relay click", OK, f"pulsed {', '.join(clicked)} for {pulse * 1000:.0f} ms with green and buzzer{simulated}",
+                     "the turnstile should have unlocked once per relay; if not, check active_high and the wiring")
+
+    def _reader(self, name: str) -> dict[str, Any] | None:
+        return None if self.lane is None else self.lane.get("readers", {}).get(name, {"problem": "not started by the lane"})
+
+    def check_scanner(self) -> Check:
+        scanner = self.config.scanner
+        if scanner is None:
+            return Check("scanner", SKIP, "no [scanner]")
+        reader = self._reader("scanner")
+        if reader is not None:
+            if reader.get("connected"):
+                return Check("scanner", OK, f"{scanner.port}: open in the lane, {reader.get('lines', 0)} lines read")
+            return Check("scanner", FAIL, f"{scanner.port}: the lane cannot open it", _serial_fix(scanner.port))
+        if not os.path.exists(scanner.port):
+            return Check("scanner", FAIL, f"{scanner.port}: no such device", _serial_fix(scanner.port))
+        import serial
+
+        try:
+            serial.Serial(scanner.port, scanner.baudrate, timeout=0).close()
+        except (serial.SerialException, OSError) as exc:
+            return Check("scanner", FAIL, f"{scanner.port}: cannot open: {exc}", _serial_fix(scanner.port))
+        return Check("scanner", OK, f"{scanner.port} opens at {scanner.baudrate} baud")
+
+    def check_camera(self) -> Check:
+        camera = self.config.camera
+        if camera is None:
+            return Check("camera", SKIP, "no [camera]")
+        reader = self._reader("camera")
+        if reader is not None:
+            if "problem" in reader:
+                return Check("camera", FAIL, reader["problem"], "docs/readers.md: camera")
+            return Check("camera", OK, f"{camera.source}: {reader.get('frames', 0)} frames, {reader.get('codes', 0)} codes read")
+        if camera.source == "simulator":
+            return Check("camera", OK, "simulated camera")
+        try:
+            from picamera2 import Picamera2  # type: ignore[import-not-found]
+
+            found = Picamera2.global_camera_info()
+        except Exception as exc:
+            return Check("camera", FAIL, f"picamera2 not usable: {exc}",
+                         "sudo apt install python3-picamera2; the virtualenv needs --system-site-packages (install-pi.sh)")
+        if len(found) <= camera.index:
+            return Check("camera", FAIL, f"camera {camera.index} not found ({len(found)} connected)",
+                         "check the ribbon cable (contacts toward the board), then `rpicam-hello --list-cameras`")
+        return Check("camera", OK, f"camera {camera.index}: {found[camera.index].get('Model', '?')}")
+
+    def check_nfc(self) -> Check:
+        nfc = self.config.nfc
+        if nfc is None:
+            return Check("nfc", SKIP, "no [nfc]")
+        reader = self._reader("nfc")
+        if reader is not None:
+            if reader.get("connected"):
+                return Check("nfc", OK, f"{nfc.device}: open in the lane, {reader.get('taps', 0)} taps")
+            return Check("nfc", FAIL, f"{nfc.device}: {reader.get('problem', 'the lane cannot open the reader')}", _NFC_FIX)
+        import nfc as nfcpy
+
+        try:
+            frontend = nfcpy.ContactlessFrontend(nfc.device)
+        except (IOError, OSError) as exc:
+            return Check("nfc", FAIL, f"{nfc.device}: {exc}", _NFC_FIX)
+        try:
+            return Check("nfc", OK, f"{nfc.device}: {frontend.device}")
+        finally:
+            frontend.close()
+
+    # --- venue, trust and storage ----------------------------------------------------------
+
+    def check_broker(self) -> Check:
+        sync = self.config.sync
+        if sync is None:
+            return Check("broker", SKIP, "no [sync]: a lone lane")
+        where = f"{sync.host}:{sync.port} as {sync.username or '(anonymous)'}{' over TLS' if sync.tls else ''}"
+        lane = ""
+        if self.lane is not None and self.lane.get("sync"):
+            lane_sync = self.lane["sync"]
+            lane = f"; the lane is {'connected' if lane_sync['connected'] else 'NOT connected'}, outbox {lane_sync['outbox']}"
+        problem = probe_broker(self.config, self.broker_timeout)
+        if problem:
+            return Check("broker", FAIL, f"{where}: {problem}{lane}",
+                         "is mosquitto running there (systemctl status mosquitto)? user and password_file as in the broker's password file?")
+        return Check("broker", OK, f"{where}: connected{lane}")
+
+    def check_trust(self) -> Check:
+        from gate import trust
+        from gate.ledger import Ledger
+
+        config = self.config
+        stored: list[Any] = []
+        if config.database.exists():
+            ledger = Ledger(config.database, config.gate_id, read_only=True)
+            try:
+                stored = ledger.trust_documents()
+            finally:
+                ledger.close()
+        material = trust.build([*config.trust_documents, *stored], config.gt1_keys)
+        lines = trust.summary(material)
+        missing = [name for name in config.engine.formats if _trust_name(name) not in material]
+        detail = "; ".join(f"{name}: {line}" for name, line in lines.items()) or "no keys"
+        if missing:
+            return Check("trust", FAIL, f"no keys for {', '.join(missing)}: every such ticket is refused unknown_key ({detail})",
+                         "gate keys import FILE, [trust] in the config, or a signed bundle (docs/trust-documents.md)")
+        return Check("trust", OK, detail)
+
+    def check_bundle(self) -> Check:
+        from gate.bundles import held
+        from gate.ledger import Ledger
+
+        config = self.config
+        if not config.database.exists():
+            return Check("bundle", SKIP if config.admin_key is None else WARN, "no database yet")
+        ledger = Ledger(config.database, config.gate_id, read_only=True)
+        try:
+            bundle = held(ledger)
+        finally:
+            ledger.close()
+        if bundle.bundle_version == 0:
+            if config.admin_key is None:
+                return Check("bundle", SKIP, "no admin key: trust comes from the config and gate keys import")
+            return Check("bundle", WARN, "no signed bundle received yet", "the venue admin: gate bundle publish (docs/bundles.md)")
+        age = time.time() - bundle.issued_at
+        detail = (f"version {bundle.bundle_version}, signed {duration_text(age)} ago, {bundle.revoked} revoked"
+                  + (f"; delta {bundle.delta_version}" if bundle.delta_version else ""))
+        if age > BUNDLE_OLD_SECONDS:
+            return Check("bundle", WARN, detail + ": older than a week", "is the admin still publishing? is the broker reachable?")
+        return Check("bundle", OK, detail)
+
+    def check_database(self) -> Check:
+        path = self.config.database
+        if not path.exists():
+            return Check("database", WARN, f"{path}: none yet (the lane creates it at its first start)")
+        try:
+            conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
+            try:
+                rows = [row[0] for row in conn.execute("PRAGMA integrity_check(20)")]
+                records = conn.execute("SELECT count(*) FROM ledger").fetchone()[0]
+            finally:
+                conn.close()
+        except sqlite3.DatabaseError as exc:
+            return Check("database", FAIL, f"{path}: {exc}", _DB_FIX)
+        if rows != ["ok"]:
+            return Check("database", FAIL, f"{path}: integrity check failed: {'; '.join(rows)[:300]}", _DB_FIX)
+        mode = path.stat().st_mode & 0o777
+        if mode & 0o077:
+            return Check("database", WARN, f"{path}: intact, {records} records, but mode {mode:o}", f"chmod 600 {path}")
+        return Check("database", OK, f"{path}: intact, {records} records")
+
+    def check_disk(self) -> Check:
+        where = Path(self.config.state_dir)
+        while not where.exists():
+            where = where.parent
+        free = shutil.disk_usage(where).free
+        detail = f"{free / 2**30:.1f} GiB free on {where}"
+        if free < DISK_FAIL_BYTES:
+            return Check("disk", FAIL, detail, "the ledger cannot grow: free space (journalctl --vacuum-size=100M) or a bigger card")
+        if free < DISK_WARN_BYTES:
+            return Check("disk", WARN, detail, "free some space before the next event")
+        return Check("disk", OK, detail)
+
+
+def probe_broker(config: Config, timeout: float) -> str:
+    """Connect with the lane's credentials under another client id; '' when the broker
+    accepted them, else why not."""
+    import threading
+
+    from gate.sync.client import make_client
+
+    assert config.sync is not None
+    answer: list[str] = []
+    done = threading.Event()
+
+    def on_connect(client: Any, userdata: Any, flags: Any, reason: Any, properties: Any = None) -> None:
+        answer.append("" if not reason.is_failure else f"refused: {reason}")
+        done.set()
+
+    client = make_client(config.sync, f"{config.gate_id}-doctor-{os.getpid()}", clean_session=True)
+    client.on_connect = on_connect
+    try:
+        client.connect(config.sync.host, config.sync.port, keepalive=max(5, int(timeout)))
+    except (OSError, ValueError) as exc:
+        return f"cannot connect: {exc}"
+    client.loop_start()
+    try:
+        if not done.wait(timeout):
+            return f"no answer within {timeout:.0f} s"
+        return answer[0]
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+
+class opened_lane:
+    """The lane's GPIO devices, outputs de-energized, for the length of a ``with``."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+
+    def __enter__(self) -> Any:
+        from drivers.gpio import GpioLane
+
+        factory = None
+        if self.config.gpio.pin_factory == "mock":
+            from hwsim.pins import make_factory
+
+            factory = make_factory()
+        self.lane = GpioLane(self.config.gpio, pin_factory=factory)
+        return self.lane
+
+    def __exit__(self, *exc: Any) -> None:
+        self.lane.safe()
+        self.lane.close()
+
+
+def _pins(config: Config) -> list[tuple[str, int]]:
+    from gate.config import _named_pins
+
+    return [(name, pin) for name, pin in _named_pins(config.gpio) if pin is not None]
+
+
+def _trust_name(format_name: str) -> str:
+    return "pretix" if format_name.startswith("pretix") else format_name
+
+
+def _serial_fix(port: str) -> str:
+    return (f"plug the scanner in and check `ls -l {port} /dev/serial/by-id/`; the udev rule from install-pi.sh names it; "
+            "the gate user must be in the dialout group")
+
+
+def duration_text(seconds: float) -> str:
+    seconds = int(seconds)
+    if seconds < 120:
+        return f"{seconds} s"
+    if seconds < 7200:
+        return f"{seconds // 60} min"
+    if seconds < 172800:
+        return f"{seconds // 3600} h {seconds % 3600 // 60} min"
+    return f"{seconds // 86400} days"
+
+
+_NFC_FIX = ("`lsusb` shows the reader? the kernel's own NFC drivers must not hold it "
+            "(/etc/modprobe.d/gate-nfc.conf from install-pi.sh); `python3 -m nfc` names what it finds")
+_DB_FIX = ("stop the lane, keep a copy of the file, then `sqlite3 gate.db .recover | sqlite3 recovered.db`; "
+           "with venue sync the other gates hold every record this lane published")

@@ -304,3 +304,39 @@ def test_metrics_refuse_the_venue_network(tmp_path, config_data) -> None:
     config_data["status"]["metrics"] = "0.0.0.0:9464"
     run = gate("check-config", "--config", str(write_config(tmp_path / "gate.toml", config_data)), rc=2)
     assert "status.metrics: a loopback address" in run.stderr
+
+
+# --- logs in journald -----------------------------------------------------------------------
+
+
+def test_journald_gets_priorities_and_no_second_timestamp(tmp_path, monkeypatch) -> None:
+    import logging
+    import os
+
+    from gate import logsetup
+
+    out = open(tmp_path / "journal", "w+")
+    st = os.fstat(out.fileno())
+    monkeypatch.setenv("JOURNAL_STREAM", f"{st.st_dev}:{st.st_ino}")
+    logsetup.setup("info", stream=out)
+    log = logging.getLogger("gate.test")
+    log.info("decision accepted=True reason=ok")
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        log.exception("decision failed reason=error")
+    log.debug("not shown at info")
+    out.seek(0)
+    lines = out.read().splitlines()
+    assert lines[0] == "<6>INFO gate.test: decision accepted=True reason=ok"
+    assert lines[1] == "<3>ERROR gate.test: decision failed reason=error"
+    assert all(line.startswith("<3>") for line in lines[2:]) and "ValueError: boom" in lines[-1], "the traceback stays an error"
+
+    monkeypatch.setenv("JOURNAL_STREAM", "1:2")  # someone else's journal stream: a terminal here
+    other = open(tmp_path / "terminal", "w+")
+    logsetup.setup("info", stream=other)
+    log.warning("fire alarm active=True")
+    other.seek(0)
+    line = other.read().strip()
+    assert line[:4].isdigit() and line.endswith("WARNING gate.test: fire alarm active=True")
+    logsetup.setup("info")

@@ -1,0 +1,271 @@
+#!/usr/bin/env bash
+# Install gate on a Raspberry Pi (Raspberry Pi OS Bookworm or later) as a systemd service.
+# Run it from a checkout, as root:
+#
+#   sudo ./scripts/install-pi.sh              install, or update to this checkout
+#   sudo ./scripts/install-pi.sh --dry-run    print what it would do; change nothing
+#   sudo ./scripts/install-pi.sh --uninstall  remove the service; keep /etc/gate and the ledger
+#   sudo ./scripts/install-pi.sh --uninstall --purge   ... and the config, the ledger and the user
+#
+# Options:
+#   --scanner VID:PID   a serial barcode scanner the shipped udev rules do not know (see `lsusb`)
+#   --technician USER   let USER read the lane (gate status, gate doctor) without sudo
+#                       (default: the user who ran sudo)
+#   --no-apt            do not install Debian packages
+#   --no-start          install and enable, but do not start or restart the lane
+#   --root DIR          install into DIR as if it were / (tests, staging): no apt, no udevadm,
+#                       nothing started; the virtualenv is built for DIR's paths as seen from here
+#
+# Idempotent: a second run reports every step as unchanged. It never overwrites
+# /etc/gate/gate.toml. Afterwards: edit /etc/gate/gate.toml, `gate check-config`,
+# `sudo systemctl start gate`, `gate doctor` (docs/technicians.md).
+set -euo pipefail
+
+SRC=$(cd "$(dirname "$0")/.." && pwd)
+ROOT=""
+DRY=0
+ACTION=install
+PURGE=0
+APT=1
+START=1
+SCANNER=""
+TECHNICIAN=${SUDO_USER:-}
+PYTHON=${GATE_PYTHON:-/usr/bin/python3}  # the system's Python: its dist-packages hold picamera2
+PREFIX=/opt/gate
+PACKAGES=(python3-venv python3-lgpio libzbar0 mosquitto-clients sqlite3)
+CAMERA_PACKAGES=(python3-picamera2)  # only where the archive has them (Raspberry Pi OS)
+
+say() { printf '%s\n' "$*"; }
+die() { printf 'install-pi: %s\n' "$*" >&2; exit 1; }
+
+while [ $# -gt 0 ]; do
+  case $1 in
+    --dry-run) DRY=1 ;;
+    --uninstall) ACTION=uninstall ;;
+    --purge) PURGE=1 ;;
+    --no-apt) APT=0 ;;
+    --no-start) START=0 ;;
+    --root) [ $# -ge 2 ] || die "--root needs a directory"; ROOT=$(cd "$2" && pwd) || die "no directory $2"; shift ;;
+    --scanner)
+      [ $# -ge 2 ] || die "--scanner needs VID:PID"
+      [[ $2 =~ ^[0-9a-fA-F]{4}:[0-9a-fA-F]{4}$ ]] || die "--scanner: VID:PID as lsusb prints it (e.g. 0c2e:0b61), got $2"
+      SCANNER=${2,,}; shift ;;
+    --technician) [ $# -ge 2 ] || die "--technician needs a user name"; TECHNICIAN=$2; shift ;;
+    -h|--help) sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) die "unknown option $1 (--help lists them)" ;;
+  esac
+  shift
+done
+[ "$ROOT" = / ] && ROOT=""
+if [ -n "$ROOT" ]; then APT=0; START=0; fi
+if [ $DRY = 0 ] && [ -z "$ROOT" ] && [ "$(id -u)" -ne 0 ]; then die "run as root (sudo), or with --dry-run"; fi
+
+# --- helpers: every change goes through these, so that --dry-run changes nothing ------------
+
+CHANGED=0
+run() {  # run DESCRIPTION COMMAND...: do it, or say it would be done
+  if [ $DRY = 1 ]; then say "would    $1"; return 0; fi
+  say "do       $1"
+  "${@:2}"
+  CHANGED=1
+}
+unchanged() { say "ok       $1"; }
+gid_of() {  # a group's number in the target system (chown by name would ask this machine)
+  local gid
+  gid=$(awk -F: -v n="$1" '$1 == n { print $3 }' "$ROOT/etc/group" 2>/dev/null || true)
+  printf '%s' "${gid:-0}"
+}
+put() {  # put SOURCE_FILE TARGET_PATH MODE [GROUP]: 0 when written (or would be), 1 when unchanged
+  local src=$1 dest=$ROOT$2 mode=$3 group=${4:-root}
+  if [ -f "$dest" ] && cmp -s "$src" "$dest" && [ "$(stat -c %a "$dest")" = "${mode#0}" ] \
+     && [ "$(stat -c %g "$dest")" = "$(gid_of "$group")" ]; then
+    unchanged "$2"
+    return 1
+  fi
+  run "write $2 (mode $mode, group $group)" install -D -m "$mode" -o 0 -g "$(gid_of "$group")" "$src" "$dest"
+}
+TMP=$(mktemp -d)
+trap 'rm -rf "$TMP"' EXIT
+
+# --- install --------------------------------------------------------------------------------
+
+check_os() {
+  local version=0
+  if [ -r "$ROOT/etc/os-release" ]; then
+    version=$(. "$ROOT/etc/os-release" && printf '%s' "${VERSION_ID:-0}")
+  fi
+  if [ "${version%%.*}" -lt 12 ] 2>/dev/null; then
+    say "warning  this is not Debian/Raspberry Pi OS 12 (Bookworm) or later (VERSION_ID=$version): going on"
+  fi
+}
+
+install_packages() {
+  [ $APT = 1 ] || { say "skip     Debian packages (--no-apt or --root)"; return; }
+  local wanted=("${PACKAGES[@]}") missing=() pkg
+  for pkg in "${CAMERA_PACKAGES[@]}"; do
+    if apt-cache show "$pkg" >/dev/null 2>&1; then wanted+=("$pkg"); else say "skip     $pkg (not in this system's archive: no Pi camera support)"; fi
+  done
+  for pkg in "${wanted[@]}"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+  done
+  if [ ${#missing[@]} -eq 0 ]; then unchanged "Debian packages: ${wanted[*]}"; return; fi
+  run "apt-get install ${missing[*]}" sh -c "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ${missing[*]}"
+}
+
+install_user() {
+  put "$SRC/systemd/gate.sysusers" /usr/lib/sysusers.d/gate.conf 0644 || true
+  if grep -q '^gate:' "$ROOT/etc/passwd" 2>/dev/null && grep -q '^gate:' "$ROOT/etc/group" 2>/dev/null; then
+    unchanged "user gate"
+  else
+    run "create user gate (systemd-sysusers)" systemd-sysusers ${ROOT:+--root="$ROOT"} "$ROOT/usr/lib/sysusers.d/gate.conf"
+  fi
+  local group
+  for group in gpio dialout video; do  # sysusers adds these memberships; say it for the record
+    if grep -Eq "^$group:[^:]*:[^:]*:(.*,)?gate(,|$)" "$ROOT/etc/group" 2>/dev/null; then unchanged "gate is in group $group"
+    elif [ $DRY = 1 ]; then say "would    add gate to group $group"; fi
+  done
+  if [ -n "$TECHNICIAN" ] && [ "$TECHNICIAN" != root ] && [ -z "$ROOT" ]; then
+    if id -nG "$TECHNICIAN" 2>/dev/null | tr ' ' '\n' | grep -qx gate; then unchanged "technician $TECHNICIAN is in group gate"
+    elif id "$TECHNICIAN" >/dev/null 2>&1; then run "add technician $TECHNICIAN to group gate (log in again to use it)" usermod -a -G gate "$TECHNICIAN"
+    else say "skip     technician $TECHNICIAN: no such user"; fi
+  fi
+}
+
+install_software() {
+  # The checkout's files (git's list when it is a repository), as one archive: its hash tells
+  # whether anything changed since the last run.
+  local archive=$TMP/source.tar
+  if git -C "$SRC" rev-parse --git-dir >/dev/null 2>&1; then
+    git -C "$SRC" ls-files -z --cached --others --exclude-standard | tar -C "$SRC" --null -T - --sort=name \
+      --mtime=@0 --owner=0 --group=0 --numeric-owner -cf "$archive"
+  else
+    tar -C "$SRC" --exclude=.venv --exclude=.git --exclude='__pycache__' --sort=name --mtime=@0 --owner=0 \
+      --group=0 --numeric-owner -cf "$archive" .
+  fi
+  local digest stamp=$ROOT$PREFIX/src/.gate-source-sha256 venv=$ROOT$PREFIX/venv
+  digest=$(sha256sum "$archive" | cut -c1-64)
+  if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$digest" ]; then
+    unchanged "$PREFIX/src (this checkout, ${digest:0:12})"
+  else
+    run "copy this checkout to $PREFIX/src" sh -c "rm -rf '$ROOT$PREFIX/src' && mkdir -p '$ROOT$PREFIX/src' \
+      && tar -C '$ROOT$PREFIX/src' -xf '$archive' && printf '%s' '$digest' > '$stamp.new'"
+  fi
+  [ -x "$PYTHON" ] || die "$PYTHON not found (GATE_PYTHON= names another; it must be 3.11 or newer)"
+  "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' || die "$PYTHON is older than 3.11"
+  if [ -x "$venv/bin/python" ]; then
+    unchanged "$PREFIX/venv"
+  else
+    run "create $PREFIX/venv (sees the system's picamera2 and lgpio)" "$PYTHON" -m venv --system-site-packages "$venv"
+  fi
+  if [ -f "$venv/.gate-installed" ] && [ "$(cat "$venv/.gate-installed")" = "$digest" ]; then
+    unchanged "gate in $PREFIX/venv"
+  else
+    run "install gate and its Python packages into $PREFIX/venv (pip)" sh -c \
+      "'$venv/bin/python' -m pip install -q --disable-pip-version-check '$ROOT$PREFIX/src' && printf '%s' '$digest' > '$venv/.gate-installed'"
+  fi
+  [ $DRY = 1 ] || { [ ! -f "$stamp.new" ] || mv "$stamp.new" "$stamp"; }
+  if [ "$(readlink "$ROOT/usr/local/bin/gate" 2>/dev/null)" = "$PREFIX/venv/bin/gate" ]; then
+    unchanged "/usr/local/bin/gate"
+  else
+    run "link /usr/local/bin/gate → $PREFIX/venv/bin/gate" sh -c "mkdir -p '$ROOT/usr/local/bin' && ln -sfn '$PREFIX/venv/bin/gate' '$ROOT/usr/local/bin/gate'"
+  fi
+}
+
+install_config() {
+  local dir=$ROOT/etc/gate
+  if [ -d "$dir" ] && [ "$(stat -c '%a %g' "$dir")" = "750 $(gid_of gate)" ]; then unchanged "/etc/gate"
+  else run "create /etc/gate (root, readable by group gate)" install -d -m 0750 -o 0 -g "$(gid_of gate)" "$dir"; fi
+  if [ -e "$dir/gate.toml" ]; then
+    unchanged "/etc/gate/gate.toml (kept: the installer never overwrites a config)"
+    return
+  fi
+  local name
+  [ -r "$ROOT/etc/hostname" ] && name=$(tr -c 'A-Za-z0-9_.\n-' '-' < "$ROOT/etc/hostname" | head -1)
+  sed -e "s/^id = \"lane-1\"/id = \"${name:-lane-1}\"/" "$SRC/config/gate.example.toml" > "$TMP/gate.toml"
+  put "$TMP/gate.toml" /etc/gate/gate.toml 0640 gate || true
+}
+
+install_udev() {
+  cp "$SRC/systemd/99-gate.rules" "$TMP/99-gate.rules"
+  if [ -n "$SCANNER" ]; then
+    printf '# added by install-pi.sh --scanner %s\nSUBSYSTEM=="tty", ATTRS{idVendor}=="%s", ATTRS{idProduct}=="%s", SYMLINK+="gate-scanner", GROUP="dialout", MODE="0660"\n' \
+      "$SCANNER" "${SCANNER%%:*}" "${SCANNER##*:}" >> "$TMP/99-gate.rules"
+  elif [ -f "$ROOT/etc/udev/rules.d/99-gate.rules" ]; then  # keep a scanner added by an earlier run
+    grep -A1 '^# added by install-pi.sh --scanner' "$ROOT/etc/udev/rules.d/99-gate.rules" | grep -v '^--$' >> "$TMP/99-gate.rules" || true
+  fi
+  local reload=0
+  if put "$TMP/99-gate.rules" /etc/udev/rules.d/99-gate.rules 0644; then reload=1; fi
+  if put "$SRC/systemd/gate-nfc.conf" /etc/modprobe.d/gate-nfc.conf 0644; then reload=1; fi
+  if [ $reload = 1 ] && [ -z "$ROOT" ] && command -v udevadm >/dev/null; then
+    run "reload udev rules (replug the readers if their names do not appear)" sh -c "udevadm control --reload && udevadm trigger"
+  fi
+}
+
+install_unit() {
+  sed -e "s#/opt/gate/#$PREFIX/#g" "$SRC/systemd/gate.service" > "$TMP/gate.service"
+  if put "$TMP/gate.service" /etc/systemd/system/gate.service 0644 && [ -z "$ROOT" ]; then
+    run "systemctl daemon-reload" systemctl daemon-reload
+  fi
+  if [ -L "$ROOT/etc/systemd/system/multi-user.target.wants/gate.service" ]; then
+    unchanged "gate.service enabled"
+  else
+    run "enable gate.service (starts at boot)" systemctl ${ROOT:+--root="$ROOT"} enable gate.service
+  fi
+}
+
+start_lane() {
+  [ $START = 1 ] || { say "skip     starting the lane (--no-start or --root)"; return; }
+  if [ $DRY = 1 ]; then say "would    start (or restart) the lane if /etc/gate/gate.toml is valid"; return; fi
+  if ! "$PREFIX/venv/bin/gate" check-config --config /etc/gate/gate.toml >/dev/null 2>"$TMP/config-errors"; then
+    say "next     edit /etc/gate/gate.toml ($(head -c 300 "$TMP/config-errors" | tail -n +2 | head -3 | tr -s ' \n' ' '))"
+    say "         then: gate check-config && sudo systemctl start gate && gate doctor"
+    return
+  fi
+  if [ $CHANGED = 1 ] || ! systemctl is-active --quiet gate; then
+    run "restart gate" systemctl restart gate
+  else
+    unchanged "gate is running"
+  fi
+  say "next     gate doctor   (and gate status for a live view)"
+}
+
+# --- uninstall ------------------------------------------------------------------------------
+
+remove() {  # remove TARGET_PATH...
+  local path
+  for path in "$@"; do
+    if [ -e "$ROOT$path" ] || [ -L "$ROOT$path" ]; then run "remove $path" rm -rf "$ROOT$path"; else unchanged "$path (not there)"; fi
+  done
+}
+
+uninstall() {
+  if [ -z "$ROOT" ] && systemctl is-active --quiet gate 2>/dev/null; then run "stop gate" systemctl stop gate; fi
+  if [ -L "$ROOT/etc/systemd/system/multi-user.target.wants/gate.service" ]; then
+    run "disable gate.service" systemctl ${ROOT:+--root="$ROOT"} disable gate.service
+  fi
+  remove /etc/systemd/system/gate.service /etc/udev/rules.d/99-gate.rules /etc/modprobe.d/gate-nfc.conf \
+    /usr/local/bin/gate "$PREFIX"
+  if [ -z "$ROOT" ] && [ $DRY = 0 ]; then systemctl daemon-reload; fi
+  if [ $PURGE = 1 ]; then
+    remove /etc/gate /var/lib/gate /usr/lib/sysusers.d/gate.conf
+    if grep -q '^gate:' "$ROOT/etc/passwd" 2>/dev/null; then run "remove user gate" userdel ${ROOT:+--prefix "$ROOT"} gate; fi
+    if grep -q '^gate:' "$ROOT/etc/group" 2>/dev/null; then run "remove group gate" groupdel ${ROOT:+--prefix "$ROOT"} gate; fi
+  else
+    say "kept     /etc/gate (the config) and /var/lib/gate (the ledger: every admission) and the user gate;"
+    say "         --uninstall --purge removes them too"
+  fi
+}
+
+[ $DRY = 1 ] && say "dry run: nothing is changed${ROOT:+ (target root $ROOT)}"
+if [ "$ACTION" = uninstall ]; then
+  uninstall
+else
+  check_os
+  install_packages
+  install_user
+  install_software
+  install_config
+  install_udev
+  install_unit
+  start_lane
+fi

@@ -102,6 +102,10 @@ def cmd_verify(args: argparse.Namespace) -> int:
     ledger = Ledger(config.database, config.gate_id)
     try:
         engine = DecisionEngine(config.engine, config.trust_sources(), ledger)
+        if args.at is None:  # the lane's clock guard; --at names the moment, so the clock is not asked
+            from gate.clock import clock_sync
+
+            engine.clock_synchronized = clock_sync(config.simulator).synchronized()
         decision, claims = engine.decide(args.token, args.direction, clock.now())
         if decision.accepted and claims is not None and not args.dry_run:
             record = ledger.append(

@@ -7,7 +7,7 @@ timers (relay pulses, passage timeouts) and never jumps when NTP steps the clock
 from __future__ import annotations
 
 import time
-from typing import Protocol
+from typing import Any, Protocol
 
 
 class Clock(Protocol):
@@ -76,11 +76,11 @@ class KernelClockSync:
         return timex.maxerror < _MAX_ERROR_SYNCED_US
 
 
-def clock_sync(simulated: bool | None = None) -> ClockSync:
-    """The kernel's view, or on a simulated lane the simulator's (``simulated``: its initial
-    state): a test or the demo decides whether "NTP" has synchronized, not the host."""
-    if simulated is None:
+def clock_sync(simulator: Any = None) -> ClockSync:
+    """The kernel's view; on a simulated lane (``simulator``: the config's ``[simulator]``, when
+    enabled) the simulator's, so that a test or the demo decides whether "NTP" synchronized."""
+    if simulator is None or not simulator.enabled:
         return KernelClockSync()
     from hwsim.clock import SimulatedClockSync
 
-    return SimulatedClockSync(simulated)
+    return SimulatedClockSync(simulator.clock_synchronized)

@@ -80,7 +80,7 @@ class Daemon:
             self.pin_factory = make_factory()
         self.lane = GpioLane(config.gpio, pin_factory=self.pin_factory)
         turnstile = TurnstileController(self.lane, config.turnstile, self.clock)
-        self.clock_sync = clock_sync(config.simulator.clock_synchronized if config.simulator.enabled else None)
+        self.clock_sync = clock_sync(config.simulator)
         self.loop = DecisionLoop(engine, self.ledger, turnstile, self.clock, watchdog=self.notifier.watchdog,
                                  clock_sync=self.clock_sync)
         self.loop.listeners.append(self._remember_decision)

@@ -87,7 +87,7 @@ class Doctor:
         if self.lane is not None and "clock" in self.lane:
             synchronized, seen = bool(self.lane["clock"]["synchronized"]), "the lane's"
         else:
-            probe = clock_sync(config.simulator.clock_synchronized if config.simulator.enabled else None)
+            probe = clock_sync(config.simulator)
             synchronized, seen = probe.synchronized(), "the kernel's" if not config.simulator.enabled else "the simulator's"
         now = time.time()
         when = time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(now))
@@ -224,12 +224,21 @@ class Doctor:
                          "is mosquitto running there (systemctl status mosquitto)? user and password_file as in the broker's password file?")
         return Check("broker", OK, f"{where}: connected{lane}")
 
+    def _state_unreadable(self, name: str) -> Check | None:
+        """The ledger is the gate user's alone (0700): another user cannot look at it."""
+        state = Path(self.config.state_dir)
+        if state.exists() and not os.access(state, os.R_OK | os.X_OK):
+            return Check(name, WARN, f"{state} is not readable by this user", "sudo gate doctor")
+        return None
+
     def check_trust(self) -> Check:
         from gate import trust
         from gate.ledger import Ledger
 
         config = self.config
         stored: list[Any] = []
+        if (unreadable := self._state_unreadable("trust")) is not None:
+            return unreadable
         if config.database.exists():
             ledger = Ledger(config.database, config.gate_id, read_only=True)
             try:
@@ -250,6 +259,8 @@ class Doctor:
         from gate.ledger import Ledger
 
         config = self.config
+        if (unreadable := self._state_unreadable("bundle")) is not None:
+            return unreadable
         if not config.database.exists():
             return Check("bundle", SKIP if config.admin_key is None else WARN, "no database yet")
         ledger = Ledger(config.database, config.gate_id, read_only=True)
@@ -270,6 +281,8 @@ class Doctor:
 
     def check_database(self) -> Check:
         path = self.config.database
+        if (unreadable := self._state_unreadable("database")) is not None:
+            return unreadable
         if not path.exists():
             return Check("database", WARN, f"{path}: none yet (the lane creates it at its first start)")
         try:
@@ -346,6 +359,10 @@ class opened_lane:
             from hwsim.pins import make_factory
 
             factory = make_factory()
+        elif not os.access(".", os.W_OK):  # lgpio puts its notification pipes in the working directory
+            import tempfile
+
+            os.chdir(tempfile.gettempdir())
         self.lane = GpioLane(self.config.gpio, pin_factory=factory)
         return self.lane
 

@@ -32,8 +32,8 @@ SCANNER=""
 TECHNICIAN=${SUDO_USER:-}
 PYTHON=${GATE_PYTHON:-/usr/bin/python3}  # the system's Python: its dist-packages hold picamera2
 PREFIX=/opt/gate
-PACKAGES=(python3-venv python3-lgpio libzbar0 mosquitto-clients sqlite3)
-CAMERA_PACKAGES=(python3-picamera2)  # only where the archive has them (Raspberry Pi OS)
+PACKAGES=(python3-venv libzbar0 mosquitto-clients sqlite3)
+PI_PACKAGES=(python3-lgpio python3-picamera2)  # only where the archive has them (Raspberry Pi OS)
 
 say() { printf '%s\n' "$*"; }
 die() { printf 'install-pi: %s\n' "$*" >&2; exit 1; }
@@ -66,10 +66,11 @@ CHANGED=0
 run() {  # run DESCRIPTION COMMAND...: do it, or say it would be done
   if [ $DRY = 1 ]; then say "would    $1"; return 0; fi
   say "do       $1"
-  "${@:2}"
+  "${@:2}" || return  # the command's own status (set -e stops the script unless the caller handles it)
   CHANGED=1
 }
 unchanged() { say "ok       $1"; }
+systemd_running() { [ -z "$ROOT" ] && [ -d /run/systemd/system ]; }  # not in a chroot, container or --root
 gid_of() {  # a group's number in the target system (chown by name would ask this machine)
   local gid
   gid=$(awk -F: -v n="$1" '$1 == n { print $3 }' "$ROOT/etc/group" 2>/dev/null || true)
@@ -102,8 +103,8 @@ check_os() {
 install_packages() {
   [ $APT = 1 ] || { say "skip     Debian packages (--no-apt or --root)"; return; }
   local wanted=("${PACKAGES[@]}") missing=() pkg
-  for pkg in "${CAMERA_PACKAGES[@]}"; do
-    if apt-cache show "$pkg" >/dev/null 2>&1; then wanted+=("$pkg"); else say "skip     $pkg (not in this system's archive: no Pi camera support)"; fi
+  for pkg in "${PI_PACKAGES[@]}"; do
+    if apt-cache show "$pkg" >/dev/null 2>&1; then wanted+=("$pkg"); else say "skip     $pkg (not in this system's archive: not Raspberry Pi OS)"; fi
   done
   for pkg in "${wanted[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
@@ -196,14 +197,15 @@ install_udev() {
   local reload=0
   if put "$TMP/99-gate.rules" /etc/udev/rules.d/99-gate.rules 0644; then reload=1; fi
   if put "$SRC/systemd/gate-nfc.conf" /etc/modprobe.d/gate-nfc.conf 0644; then reload=1; fi
-  if [ $reload = 1 ] && [ -z "$ROOT" ] && command -v udevadm >/dev/null; then
-    run "reload udev rules (replug the readers if their names do not appear)" sh -c "udevadm control --reload && udevadm trigger"
+  if [ $reload = 1 ] && systemd_running && command -v udevadm >/dev/null; then
+    run "reload udev rules (replug the readers if their names do not appear)" sh -c "udevadm control --reload && udevadm trigger" ||
+      say "warning  udev did not reload: unplug and replug the readers"
   fi
 }
 
 install_unit() {
   sed -e "s#/opt/gate/#$PREFIX/#g" "$SRC/systemd/gate.service" > "$TMP/gate.service"
-  if put "$TMP/gate.service" /etc/systemd/system/gate.service 0644 && [ -z "$ROOT" ]; then
+  if put "$TMP/gate.service" /etc/systemd/system/gate.service 0644 && systemd_running; then
     run "systemctl daemon-reload" systemctl daemon-reload
   fi
   if [ -L "$ROOT/etc/systemd/system/multi-user.target.wants/gate.service" ]; then
@@ -215,6 +217,7 @@ install_unit() {
 
 start_lane() {
   [ $START = 1 ] || { say "skip     starting the lane (--no-start or --root)"; return; }
+  systemd_running || { say "skip     starting the lane (systemd is not running here: a container or chroot)"; return; }
   if [ $DRY = 1 ]; then say "would    start (or restart) the lane if /etc/gate/gate.toml is valid"; return; fi
   if ! "$PREFIX/venv/bin/gate" check-config --config /etc/gate/gate.toml >/dev/null 2>"$TMP/config-errors"; then
     say "next     edit /etc/gate/gate.toml ($(head -c 300 "$TMP/config-errors" | tail -n +2 | head -3 | tr -s ' \n' ' '))"
@@ -239,13 +242,13 @@ remove() {  # remove TARGET_PATH...
 }
 
 uninstall() {
-  if [ -z "$ROOT" ] && systemctl is-active --quiet gate 2>/dev/null; then run "stop gate" systemctl stop gate; fi
+  if systemd_running && systemctl is-active --quiet gate; then run "stop gate" systemctl stop gate; fi
   if [ -L "$ROOT/etc/systemd/system/multi-user.target.wants/gate.service" ]; then
     run "disable gate.service" systemctl ${ROOT:+--root="$ROOT"} disable gate.service
   fi
   remove /etc/systemd/system/gate.service /etc/udev/rules.d/99-gate.rules /etc/modprobe.d/gate-nfc.conf \
     /usr/local/bin/gate "$PREFIX"
-  if [ -z "$ROOT" ] && [ $DRY = 0 ]; then systemctl daemon-reload; fi
+  if systemd_running && [ $DRY = 0 ]; then systemctl daemon-reload; fi
   if [ $PURGE = 1 ]; then
     remove /etc/gate /var/lib/gate /usr/lib/sysusers.d/gate.conf
     if grep -q '^gate:' "$ROOT/etc/passwd" 2>/dev/null; then run "remove user gate" userdel ${ROOT:+--prefix "$ROOT"} gate; fi

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import socket
-import sqlite3
 import subprocess
 import sys
 import time
@@ -37,8 +36,9 @@ def doctor(config: Path, rc: int, *extra: str) -> dict[str, dict[str, str]]:
     return {check["name"]: check for check in json.loads(run.stdout)["checks"]}
 
 
-def rotating(tickets: Any, holder: SigningKey, at: int = NOW) -> str:
-    return gt1.encode_rotating(tickets.cose(holder_key=bytes(holder.verify_key)), holder, at)
+def rotating(tickets: Any, holder: SigningKey) -> str:
+    """The phone's code drawn now."""
+    return gt1.encode_rotating(tickets.cose(holder_key=bytes(holder.verify_key)), holder, int(time.time()))
 
 
 # --- the clock guard ------------------------------------------------------------------------
@@ -99,6 +99,16 @@ def test_clock_lost_while_running_is_said_loudly(lane, tickets, caplog) -> None:
     assert events[0]["synchronized"] is False and events[0]["guard"] == "refuse"
     assert lane.present(tickets.static(expires=NOW + 3600), walks=None)["reason"] == "clock_unsynced"
     assert any("clock NOT synchronized" in r.getMessage() and r.levelname == "WARNING" for r in caplog.records)
+
+
+def test_gate_verify_applies_the_guard_unless_told_the_moment(tmp_path, config_data, tickets) -> None:
+    del config_data["scanner"]
+    config_data["simulator"]["clock_synchronized"] = False
+    config = str(write_config(tmp_path / "gate.toml", config_data))
+    windowed = tickets.static(expires=NOW + 3600)
+    run = gate("verify", "--dry-run", "--config", config, windowed, rc=1)
+    assert json.loads(run.stdout)["reason"] == "clock_unsynced"
+    assert json.loads(gate("verify", "--dry-run", "--at", str(NOW), "--config", config, windowed, rc=0).stdout)["accepted"]
 
 
 # --- gate status ----------------------------------------------------------------------------

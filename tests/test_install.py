@@ -54,7 +54,7 @@ def test_the_unit_runs_the_lane_as_a_watched_unprivileged_service() -> None:
     for key, value in expected.items():
         assert settings.get(key) == value, key
     assert int(settings["WatchdogSec"][0]) >= 5
-    assert settings["ExecStopPost"] == ["/opt/gate/venv/bin/gate safe --config /etc/gate/gate.toml"]
+    assert settings["ExecStopPost"] == ["-/opt/gate/venv/bin/gate safe --config /etc/gate/gate.toml"]
     assert "char-gpiochip rw" in settings["DeviceAllow"] and "char-ttyACM rw" in settings["DeviceAllow"]
     assert "adjtimex" in settings["SystemCallFilter"][0], "the clock guard reads adjtimex"
     assert "ProtectClock" not in settings, "ProtectClock would forbid the clock guard's question"

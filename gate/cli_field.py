@@ -9,6 +9,8 @@ import sys
 import time
 from typing import Any, TextIO
 
+from gate.status_server import decision_summary, json_lines  # the standard library only
+
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 MARK = {"ok": "ok", "warn": "WARN", "fail": "FAIL", "skip": "-"}
 
@@ -65,7 +67,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     view = StatusView()
     live = not (args.once or args.json)
     try:
-        for message in _messages(sock, timeout=None if live else 5.0):
+        sock.settimeout(None if live else 5.0)
+        for message in json_lines(sock):
             if args.json:
                 if message.get("event") == "status":
                     print(json.dumps(message))
@@ -89,20 +92,6 @@ def cmd_status(args: argparse.Namespace) -> int:
     return EXIT_FAILED
 
 
-def _messages(sock: socket.socket, timeout: float | None) -> Any:
-    sock.settimeout(timeout)
-    buffer = b""
-    while True:
-        data = sock.recv(65536)
-        if not data:
-            return
-        buffer += data
-        *lines, buffer = buffer.split(b"\n")
-        for line in lines:
-            if line:
-                yield json.loads(line)
-
-
 class StatusView:
     """The lane as a technician reads it: the latest status, decisions as they arrive."""
 
@@ -118,19 +107,17 @@ class StatusView:
             self.recent = list(message.get("recent", []))
             return True
         if kind == "decision" and self.status:
-            self.recent.insert(0, {"at": message.get("at"), "accepted": message["accepted"], "reason": message["reason"],
-                                   "format": message.get("format"), "direction": message.get("direction"),
-                                   "source": message.get("source"), "ticket": (message.get("ticket_key") or "")[:12],
-                                   "latency_ms": message.get("latency_ms"),
-                                   "detail": str(message.get("details", {}).get("detail", ""))})
+            self.recent.insert(0, decision_summary(message, message.get("at") or time.time()))
             del self.recent[20:]
             return True
         return kind in ("alarm", "mode", "clock")
 
     def render(self, out: TextIO, width: int = 100) -> None:
+        from gate.doctor import duration_text
+
         s = self.status
         line = lambda text="": out.write(text[:width] + "\n")  # noqa: E731
-        line(f"{s.get('gate')} at {s.get('venue')}   gate {s.get('version')}   pid {s.get('pid')}   up {_ago(s.get('uptime', 0))}")
+        line(f"{s.get('gate')} at {s.get('venue')}   gate {s.get('version')}   pid {s.get('pid')}   up {duration_text(s.get('uptime', 0))}")
         if "problem" in s:
             line(f"!!! {s['problem']} !!!")
             return
@@ -145,7 +132,7 @@ class StatusView:
             line(f"CLOCK    !!! {now} NOT SYNCHRONIZED: {refused} !!!")
         bundle = s.get("bundle", {})
         if bundle.get("bundle_version"):
-            line(f"BUNDLE   version {bundle['bundle_version']}, signed {_ago(time.time() - bundle.get('issued_at', 0))} ago, "
+            line(f"BUNDLE   version {bundle['bundle_version']}, signed {duration_text(time.time() - bundle.get('issued_at', 0))} ago, "
                  f"{bundle.get('revoked', 0)} revoked" + (f", delta {bundle['delta_version']}" if bundle.get("delta_version") else "")
                  + (f"; REFUSED {bundle['refused']}: {bundle.get('last_refusal')}" if bundle.get("refused") else ""))
         else:
@@ -181,12 +168,6 @@ class StatusView:
             line("  (none since the lane started)")
 
 
-def _ago(seconds: float) -> str:
-    from gate.doctor import duration_text  # gate.doctor imports only the standard library at its top
-
-    return duration_text(seconds)
-
-
 # --- gate safe ------------------------------------------------------------------------------
 
 
@@ -197,8 +178,8 @@ def cmd_safe(args: argparse.Namespace) -> int:
 
     config = config_module.load(args.config)
     try:
-        with opened_lane(config) as lane:
-            lane.safe()
+        with opened_lane(config):
+            pass  # opened de-energized; leaving the block drives every output to its safe state
     except Exception as exc:  # the pins are held (a lane still running) or missing
         print(f"gate: could not set the outputs safe: {exc}", file=sys.stderr)
         return EXIT_FAILED

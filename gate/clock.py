@@ -62,16 +62,15 @@ class KernelClockSync:
 
         self._timex = Timex
         self._libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
-        self._byref = ctypes.byref
+        self._byref, self._errno = ctypes.byref, ctypes.get_errno
         self.problem = ""  # why the kernel could not be asked (then: not synchronized)
 
     def synchronized(self) -> bool:
         timex = self._timex()
         if self._libc.adjtimex(self._byref(timex)) < 0:
-            import ctypes
             import os
 
-            self.problem = f"adjtimex: {os.strerror(ctypes.get_errno())}"
+            self.problem = f"adjtimex: {os.strerror(self._errno())}"
             return False
         return timex.maxerror < _MAX_ERROR_SYNCED_US
 

@@ -23,7 +23,7 @@ from gate.engine import DecisionEngine
 from gate.ledger import Ledger
 from gate.loop import DecisionLoop, FireAlarm, SetMode
 from gate.notify import Notifier
-from gate.status_server import StatusServer
+from gate.status_server import StatusServer, decision_summary
 from gate.turnstile import MODES, TurnstileController
 
 log = logging.getLogger(__name__)
@@ -206,17 +206,7 @@ class Daemon:
 
     def _remember_decision(self, kind: str, payload: dict[str, Any]) -> None:
         if kind == "decision":
-            self.recent.appendleft({
-                "at": round(self.clock.now(), 3),
-                "accepted": payload["accepted"],
-                "reason": payload["reason"],
-                "format": payload["format"],
-                "direction": payload["direction"],
-                "source": payload.get("source"),
-                "ticket": (payload.get("ticket_key") or "")[:12],
-                "latency_ms": payload.get("latency_ms"),
-                "detail": str(payload.get("details", {}).get("detail", ""))[:120],
-            })
+            self.recent.appendleft(decision_summary(payload, self.clock.now()))
 
     def lane_status(self) -> dict[str, Any]:
         """What the lane says about itself on the bus and to a technician (on the loop thread)."""

@@ -18,7 +18,7 @@ import os
 import socket
 import threading
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ class StatusServer:
     def publish(self, kind: str, payload: dict[str, Any]) -> None:
         """A decision loop listener: stream what just happened (never blocks)."""
         if kind in STREAMED_EVENTS and self._clients:
-            self._broadcast({"event": kind, **payload, "at": round(time.time(), 3)})
+            self._broadcast_line(_line({"event": kind, **payload, "at": round(time.time(), 3)}))
 
     def close(self) -> None:
         self._closed.set()
@@ -84,9 +84,6 @@ class StatusServer:
             status = {"problem": f"status snapshot failed: {exc}"}
         return _line({"event": "status", **status})
 
-    def _broadcast(self, message: dict[str, Any]) -> None:
-        self._broadcast_line(_line(message))
-
     def _broadcast_line(self, line: bytes) -> None:
         with self._lock:  # one writer at a time: lines from the loop and the ticker never interleave
             self._clients = [client for client in self._clients if self._send(client, line)]
@@ -103,6 +100,36 @@ class StatusServer:
         return False
 
 
+def decision_summary(payload: dict[str, Any], at: float) -> dict[str, Any]:
+    """One line of ``gate status``'s last decisions, from a loop ``decision`` event: the ticket
+    only by the first characters of its hash."""
+    return {
+        "at": round(at, 3),
+        "accepted": payload["accepted"],
+        "reason": payload["reason"],
+        "format": payload.get("format"),
+        "direction": payload.get("direction"),
+        "source": payload.get("source"),
+        "ticket": (payload.get("ticket_key") or "")[:12],
+        "latency_ms": payload.get("latency_ms"),
+        "detail": str(payload.get("details", {}).get("detail", ""))[:120],
+    }
+
+
+def json_lines(sock: socket.socket) -> Iterator[dict[str, Any]]:
+    """The messages a lane sends on its status socket, as they arrive (until it closes)."""
+    buffer = b""
+    while True:
+        data = sock.recv(65536)
+        if not data:
+            return
+        buffer += data
+        *lines, buffer = buffer.split(b"\n")
+        for line in lines:
+            if line:
+                yield json.loads(line)
+
+
 def _line(message: dict[str, Any]) -> bytes:
     return (json.dumps(message, separators=(",", ":"), default=str) + "\n").encode()
 
@@ -112,10 +139,6 @@ def read_status(path: str, timeout: float = 3.0) -> dict[str, Any]:
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.settimeout(timeout)
         sock.connect(path)
-        buffer = b""
-        while b"\n" not in buffer:
-            data = sock.recv(65536)
-            if not data:
-                raise ConnectionError("the lane closed the status socket")
-            buffer += data
-    return json.loads(buffer.split(b"\n", 1)[0])
+        for message in json_lines(sock):
+            return message
+    raise ConnectionError("the lane closed the status socket")

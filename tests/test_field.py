@@ -350,3 +350,4 @@ def test_journald_gets_priorities_and_no_second_timestamp(tmp_path, monkeypatch)
     line = other.read().strip()
     assert line[:4].isdigit() and line.endswith("WARNING gate.test: fire alarm active=True")
     logsetup.setup("info")
+

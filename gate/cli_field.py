@@ -140,7 +140,7 @@ class StatusView:
         sync = s.get("sync")
         if sync:
             state = "connected" if sync.get("connected") else "NOT CONNECTED (deciding offline)"
-            line(f"SYNC     {sync.get('broker')} {state}; outbox {sync.get('outbox')}, merged {sync.get('merged', 0)}, "
+            line(f"SYNC     {sync.get('broker')} {state}; outbox {sync.get('outbox')}, merged {sync.get('counters', {}).get('merged', 0)}, "
                  f"conflicts {sync.get('conflicts', 0)}")
         else:
             line("SYNC     off (a lone lane)")

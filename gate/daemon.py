@@ -238,7 +238,7 @@ class Daemon:
         sync = None
         if self.sync is not None:
             sync = {"connected": self.sync.connected, "broker": f"{self.config.sync.host}:{self.config.sync.port}",  # type: ignore[union-attr]
-                    "outbox": self.sync.outbox_size(), "conflicts": self.ledger.conflict_count(), **self.sync.counters}
+                    "outbox": self.sync.outbox_size(), "conflicts": self.ledger.conflict_count(), "counters": dict(self.sync.counters)}
         return {**self.lane_status(), "sync": sync, "ledger_seq": self.ledger.last_seq(), "recent": list(self.recent)}
 
     def readers_status(self) -> dict[str, Any]:

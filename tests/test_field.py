@@ -351,3 +351,15 @@ def test_journald_gets_priorities_and_no_second_timestamp(tmp_path, monkeypatch)
     assert line[:4].isdigit() and line.endswith("WARNING gate.test: fire alarm active=True")
     logsetup.setup("info")
 
+
+@pytest.mark.skipif(mosquitto_binary() is None, reason="mosquitto not installed (scripts/test installs it)")
+def test_status_shows_the_venue_bus(start_lane, tmp_path, config_data, broker) -> None:
+    config_data["sync"] = broker.sync_table()
+    lane = start_lane(config_data)
+    wait_until(lambda: lane.daemon.sync.connected, 10)
+    config = str(write_config(tmp_path / "gate.toml", config_data))
+    sync = json.loads(gate("status", "--json", "--config", config, rc=0).stdout)["sync"]
+    assert sync["connected"] is True and sync["broker"] == f"127.0.0.1:{broker.port}"
+    assert sync["outbox"] == 0 and sync["conflicts"] == 0 and sync["counters"]["merged"] == 0
+    assert f"SYNC     127.0.0.1:{broker.port} connected; outbox 0, merged 0, conflicts 0" in gate(
+        "status", "--once", "--config", config, rc=0).stdout

@@ -27,8 +27,11 @@ from gate.turnstile import MODES, UNLOCK_MODES, TurnstileSettings
 
 DEFAULT_PATH = "/etc/gate/gate.toml"
 _REQUIRED = object()
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")
 BCM_PINS = range(0, 28)
+
+
+MAX_CONFIG_BYTES = 1024 * 1024  # a real gate.toml is a few KiB
 
 
 class ConfigError(Exception):
@@ -234,11 +237,19 @@ def load(path: str | os.PathLike[str]) -> Config:
     path = str(path)
     try:
         with open(path, "rb") as f:
-            data = tomllib.load(f)
+            raw = f.read(MAX_CONFIG_BYTES + 1)
     except FileNotFoundError:
         raise ConfigError(path, ["file not found"]) from None
     except PermissionError:
         raise ConfigError(path, ["not readable by this user"]) from None
+    except OSError as exc:
+        raise ConfigError(path, [f"cannot be read: {exc.strerror or exc}"]) from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(path, [f"larger than {MAX_CONFIG_BYTES // 1024} KiB: not a gate config"])
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(path, [f"not UTF-8 text (byte {exc.start})"]) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(path, [f"not valid TOML: {exc}"]) from None
     return parse(data, path)

@@ -14,6 +14,7 @@ import signal
 import threading
 import time
 from collections import deque
+from pathlib import Path
 from typing import Any
 
 from gate import __version__
@@ -33,6 +34,21 @@ COMMANDED_MODE = "commanded_mode"  # sync_state: the index in MODES of the last 
 RESTART_SECTIONS = ("gate_id", "venue", "state_dir", "mode", "log_level", "engine", "turnstile", "gpio", "scanner", "camera",
                     "nfc", "simulator", "sync", "status")
 RECENT_DECISIONS = 20  # what gate status shows when it connects
+
+
+def private_database(path: Path) -> None:
+    """The ledger and its WAL and shared-memory files readable by this user alone, whatever the
+    umask. SQLite gives the WAL and -shm files the database file's mode, so the database file is
+    made 0600 before SQLite opens it (and files an older version left open to others are fixed)."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
+    for suffix in ("-wal", "-shm", "-journal"):
+        companion = path.with_name(path.name + suffix)
+        if companion.exists():
+            os.chmod(companion, 0o600)
 
 
 class Daemon:
@@ -68,8 +84,8 @@ class Daemon:
     def start(self) -> None:
         config = self.config
         config.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        private_database(config.database)
         self.ledger = Ledger(config.database, config.gate_id)
-        os.chmod(config.database, 0o600)
         engine = self.engine = DecisionEngine(config.engine, config.trust_sources(), self.ledger)
 
         from drivers.gpio import GpioLane  # gpiozero: only when there is a lane to drive

@@ -43,8 +43,8 @@ MAX_SIGNED = 64 * 1024 * 1024  # a bundle of 1,000,000 revocations is about 22 M
 MAX_DEPTH = 16  # envelope (1) + payload (2) + the deepest trust document (pretix, 4) with room
 PREFIX_BYTES = 16
 COMMANDS = ("set_mode", "open_once", "reload")
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-_NONCE = re.compile(r"^[0-9a-f]{16,64}$")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")
+_NONCE = re.compile(r"^[0-9a-f]{16,64}\Z")
 _LATEST = 2**53
 
 

@@ -3,47 +3,24 @@ never an accept; and trust documents come in through ``gate keys import`` while 
 
 from __future__ import annotations
 
-import base64
 import json
 import random
 import subprocess
 import sys
 
 import pytest
-from eth_account import Account
 
 from tests import vendors
 from tests.conftest import write_config, wait_until
-
-NOW = 1_790_000_000
+from tests.parsers import NOW, every_format_trust_and_scans
 
 
 @pytest.fixture
-def every_format(verifier, tickets):
-    pretix_key, jws_key = vendors.pretix_key(), vendors.pretix_key()
-    owner = Account.from_key(b"\x11" * 32)
-    contract = "0x" + "ab" * 20
-    docs = [
-        {"format": "pretix", "event": "democon", "valid_keys": {"pretix_sig1": [vendors.pretix_valid_key(pretix_key)]},
-         "valid_secrets": [{"secret": "abcdefghjkmnpqrstuvwxyz234567892", "item": 1}]},
-        {"format": "totp", "event": "arena", "event_key": "00" * 20, "tickets": [{"token": "T1", "key": "11" * 20}]},
-        {"format": "eth_qr", "event": "expo", "contract": contract, "owners": {"00" * 32: owner.address}},
-        {"format": "jws", "issuer": "iss", "keys": [vendors.jwk(jws_key, "k1")]},
-    ]
-    samples = [
-        tickets.static(),
-        vendors.pretix_secret(pretix_key, "seedseed", item=1),
-        f"T1::{vendors.totp_code(bytes.fromhex('00' * 20), NOW)}::{vendors.totp_code(bytes.fromhex('11' * 20), NOW)}::{NOW}",
-        vendors.eth_qr(owner, contract, bytes(32), NOW),
-        vendors.proof_token(jws_key, "k1", iss="iss", aud="test-venue", sub="s", evt="e", iat=NOW, nbf=NOW, exp=NOW + 30, jti="j"),
-    ]
-    from gate.formats import gt1
-
-    issuer_doc = {"format": "gt1", "issuers": [{"public_key": base64.b64encode(bytes(tickets.issuer.verify_key)).decode()}]}
-    v = verifier([issuer_doc, *docs])
+def every_format(verifier):
+    docs, samples = every_format_trust_and_scans()
+    v = verifier(docs)
     for sample in samples:
         assert v.decide(sample, NOW).accepted, sample
-    assert gt1  # the GT1 sample came from gate's issuer
     return v, samples
 
 

@@ -8,7 +8,6 @@ until parsed, like everything else a gate reads. ``Fields`` wraps one JSON objec
 from __future__ import annotations
 
 import base64
-import binascii
 import re
 from typing import Any, Callable
 
@@ -137,7 +136,7 @@ def decode_key(value: str, what: str, length: int = 32) -> bytes:
         return bytes.fromhex(value)
     try:
         raw = base64.b64decode(value.replace("-", "+").replace("_", "/") + "=" * (-len(value) % 4), validate=True)
-    except binascii.Error:
+    except ValueError:  # binascii.Error, and non-ASCII text (which b64decode refuses with a plain ValueError)
         raise TrustError(f"{what}: not hex or base64") from None
     if len(raw) != length:
         raise TrustError(f"{what}: decodes to {len(raw)} bytes, expected {length}")

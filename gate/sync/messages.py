@@ -22,8 +22,8 @@ from gate.ledger import KINDS, Record
 PROTOCOL = 1
 MAX_PAYLOAD = 4 * 1024 * 1024  # a catch-up batch of MAX_BATCH records is well under 1 MB
 MAX_BATCH = 500  # records in one ledger message
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")  # gate ids and venues (config's rule)
-_HASH = re.compile(r"^[0-9a-f]{64}$")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")  # gate ids and venues (config's rule)
+_HASH = re.compile(r"^[0-9a-f]{64}\Z")
 _LATEST = 2**53  # beyond any seq or unix time a gate will see; JSON-safe integers
 
 

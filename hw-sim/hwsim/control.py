@@ -220,6 +220,15 @@ class ControlClient:
                     raise TimeoutError("no matching event from the simulated lane")
                 self._cond.wait(remaining)
 
+    def take(self, timeout: float = 1.0) -> list[dict[str, Any]]:
+        """Every event so far, removed from ``events`` (for a long run that must not keep them
+        all); waits up to ``timeout`` for one. Marks taken before are void afterwards."""
+        with self._cond:
+            if not self.events and not self._closed:
+                self._cond.wait(timeout)
+            taken, self.events = self.events, []
+            return taken
+
     def mark(self) -> int:
         with self._cond:
             return len(self.events)

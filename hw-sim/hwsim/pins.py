@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import collections
+from time import monotonic
 from typing import Callable
 
-from gpiozero.pins.mock import MockFactory, MockPin
+from gpiozero.pins.mock import MockFactory, MockPin, PinState
 
 PinWatcher = Callable[[int, bool], None]
+STATE_HISTORY = 64  # MockPin keeps every change it ever saw; a lane that runs for hours must not
 
 
 class WatchedPin(MockPin):
@@ -23,6 +26,12 @@ class WatchedPin(MockPin):
             for watcher in list(self.watchers):
                 watcher(number, value)
         return changed
+
+    def clear_states(self) -> None:
+        """gpiozero's history of changes (``states``, for ``assert_states``), but only the last
+        STATE_HISTORY of them: a list of every change grew by ~470 bytes a scan under load."""
+        self._last_change = monotonic()
+        self.states = collections.deque([PinState(0.0, self._state)], maxlen=STATE_HISTORY)
 
 
 def make_factory() -> MockFactory:

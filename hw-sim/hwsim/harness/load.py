@@ -1,0 +1,195 @@
+"""Sustained load: ``rate`` scans a second on one lane's serial scanner for ``minutes``, through the
+whole loop (pty → serial driver → decision loop → ledger → relay → venue bus), while a peer gate
+on the same bus is restarted every ``peer_restart`` seconds (alternately killed and stopped).
+
+The scans are open-loop (sent on a fixed schedule, whether or not the lane keeps up), a mix a
+busy entrance sees: fresh tickets (a person queued to walk through), screenshots of tickets
+already used, forged tickets and scanner garbage. Figures: every scan got a decision (none
+dropped), decision latency (the loop's own, from the line read to the decision) and scan to
+decision as the harness sees it, the daemon's RSS sampled over time, and whether the two gates'
+ledgers agree at the end.
+"""
+
+from __future__ import annotations
+
+import collections
+import random
+import threading
+import time
+from pathlib import Path
+
+from nacl.signing import SigningKey
+
+from gate.formats import gt1
+from hwsim.broker import Mosquitto
+from hwsim.demo import EVENT
+from hwsim.harness.common import BusRecorder, Report, SimLane, Tickets, percentile, show, wait
+
+MIX = (("fresh", 0.10), ("used", 0.60), ("forged", 0.15), ("garbage", 0.15))
+RSS_INTERVAL = 10.0
+
+
+def run(workdir: Path, minutes: float = 10.0, rate: float = 100.0, peer_restart: float = 60.0, seed: int = 1,
+        progress: bool = False) -> Report:
+    report = Report("load", {"minutes": minutes, "rate_per_s": rate, "peer_restart_s": peer_restart, "seed": seed,
+                             "mix": dict(MIX)})
+    rng = random.Random(seed)
+    broker = Mosquitto(workdir / "broker")
+    tickets = Tickets()
+    lane = SimLane(workdir, "gate-1", tickets, broker.port, walk=0.03, passage_timeout=1.0)
+    peer = SimLane(workdir, "gate-2", tickets, broker.port, walk=0.03, passage_timeout=1.0)
+    bus = BusRecorder(broker.port)
+    forger = SigningKey.generate()
+    used: list[str] = []
+    sent: collections.deque[tuple[str, float]] = collections.deque()  # (kind, monotonic) awaiting their decision
+    sent_count = 0
+    decided: collections.Counter[str] = collections.Counter()
+    loop_latency: list[float] = []
+    end_to_end: list[float] = []
+    rss: list[tuple[float, int]] = []
+    peer_restarts: collections.Counter[str] = collections.Counter()
+    restarters: list[threading.Thread] = []
+    lock = threading.Lock()
+    done = threading.Event()
+    started = time.monotonic()
+
+    def consume() -> None:
+        """Decisions come back in the order the scans went out (one serial line, one loop)."""
+        control = lane.control
+        assert control is not None
+        while not done.is_set() or sent:
+            for event in control.take(0.5):
+                if event["event"] != "decision":
+                    continue
+                with lock:
+                    if not sent:
+                        report.fail(f"a decision with no scan sent: {event['reason']}")
+                        continue
+                    kind, at = sent.popleft()
+                decided[f"{kind}:{event['reason']}"] += 1
+                loop_latency.append(event["latency_ms"])
+                end_to_end.append((event["t"] - at) * 1000)
+                if kind == "fresh" and not event["accepted"]:
+                    control.send("leave", direction="in")  # the person queued for it gives up
+            if done.is_set() and time.monotonic() - finished_at[0] > 30:
+                return
+
+    finished_at = [float("inf")]
+    try:
+        for gate in (lane, peer):
+            gate.spawn()
+        for gate in (lane, peer):
+            gate.wait_ready()
+        wait(lambda: all(bus.status(g.name).get("state") == "online" for g in (lane, peer)), "gates online")
+        # Tickets to show again: admitted at the peer, so the lane knows them from the bus.
+        for _ in range(50):
+            ticket = tickets.new()
+            decision, _ = show(peer, ticket)
+            if decision and decision["accepted"]:
+                used.append(ticket)
+        wait(lambda: len([r for r in lane.ledger_rows() if r[0] == "gate-2"]) >= 2 * len(used), "peer's records at the lane")
+        consumer = threading.Thread(target=consume, name="load-consumer", daemon=True)
+        consumer.start()
+        control = lane.control
+        assert control is not None
+        kinds, weights = zip(*MIX)
+        interval = 1.0 / rate
+        deadline = started_at = time.monotonic()
+        end = started_at + minutes * 60
+        next_rss = started_at
+        next_restart = started_at + peer_restart
+        restart_kill = True
+        while True:
+            now = time.monotonic()
+            if now >= end:
+                break
+            if now >= next_rss:
+                value = lane.rss_kib()
+                if value is not None:
+                    rss.append((round(now - started_at, 1), value))
+                next_rss += RSS_INTERVAL
+            if now >= next_restart:
+                restarter = threading.Thread(target=_restart_peer, args=(peer, restart_kill, peer_restarts), daemon=True)
+                restarter.start()
+                restarters.append(restarter)
+                restart_kill = not restart_kill
+                next_restart += peer_restart
+            kind = rng.choices(kinds, weights)[0]
+            if kind == "fresh":
+                text = tickets.new()
+                control.send("person", direction="in", walks=True)
+            elif kind == "used":
+                text = rng.choice(used)
+            elif kind == "forged":
+                cti = rng.getrandbits(128).to_bytes(16, "big")
+                text = gt1.encode_static(gt1.issue(forger, gt1.build_claims(cti=cti, event=EVENT, product="ga")))
+            else:
+                text = "".join(chr(rng.randrange(32, 127)) for _ in range(rng.randrange(1, 300)))
+            with lock:
+                sent.append((kind, time.monotonic()))
+            sent_count += 1
+            lane.scanner.scan(text)
+            deadline += interval
+            pause = deadline - time.monotonic()
+            if pause > 0:
+                time.sleep(pause)
+            if progress and sent_count % (int(rate) * 60) == 0:
+                print(f"  {sent_count} scans, {sum(decided.values())} decisions, rss {rss[-1][1] if rss else '?'} KiB", flush=True)
+        sending_s = time.monotonic() - started_at
+        finished_at[0] = time.monotonic()
+        done.set()
+        consumer.join(60)
+        for restarter in restarters:
+            restarter.join(60)
+        try:
+            wait(lambda: ledger_keys(lane) == ledger_keys(peer), "the two ledgers agree", timeout=120)
+            agree = True
+        except TimeoutError:
+            agree = False
+            report.fail(f"ledgers differ: lane {len(ledger_keys(lane))}, peer {len(ledger_keys(peer))} records")
+        total_decisions = sum(decided.values())
+        if total_decisions != sent_count:
+            report.fail(f"{sent_count} scans sent, {total_decisions} decisions: {sent_count - total_decisions} dropped")
+        if lane.process is None or lane.process.poll() is not None:
+            report.fail("the lane exited during the load")
+        first_rss = [v for t, v in rss if t >= 60] or [v for _, v in rss]
+        report.figures.update({
+            "scans_sent": sent_count,
+            "decisions": total_decisions,
+            "scans_dropped": sent_count - total_decisions,
+            "achieved_rate_per_s": round(sent_count / sending_s, 1),
+            "outcomes": dict(sorted(decided.items())),
+            "loop_latency_ms": _spread(loop_latency),
+            "scan_to_decision_ms": _spread(end_to_end),
+            "peer_restarts": dict(peer_restarts),
+            "rss_kib": {"samples": rss, "after_1_min": first_rss[0] if first_rss else None,
+                        "end": rss[-1][1] if rss else None, "max": max((v for _, v in rss), default=None)},
+            "ledgers_agree": agree,
+            "ledger_records": len(ledger_keys(lane)),
+            "duration_s": round(time.monotonic() - started, 1),
+        })
+    finally:
+        done.set()
+        for gate in (lane, peer):
+            gate.close()
+        bus.close()
+        broker.stop()
+    return report
+
+
+def _restart_peer(peer: SimLane, kill: bool, counts: collections.Counter[str]) -> None:
+    if kill:
+        peer.kill()
+    else:
+        peer.stop()
+    counts["killed" if kill else "stopped"] += 1
+    peer.start()
+
+
+def _spread(values: list[float]) -> dict[str, float]:
+    return {"p50": round(percentile(values, 50), 2), "p99": round(percentile(values, 99), 2),
+            "p999": round(percentile(values, 99.9), 2), "max": round(max(values, default=0), 2), "n": len(values)}
+
+
+def ledger_keys(lane: SimLane) -> set[tuple[str, int]]:
+    return {(o, s) for o, s, *_ in lane.ledger_rows()}

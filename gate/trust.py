@@ -47,7 +47,7 @@ def document_from(body: Any, name: str) -> TrustDocument:
     if not isinstance(body, dict):
         raise TrustError(f"{name}: must be a JSON object")
     fmt = body.get("format")
-    if fmt not in formats.TRUST_FORMATS:
+    if not isinstance(fmt, str) or fmt not in formats.TRUST_FORMATS:  # a list here is not hashable
         raise TrustError(f"{name}: \"format\" must be one of {', '.join(formats.TRUST_FORMATS)}, got {fmt!r}")
     try:  # parsed once, here: a bad document is refused where it is brought in
         material = formats.trust_format(fmt).parse(body, fmt)

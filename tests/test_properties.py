@@ -175,6 +175,8 @@ def test_a_key_with_non_ascii_text_is_a_trust_error_not_a_crash(tmp_path):
     from tests.conftest import base_config, write_config
     from tests.parsers import ISSUER
 
+    with pytest.raises(TrustError, match='"format" must be one of'):
+        trust.parse_document('{"format": ["gt1"]}', "doc.json")  # an unhashable format (atheris, later run)
     with pytest.raises(TrustError, match="public_key: not hex or base64"):
         trust.parse_document('{"format": "gt1", "issuers": [{"public_key": "AAAAé"}]}', "doc.json")
     data = base_config(tmp_path, ISSUER)

@@ -54,6 +54,10 @@ def test_load_drops_no_scan(tmp_path):
     assert sum(figures["peer_restarts"].values()) >= 1
     assert figures["ledgers_agree"]
     assert not any(key.endswith(":error") for key in figures["outcomes"]), figures["outcomes"]
+    # The timeline that puts latency next to the machine's CPU steal covers the decisions.
+    timeline = figures["timeline"]
+    assert timeline and sum(row["decisions"] for row in timeline) >= 500, timeline
+    assert all(row["rss_kib"] and 0 <= row["steal_pct"] <= 100 and row["loop_p99_ms"] for row in timeline), timeline
 
 
 def test_fuzzer_runs_every_target_briefly(tmp_path):

@@ -8,6 +8,10 @@ already used, forged tickets and scanner garbage. Figures: every scan got a deci
 dropped), decision latency (the loop's own, from the line read to the decision) and scan to
 decision as the harness sees it, the daemon's RSS sampled over time, and whether the two gates'
 ledgers agree at the end.
+
+The timeline puts, for every ``RSS_INTERVAL``, the RSS next to that interval's loop latency p99 and
+the share of CPU time the machine lost to its hypervisor (steal) or spent waiting for the disk
+(iowait): on a shared virtual machine a slow minute is often the host's, and the report says so.
 """
 
 from __future__ import annotations
@@ -45,6 +49,8 @@ def run(workdir: Path, minutes: float = 10.0, rate: float = 100.0, peer_restart:
     sent_count = 0
     decided: collections.Counter[str] = collections.Counter()
     loop_latency: list[float] = []
+    decided_at: list[tuple[float, float]] = []  # (monotonic, loop latency ms) for the timeline
+    cpu: list[tuple[float, tuple[int, ...]]] = []  # (monotonic, /proc/stat cpu times)
     end_to_end: list[float] = []
     rss: list[tuple[float, int]] = []
     peer_restarts: collections.Counter[str] = collections.Counter()
@@ -68,6 +74,7 @@ def run(workdir: Path, minutes: float = 10.0, rate: float = 100.0, peer_restart:
                     kind, at = sent.popleft()
                 decided[f"{kind}:{event['reason']}"] += 1
                 loop_latency.append(event["latency_ms"])
+                decided_at.append((event["t"], event["latency_ms"]))
                 end_to_end.append((event["t"] - at) * 1000)
                 if kind == "fresh" and not event["accepted"]:
                     control.send("leave", direction="in")  # the person queued for it gives up
@@ -107,6 +114,9 @@ def run(workdir: Path, minutes: float = 10.0, rate: float = 100.0, peer_restart:
                 value = lane.rss_kib()
                 if value is not None:
                     rss.append((round(now - started_at, 1), value))
+                times = cpu_times()
+                if times is not None:
+                    cpu.append((now, times))
                 next_rss += RSS_INTERVAL
             if now >= next_restart:
                 restarter = threading.Thread(target=_restart_peer, args=(peer, restart_kill, peer_restarts), daemon=True)
@@ -164,6 +174,7 @@ def run(workdir: Path, minutes: float = 10.0, rate: float = 100.0, peer_restart:
             "peer_restarts": dict(peer_restarts),
             "rss_kib": {"samples": rss, "after_1_min": first_rss[0] if first_rss else None,
                         "end": rss[-1][1] if rss else None, "max": max((v for _, v in rss), default=None)},
+            "timeline": timeline(started_at, rss, decided_at, cpu),
             "ledgers_agree": agree,
             "ledger_records": len(ledger_keys(lane)),
             "duration_s": round(time.monotonic() - started, 1),
@@ -189,6 +200,36 @@ def _restart_peer(peer: SimLane, kill: bool, counts: collections.Counter[str]) -
 def _spread(values: list[float]) -> dict[str, float]:
     return {"p50": round(percentile(values, 50), 2), "p99": round(percentile(values, 99), 2),
             "p999": round(percentile(values, 99.9), 2), "max": round(max(values, default=0), 2), "n": len(values)}
+
+
+def cpu_times() -> tuple[int, ...] | None:
+    """The machine's CPU times (user nice system idle iowait irq softirq steal), or None off Linux."""
+    try:
+        with open("/proc/stat") as stat:
+            fields = stat.readline().split()
+    except OSError:
+        return None
+    return tuple(int(v) for v in fields[1:9]) if fields[:1] == ["cpu"] and len(fields) >= 9 else None
+
+
+def timeline(started_at: float, rss: list[tuple[float, int]], decided_at: list[tuple[float, float]],
+             cpu: list[tuple[float, tuple[int, ...]]]) -> list[dict[str, float | int | None]]:
+    """One row per sampling interval: RSS, loop latency p99, CPU steal and iowait in that interval."""
+    rows: list[dict[str, float | int | None]] = []
+    for (start, before), (end, after) in zip(cpu, cpu[1:]):
+        spent = [b - a for a, b in zip(before, after)]
+        total = sum(spent) or 1
+        latencies = [ms for at, ms in decided_at if start <= at < end]
+        offset = round(start - started_at, 1)
+        rows.append({
+            "t": offset,
+            "rss_kib": next((v for t, v in rss if t == offset), None),
+            "decisions": len(latencies),
+            "loop_p99_ms": round(percentile(latencies, 99), 2) if latencies else None,
+            "steal_pct": round(100 * spent[7] / total, 1),
+            "iowait_pct": round(100 * spent[4] / total, 1),
+        })
+    return rows
 
 
 def ledger_keys(lane: SimLane) -> set[tuple[str, int]]:

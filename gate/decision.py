@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
@@ -118,6 +118,10 @@ class Decision:
             direction=direction,
             details=details,
         )
+
+    def with_details(self, **extra: Any) -> "Decision":
+        """The same decision, with more said about it."""
+        return replace(self, details={**self.details, **extra})
 
     def as_dict(self) -> dict[str, Any]:
         return {

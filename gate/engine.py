@@ -90,8 +90,7 @@ class DecisionEngine:
         if self.clock_synchronized or not policy.depends_on_time(decision, claims):
             return decision, claims
         if self.settings.unsynchronized_clock == "admit":
-            return Decision(decision.accepted, decision.reason, decision.format, decision.ticket_key, decision.direction,
-                            {**decision.details, "clock": "unsynchronized"}, decision.entries), claims
+            return decision.with_details(clock="unsynchronized"), claims
         return Decision.deny(Reason.CLOCK_UNSYNCED, f"this lane's clock is not synchronized (would have been {decision.reason})",
                              claims=claims, format_name=decision.format, direction=decision.direction), None
 

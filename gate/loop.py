@@ -333,7 +333,7 @@ class DecisionLoop:
 
     def _admit(self, decision: Decision, claims: Claims) -> Decision:
         if self.turnstile.mode == "free":
-            return Decision(True, Reason.OK, decision.format, decision.ticket_key, decision.direction, {**decision.details, "mode": "free"})
+            return decision.with_details(mode="free")  # nothing recorded: the lane is open anyway
         try:
             record = self.ledger.append(
                 records.ADMISSION,

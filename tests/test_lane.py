@@ -190,6 +190,9 @@ def test_free_mode_holds_relays_energized(start_lane, config_data, tickets):
     lane.turnstile.pass_through("in")
     time.sleep(0.1)
     assert lane.records() == [], "free passages are not forced passages"
+    decision = lane.present(tickets.static(), walks=None)
+    assert decision["accepted"] and decision["details"]["mode"] == "free", decision
+    assert lane.records() == [], "a ticket shown to an open lane is not an admission"
 
 
 def test_level_mode_holds_relay_until_the_passage(start_lane, config_data, tickets):

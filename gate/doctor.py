@@ -14,6 +14,7 @@ import os
 import shutil
 import sqlite3
 import time
+from contextlib import closing
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -240,11 +241,8 @@ class Doctor:
         if (unreadable := self._state_unreadable("trust")) is not None:
             return unreadable
         if config.database.exists():
-            ledger = Ledger(config.database, config.gate_id, read_only=True)
-            try:
+            with closing(Ledger(config.database, config.gate_id, read_only=True)) as ledger:
                 stored = ledger.trust_documents()
-            finally:
-                ledger.close()
         material = trust.build([*config.trust_documents, *stored], config.gt1_keys)
         lines = trust.summary(material)
         missing = [name for name in config.engine.formats if _trust_name(name) not in material]
@@ -263,11 +261,8 @@ class Doctor:
             return unreadable
         if not config.database.exists():
             return Check("bundle", SKIP if config.admin_key is None else WARN, "no database yet")
-        ledger = Ledger(config.database, config.gate_id, read_only=True)
-        try:
+        with closing(Ledger(config.database, config.gate_id, read_only=True)) as ledger:
             bundle = held(ledger)
-        finally:
-            ledger.close()
         if bundle.bundle_version == 0:
             if config.admin_key is None:
                 return Check("bundle", SKIP, "no admin key: trust comes from the config and gate keys import")

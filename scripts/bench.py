@@ -35,12 +35,8 @@ from hwsim.broker import Mosquitto, Watcher  # noqa: E402
 from hwsim.control import ControlClient  # noqa: E402
 from hwsim.demo import EVENT, write_config  # noqa: E402
 from hwsim.scanner import SimulatedScanner  # noqa: E402
+from hwsim.timing import percentile  # noqa: E402
 from hwsim.venue import venue_gate_config  # noqa: E402
-
-
-def percentile(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
 
 
 def bench_gt1(count: int, rounds: int = 5) -> dict[str, float]:

@@ -68,8 +68,7 @@ def venue(tmp_path: Path, issuer: SigningKey, broker: Mosquitto, start_lane: Cal
 
 
 def status(watcher: Watcher, gate_id: str) -> dict[str, Any]:
-    messages = watcher.on(f"{ROOT}gates/{gate_id}/status")
-    return json.loads(messages[-1]) if messages else {}
+    return watcher.last_json(f"{ROOT}gates/{gate_id}/status")
 
 
 def test_a_bundle_and_a_delta_reach_every_gate_and_one_that_starts_later(venue: Venue, tickets: Tickets, broker: Mosquitto) -> None:

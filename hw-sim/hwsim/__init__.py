@@ -8,5 +8,6 @@
 - ``corpus``: the barcode photographs in ../shared/corpus and a decoder's detection rates;
 - ``clock``: whether the lane's clock counts as NTP-synchronized (flipped from the control socket);
 - ``control``: a socket to drive and watch a simulated lane from another process;
-- ``crowd`` / ``demo``: people presenting tickets, for ``scripts/demo``.
+- ``crowd`` / ``demo``: people presenting tickets, for ``scripts/demo``;
+- ``timing``: waiting for a condition, and percentiles (the venue demo, the harnesses, the bench).
 """

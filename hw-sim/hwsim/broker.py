@@ -3,6 +3,7 @@ install the Debian package), and ``Watcher``, a plain client that sees what a da
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -118,6 +119,11 @@ class Watcher:
     def on(self, topic: str) -> list[bytes]:
         with self.lock:
             return [payload for t, payload, _ in self.messages if t == topic]
+
+    def last_json(self, topic: str) -> dict[str, Any]:
+        """The newest message on ``topic`` as JSON (a gate's retained status), {} before any."""
+        messages = self.on(topic)
+        return json.loads(messages[-1]) if messages else {}
 
     def publish(self, topic: str, payload: bytes | str, qos: int = 1, retain: bool = False) -> None:
         self.client.publish(topic, payload, qos=qos, retain=retain).wait_for_publish(5)

@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import base64
 import collections
-import json
 import signal
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
+from typing import Any
 
 from nacl.signing import SigningKey
 
@@ -26,6 +25,7 @@ from hwsim.broker import Mosquitto, Watcher
 from hwsim.control import ControlClient
 from hwsim.demo import EVENT, write_config
 from hwsim.scanner import SimulatedScanner
+from hwsim.timing import wait
 
 VENUE = "demo-venue"  # the demo config's venue
 STATUS = f"gate/v1/{VENUE}/gates/+/status"
@@ -45,6 +45,11 @@ def venue_gate_config(
         text += f'\n[trust]\nadmin_key = "{admin_key}"\n'
     config.write_text(text)
     return config
+
+
+def gate_status(watcher: Watcher, gate: str) -> dict[str, Any]:
+    """What ``gate`` last said on its status topic, as a watcher saw it ({} before it spoke)."""
+    return watcher.last_json(f"gate/v1/{VENUE}/gates/{gate}/status")
 
 
 class Gate:
@@ -120,7 +125,7 @@ class VenueDemo:
         try:
             gates = [Gate(n, c) for n, c in zip(self.names, configs)]
             watcher = Watcher(broker.port, [STATUS])
-            self.wait(lambda: all(self.status(watcher, g.name).get("state") == "online" for g in gates), "gates online")
+            wait(lambda: all(gate_status(watcher, g.name).get("state") == "online" for g in gates), "gates online")
             print("every gate is online on the venue bus\n")
 
             print("copies of one ticket at different gates (a screenshot passed back over the fence):")
@@ -142,9 +147,9 @@ class VenueDemo:
             watcher.close()
             watcher = Watcher(broker.port, [STATUS])
             for gate in gates[:2]:
-                self.wait(lambda g=gate: self.status(watcher, g.name).get("conflicts", 0) >= 1, f"{gate.name} reports the conflict")
-                print(f"  {gate.name} reports conflicts={self.status(watcher, gate.name)['conflicts']} on its status topic")
-            self.wait(lambda: len({frozenset(g.ledger()) for g in gates}) == 1, "ledgers converge")
+                wait(lambda g=gate: gate_status(watcher, g.name).get("conflicts", 0) >= 1, f"{gate.name} reports the conflict")
+                print(f"  {gate.name} reports conflicts={gate_status(watcher, gate.name)['conflicts']} on its status topic")
+            wait(lambda: len({frozenset(g.ledger()) for g in gates}) == 1, "ledgers converge")
             records = len(gates[0].ledger())
             print(f"  every gate's ledger holds the same {records} records")
             self.expect("ticket 5, a third copy", gates[2], copied, "already_used")
@@ -162,15 +167,3 @@ class VenueDemo:
         print("\nevery person got the outcome the venue should give")
         return 0
 
-    @staticmethod
-    def status(watcher: Watcher, gate: str) -> dict:
-        messages = watcher.on(f"gate/v1/{VENUE}/gates/{gate}/status")
-        return json.loads(messages[-1]) if messages else {}
-
-    @staticmethod
-    def wait(predicate, what: str, timeout: float = 30.0) -> None:  # type: ignore[no-untyped-def]
-        deadline = time.monotonic() + timeout
-        while not predicate():
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"timed out waiting: {what}")
-            time.sleep(0.05)

@@ -23,7 +23,8 @@ import time
 from pathlib import Path
 
 from hwsim.broker import Mosquitto
-from hwsim.harness.common import BusRecorder, CuttableLink, Report, SimLane, Tickets, percentile, show, wait
+from hwsim.harness.common import BusRecorder, CuttableLink, Report, SimLane, Tickets, show
+from hwsim.timing import percentile, wait
 
 SETTLE = 10.0  # seconds after a fault ends before the venue must act as one again
 

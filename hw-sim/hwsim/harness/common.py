@@ -1,5 +1,5 @@
 """What the reliability harnesses share: real ``gate run`` lanes on simulated hardware, a
-recorder of everything on the venue bus, a TCP link that can be cut, tickets, percentiles.
+recorder of everything on the venue bus, a TCP link that can be cut, tickets.
 
 Everything here is the real thing as far as the gate can tell: the daemon is its own process,
 killed with real signals; its scanner is a pseudo-terminal; its broker is a real mosquitto; a
@@ -21,7 +21,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from nacl.signing import SigningKey
 
@@ -31,7 +31,7 @@ from hwsim.broker import Watcher
 from hwsim.control import ControlClient
 from hwsim.demo import EVENT
 from hwsim.scanner import SimulatedScanner
-from hwsim.venue import VENUE, venue_gate_config
+from hwsim.venue import VENUE, gate_status, venue_gate_config
 
 LEDGER_TOPICS = f"gate/v1/{VENUE}/ledger/+"
 STATUS_TOPICS = f"gate/v1/{VENUE}/gates/+/status"
@@ -58,21 +58,6 @@ class Tickets:
         key = gt1.ticket_key_of(ticket)
         assert key is not None
         return key
-
-
-def wait(predicate: Callable[[], bool], what: str, timeout: float = 30.0, step: float = 0.05) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out waiting: {what}")
-        time.sleep(step)
-
-
-def percentile(values: list[float], p: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
 
 
 class SimLane:
@@ -281,8 +266,7 @@ class BusRecorder:
 
     def status(self, gate: str) -> dict[str, Any]:
         assert self._watcher is not None
-        on = self._watcher.on(f"gate/v1/{VENUE}/gates/{gate}/status")
-        return json.loads(on[-1]) if on else {}
+        return gate_status(self._watcher, gate)
 
     def close(self) -> None:
         if self._watcher is not None:

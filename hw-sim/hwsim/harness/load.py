@@ -27,7 +27,8 @@ from nacl.signing import SigningKey
 from gate.formats import gt1
 from hwsim.broker import Mosquitto
 from hwsim.demo import EVENT
-from hwsim.harness.common import BusRecorder, Report, SimLane, Tickets, percentile, show, wait
+from hwsim.harness.common import BusRecorder, Report, SimLane, Tickets, show
+from hwsim.timing import percentile, wait
 
 MIX = (("fresh", 0.10), ("used", 0.60), ("forged", 0.15), ("garbage", 0.15))
 RSS_INTERVAL = 10.0

@@ -27,7 +27,8 @@ import time
 from pathlib import Path
 
 from hwsim.broker import Mosquitto
-from hwsim.harness.common import BusRecorder, Report, SimLane, Tickets, percentile, show, wait
+from hwsim.harness.common import BusRecorder, Report, SimLane, Tickets, show
+from hwsim.timing import percentile, wait
 
 log = logging.getLogger(__name__)
 

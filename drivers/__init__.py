@@ -1,2 +1,2 @@
 """Hardware adapters. Each depends only on its library and the small interfaces in
-``gate.hardware``; the simulator (``hwsim``) feeds the same drivers with simulated devices."""
+``gate.lane.hardware``; the simulator (``hwsim``) feeds the same drivers with simulated devices."""

@@ -36,7 +36,7 @@ class Wiring(Protocol):
 
 
 class GpioLane:
-    """Implements ``gate.hardware.LaneOutputs``; reports inputs to a ``LaneEvents`` once listening."""
+    """Implements ``gate.lane.hardware.LaneOutputs``; reports inputs to a ``LaneEvents`` once listening."""
 
     def __init__(self, wiring: Wiring, pin_factory: Any = None) -> None:
         self.wiring = wiring
@@ -64,7 +64,7 @@ class GpioLane:
         self.tamper_input = contact(wiring.tamper) if wiring.tamper else None
 
     def listen(self, events: Any) -> None:
-        """Start reporting inputs to ``events`` (a ``gate.hardware.LaneEvents``)."""
+        """Start reporting inputs to ``events`` (a ``gate.lane.hardware.LaneEvents``)."""
         for direction, device in self.passage.items():
             device.when_activated = lambda _d=None, direction=direction: events.passage(direction)
         if self.fire is not None:

@@ -1,7 +1,7 @@
 """gate: firmware of a Raspberry Pi turnstile controller.
 
 Pure code (ticket formats, decisions, turnstile rules) lives apart from I/O (drivers, database):
-start reading at ``gate.loop`` for the decision loop and ``gate.daemon`` for how it is wired.
+start reading at ``gate.lane.loop`` for the decision loop and ``gate.daemon`` for how it is wired.
 """
 
 __version__ = "0.1.0"

@@ -18,12 +18,13 @@ from typing import Any
 
 from gate import trust
 from gate.decision import DIRECTIONS, IN
-from gate.engine import EngineSettings, TrustSources
+from gate.errors import ConfigError
+from gate.lane.engine import EngineSettings, TrustSources
 from gate.formats import FORMATS, TrustError, gt1
 from gate.formats.trustdoc import Fields, decode_key
 from gate.policy import REENTRY_POLICIES, GatePolicy
 from gate.trust import TrustDocument
-from gate.turnstile import MODES, UNLOCK_MODES, TurnstileSettings
+from gate.lane.turnstile import MODES, UNLOCK_MODES, TurnstileSettings
 
 DEFAULT_PATH = "/etc/gate/gate.toml"
 _REQUIRED = object()
@@ -32,13 +33,6 @@ BCM_PINS = range(0, 28)
 
 
 MAX_CONFIG_BYTES = 1024 * 1024  # a real gate.toml is a few KiB
-
-
-class ConfigError(Exception):
-    def __init__(self, path: str, problems: list[str]) -> None:
-        self.path = path
-        self.problems = problems
-        super().__init__(f"{path}: " + "; ".join(problems))
 
 
 class _Section:

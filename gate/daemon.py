@@ -20,12 +20,12 @@ from typing import Any
 from gate import __version__
 from gate.clock import Clock, SystemClock, clock_sync
 from gate.config import Config
-from gate.engine import DecisionEngine
-from gate.ledger import Ledger
-from gate.loop import DecisionLoop, FireAlarm, SetMode
-from gate.notify import Notifier
-from gate.status_server import StatusServer, decision_summary
-from gate.turnstile import MODES, TurnstileController
+from gate.lane.engine import DecisionEngine
+from gate.store.ledger import Ledger
+from gate.lane.loop import DecisionLoop, FireAlarm, SetMode
+from gate.field.notify import Notifier
+from gate.field.status_server import StatusServer, decision_summary
+from gate.lane.turnstile import MODES, TurnstileController
 
 log = logging.getLogger(__name__)
 
@@ -212,7 +212,7 @@ class Daemon:
                 log.error("status socket not started path=%s error=%r (gate status and doctor cannot see this lane)",
                           status.socket, exc.strerror or str(exc))
         if status.metrics is not None:
-            from gate.metrics import Metrics
+            from gate.field.metrics import Metrics
 
             try:
                 self.metrics = Metrics(status.metrics, self.status_view)
@@ -226,7 +226,7 @@ class Daemon:
 
     def lane_status(self) -> dict[str, Any]:
         """What the lane says about itself on the bus and to a technician (on the loop thread)."""
-        from gate.bundles import held
+        from gate.trust.bundles import held
 
         assert self.loop is not None and self.ledger is not None
         return {
@@ -279,8 +279,8 @@ class Daemon:
         return self.config.mode
 
     def _start_sync(self) -> None:
-        from gate.commands import CommandGuard
-        from gate.loop import WAKE
+        from gate.trust.commands import CommandGuard
+        from gate.lane.loop import WAKE
         from gate.sync.bundle_worker import BundleWorker
         from gate.sync.client import VenueSync
 
@@ -307,8 +307,8 @@ class Daemon:
 
     def _bundle_report(self, report: Any) -> None:
         """From the bundle worker's thread: tell the lane's listeners, and the status at once."""
-        from gate.bundles import Outcome
-        from gate.loop import Notice
+        from gate.trust.bundles import Outcome
+        from gate.lane.loop import Notice
 
         if report.outcome == Outcome.REFUSED:
             self.bundle_refusals += 1
@@ -320,9 +320,9 @@ class Daemon:
 
     def _on_command(self, payload: bytes) -> dict[str, Any]:
         """A signed command from the bus (on the loop's thread): check it, carry it out."""
-        from gate.commands import describe
-        from gate.loop import Refused
-        from gate.signed import SignedError
+        from gate.trust.commands import describe
+        from gate.lane.loop import Refused
+        from gate.trust.signed import SignedError
 
         assert self.loop is not None
         try:
@@ -344,7 +344,7 @@ class Daemon:
         documents, on the loop's thread. Other sections take effect at the next restart."""
         from gate import config as config_module
         from gate.formats import TrustError
-        from gate.loop import Refused
+        from gate.lane.loop import Refused
 
         assert self.engine is not None
         try:
@@ -408,7 +408,7 @@ class Daemon:
 
     def _reload_on_signal(self) -> None:
         """SIGHUP (``systemctl reload gate``): the same as a signed reload command."""
-        from gate.loop import Refused
+        from gate.lane.loop import Refused
 
         assert self.loop is not None
         try:

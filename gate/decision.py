@@ -94,7 +94,7 @@ class Decision:
     direction: str = IN
     details: dict[str, Any] = field(default_factory=dict)
     # (entries of the ticket the ledger held, entries it allows; 0 = no limit) when an entry was
-    # judged: the admission record keeps them for peers (conflict detection, gate.ledger.merge)
+    # judged: the admission record keeps them for peers (conflict detection, gate.store.ledger.merge)
     entries: tuple[int, int] | None = field(default=None, compare=False)
 
     @classmethod

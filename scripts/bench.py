@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT))  # tests/vendors.py makes the other systems' ticke
 
 from gate.decision import Denial  # noqa: E402
 from gate.formats import gt1  # noqa: E402
-from gate.ledger import ADMISSION, Ledger  # noqa: E402
+from gate.store.ledger import ADMISSION, Ledger  # noqa: E402
 from hwsim.broker import Mosquitto, Watcher  # noqa: E402
 from hwsim.control import ControlClient  # noqa: E402
 from hwsim.demo import EVENT, write_config  # noqa: E402
@@ -305,7 +305,7 @@ def bench_trust(workdir: Path, issuer: SigningKey, revocations: int, deltas: int
     """
     import hashlib
 
-    from gate import signed
+    from gate.trust import signed
 
     admin = SigningKey(b"\x09" * 32)
     admin_public = bytes(admin.verify_key).hex()

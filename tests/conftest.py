@@ -205,8 +205,8 @@ class Verifier:
 
     def __init__(self, path: Path, documents: list[dict[str, Any]], policy: Any = None, formats: tuple[str, ...] = ALL_FORMATS) -> None:
         from gate import trust
-        from gate.engine import DecisionEngine, EngineSettings, TrustSources
-        from gate.ledger import Ledger
+        from gate.lane.engine import DecisionEngine, EngineSettings, TrustSources
+        from gate.store.ledger import Ledger
         from gate.policy import GatePolicy
 
         self.ledger = Ledger(path, "lane-1")
@@ -219,7 +219,7 @@ class Verifier:
 
     def admit(self, text: str, at: float, direction: str = "in") -> Any:
         """Decide and, when accepted, record the admission as the lane does."""
-        from gate.ledger import ADMISSION
+        from gate.store.ledger import ADMISSION
 
         decision, claims = self.engine.decide(text, direction, at)
         if decision.accepted:

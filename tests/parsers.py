@@ -27,13 +27,15 @@ import cbor2
 from eth_account import Account
 from nacl.signing import SigningKey
 
-from gate import bundles, config as gate_config, ledger as records, signed, trust
-from gate.commands import CommandGuard
+from gate import config as gate_config, trust
+from gate.trust import bundles, signed
+from gate.store import ledger as records
+from gate.trust.commands import CommandGuard
 from gate.config import ConfigError, SyncConfig
-from gate.engine import DecisionEngine, EngineSettings, TrustSources
+from gate.lane.engine import DecisionEngine, EngineSettings, TrustSources
 from gate.formats import TrustError, b45, gt1
-from gate.ledger import Ledger
-from gate.signed import Command, SignedError
+from gate.store.ledger import Ledger
+from gate.trust.signed import Command, SignedError
 from gate.sync import messages
 from gate.sync.client import VenueSync
 from tests import vendors

@@ -12,7 +12,8 @@ from typing import Any, Callable
 import pytest
 from nacl.signing import SigningKey
 
-from gate import cli, signed
+from gate.cli import main as cli
+from gate.trust import signed
 from tests import test_jws, test_pretix, test_totp, vendors
 from tests.conftest import Lane, Tickets, base_config, wait_until, write_config
 
@@ -178,9 +179,9 @@ def test_deltas_revoke_and_restore_cumulatively(admin_lane, tickets: Tickets, is
 
 def test_every_format_s_trust_travels_in_a_bundle(tmp_path: Path, issuer: SigningKey, tickets: Tickets, capsys: Any) -> None:
     """pretix, SafeTix TOTP, proof tokens and GT1 keys from one bundle; the vendors' tickets open."""
-    from gate import bundles
-    from gate.engine import DecisionEngine, EngineSettings, TrustSources
-    from gate.ledger import Ledger
+    from gate.trust import bundles
+    from gate.lane.engine import DecisionEngine, EngineSettings, TrustSources
+    from gate.store.ledger import Ledger
     from gate.policy import GatePolicy
 
     data = base_config(tmp_path, issuer)

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from gate import config
-from gate.cli import main
+from gate.cli.main import main
 from tests.conftest import write_config
 
 

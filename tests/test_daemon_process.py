@@ -82,7 +82,7 @@ def test_a_hung_decision_loop_stops_sending_watchdog(tmp_path, config_data, noti
     (hook / "sitecustomize.py").write_text(
         "import signal, threading\n"
         "def _hang(*_):\n"
-        "    import gate.loop as L\n"
+        "    import gate.lane.loop as L\n"
         "    L._HANG = threading.Event()\n"
         "    orig = L.DecisionLoop._handle\n"
         "    def stuck(self, event):\n"

@@ -175,7 +175,7 @@ def test_status_says_when_the_loop_hangs(lane, config_data) -> None:
     import threading
 
     stuck = threading.Event()
-    from gate.loop import Call
+    from gate.lane.loop import Call
 
     release(Call(lambda: stuck.wait(5), threading.Event(), []))
     try:
@@ -323,7 +323,7 @@ def test_journald_gets_priorities_and_no_second_timestamp(tmp_path, monkeypatch)
     import logging
     import os
 
-    from gate import logsetup
+    from gate.field import logsetup
 
     out = open(tmp_path / "journal", "w+")
     st = os.fstat(out.fileno())

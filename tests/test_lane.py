@@ -114,7 +114,7 @@ def test_unknown_kid_is_unknown_key(lane):
 
 
 def test_revoked_ticket_is_refused(lane, tickets, config_data, tmp_path):
-    from gate.cli import main
+    from gate.cli.main import main
     from tests.conftest import write_config
 
     ticket = tickets.static()

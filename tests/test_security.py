@@ -178,10 +178,11 @@ def test_totp_codes_are_compared_in_constant_time(monkeypatch, verifier):
 def test_every_input_has_a_size_limit(tmp_path, verifier):
     """Too much of anything is refused with an error naming the limit, before it is parsed."""
     from drivers.serial_scanner import LineFramer
-    from gate import config as gate_config, signed, trust
+    from gate import config as gate_config, trust
+    from gate.trust import signed
     from gate.config import ConfigError
     from gate.formats import TrustError, gt1
-    from gate.signed import SignedError
+    from gate.trust.signed import SignedError
     from gate.sync import messages
 
     v = verifier([])

@@ -14,7 +14,8 @@ from typing import Any, Callable
 import pytest
 from nacl.signing import SigningKey
 
-from gate import cli, signed
+from gate.cli import main as cli
+from gate.trust import signed
 from hwsim.broker import Mosquitto, Watcher, mosquitto_binary
 from tests.conftest import Lane, Tickets, wait_until, write_config
 from tests.test_bundles import ADMIN, STRANGER

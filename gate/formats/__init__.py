@@ -20,6 +20,9 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from gate.decision import IN, Claims, Denial, ticket_key
+from gate.errors import TrustError, Unreadable  # noqa: F401 (the formats raise them: imported from here)
+
+
 
 # Registry name → module. The order is the order of recognition: most specific shapes first.
 FORMATS: dict[str, str] = {
@@ -87,10 +90,6 @@ class TrustFormat:
     name: str
     parse: Callable[[dict[str, Any], str], Any]
     merge: Callable[[list[Any]], Any]
-
-
-class TrustError(ValueError):
-    """A trust document is not what its format expects; the message says where and why."""
 
 
 def _resolve(ref: str) -> Any:

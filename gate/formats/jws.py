@@ -29,7 +29,7 @@ from nacl.exceptions import BadSignatureError
 from nacl.signing import VerifyKey
 
 from gate.decision import Claims, Denial, Proof, Reason, ticket_key
-from gate.formats import Env, TicketFormat, TrustError, TrustFormat
+from gate.formats import Env, TicketFormat, TrustError, TrustFormat, Unreadable
 from gate.formats.trustdoc import Fields, add_unique, decode_key
 
 NAME = "jws"
@@ -93,10 +93,6 @@ TRUST = TrustFormat(NAME, parse_trust, merge_trust)
 
 
 # --- reading --------------------------------------------------------------------------------
-
-
-class Unreadable(Exception):
-    pass
 
 
 def _b64url(segment: str, what: str) -> bytes:

@@ -35,7 +35,7 @@ from nacl.exceptions import BadSignatureError
 from nacl.signing import VerifyKey
 
 from gate.decision import IN, Claims, Denial, Reason, ticket_key
-from gate.formats import Env, TicketFormat, TrustError, TrustFormat
+from gate.formats import Env, TicketFormat, TrustError, TrustFormat, Unreadable
 from gate.formats.trustdoc import Fields
 
 NAME_SIG1 = "pretix_sig1"
@@ -170,10 +170,6 @@ TRUST = TrustFormat(TRUST_NAME, parse_trust, merge_trust)
 
 
 # --- signature scheme 1 ---------------------------------------------------------------------
-
-
-class Unreadable(Exception):
-    pass
 
 
 @dataclass(frozen=True)

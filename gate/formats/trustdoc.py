@@ -11,114 +11,18 @@ import base64
 import re
 from typing import Any, Callable
 
-from gate.formats import TrustError
+from gate import strictjson
+from gate.errors import TrustError
 
-_MISSING = object()
 
+class Fields(strictjson.Fields):
+    """A trust document's object, read strictly (refusals are ``TrustError``)."""
 
-class Fields:
-    """One JSON object read strictly. Subclasses set ``error`` to raise their own exception
-    (``gate.sync.messages`` reads bus messages with it)."""
-
-    error: type[Exception] = TrustError
+    error = TrustError
 
     def __init__(self, data: Any, path: str) -> None:
-        if not isinstance(data, dict):
-            raise self.error(f"{path}: must be an object")
-        self.data = data
-        self.path = path
-        self._read: set[str] = {"format"}
-
-    def _get(self, key: str, default: Any) -> Any:
-        self._read.add(key)
-        value = self.data.get(key, _MISSING)
-        if value is _MISSING or value is None:
-            if default is _MISSING:
-                raise self.error(f"{self.path}.{key}: required")
-            return default
-        return value
-
-    def text(self, key: str, default: Any = _MISSING, max_len: int = 256) -> Any:
-        value = self._get(key, default)
-        if value is default:
-            return value
-        if not isinstance(value, str) or not value or len(value) > max_len:
-            raise self.error(f"{self.path}.{key}: must be text of 1-{max_len} characters")
-        return value
-
-    def integer(self, key: str, default: Any = _MISSING, minval: int | None = None) -> Any:
-        value = self._get(key, default)
-        if value is default:
-            return value
-        if isinstance(value, bool) or not isinstance(value, int) or (minval is not None and value < minval):
-            raise self.error(f"{self.path}.{key}: must be an integer" + (f" ≥ {minval}" if minval is not None else ""))
-        return value
-
-    def boolean(self, key: str, default: Any = _MISSING) -> Any:
-        value = self._get(key, default)
-        if not isinstance(value, bool):
-            raise self.error(f"{self.path}.{key}: must be true or false")
-        return value
-
-    def array(self, key: str, default: Any = _MISSING, max_len: int = 10_000_000) -> Any:
-        value = self._get(key, default)
-        if value is default:
-            return value
-        if not isinstance(value, list) or len(value) > max_len:
-            raise self.error(f"{self.path}.{key}: must be an array (at most {max_len} items)")
-        return value
-
-    def texts(self, key: str, default: Any = _MISSING, max_len: int = 256) -> Any:
-        values = self.array(key, default)
-        if values is default:
-            return values
-        for i, item in enumerate(values):
-            if not isinstance(item, str) or not item or len(item) > max_len:
-                raise self.error(f"{self.path}.{key}[{i}]: must be text of 1-{max_len} characters")
-        return values
-
-    def integers(self, key: str, default: Any = _MISSING) -> Any:
-        values = self.array(key, default)
-        if values is default:
-            return values
-        for i, item in enumerate(values):
-            if isinstance(item, bool) or not isinstance(item, int):
-                raise self.error(f"{self.path}.{key}[{i}]: must be an integer")
-        return values
-
-    def objects(self, key: str, default: Any = _MISSING) -> Any:
-        values = self.array(key, default)
-        if values is default:
-            return values
-        return [type(self)(item, f"{self.path}.{key}[{i}]") for i, item in enumerate(values)]
-
-    def obj(self, key: str, default: Any = _MISSING) -> Any:
-        value = self._get(key, default)
-        if value is default:
-            return value
-        return type(self)(value, f"{self.path}.{key}")
-
-    def hex_bytes(self, key: str, default: Any = _MISSING, length: int | None = None) -> Any:
-        value = self.text(key, default, max_len=4096)
-        if value is default:
-            return value
-        try:
-            raw = bytes.fromhex(value.removeprefix("0x"))
-        except ValueError:
-            raise self.error(f"{self.path}.{key}: must be hexadecimal") from None
-        if length is not None and len(raw) != length:
-            raise self.error(f"{self.path}.{key}: must be {length} bytes ({2 * length} hex digits)")
-        return raw
-
-    def accept_rest(self) -> None:
-        """Every field is known (a map keyed by data, or a vendor's object with extra fields)."""
-        self._read.update(self.data)
-
-    def done(self) -> None:
-        """Unknown fields are errors: a typo must not silently drop a restriction."""
-        unknown = sorted(set(self.data) - self._read)
-        if unknown:
-            raise self.error(f"{self.path}: unknown field(s) {', '.join(unknown)}")
+        super().__init__(data, path)
+        self._read.add("format")
 
 
 def add_unique(into: dict[Any, Any], items: dict[Any, Any], conflict: Callable[[Any], str]) -> None:

@@ -15,9 +15,9 @@ import threading
 from pathlib import Path
 from typing import Any, Callable
 
-from gate import bundles
-from gate.bundles import Outcome, Report
-from gate.ledger import Ledger
+from gate.trust import bundles
+from gate.trust.bundles import Outcome, Report
+from gate.store.ledger import Ledger
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ import time
 from typing import Any, Callable
 
 from gate.config import SyncConfig
-from gate.ledger import Ledger
+from gate.store.ledger import Ledger
 from gate.sync import messages
 from gate.sync.messages import MessageError, Topics
 

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from gate.decision import DIRECTIONS
-from gate.formats.trustdoc import Fields
-from gate.jsonlimits import nesting
-from gate.ledger import KINDS, Record
+from gate.errors import MessageError
+from gate.strictjson import Fields, nesting
+from gate.store.ledger import KINDS, Record
 
 PROTOCOL = 1
 MAX_PAYLOAD = 4 * 1024 * 1024  # a catch-up batch of MAX_BATCH records is well under 1 MB
@@ -25,10 +25,6 @@ MAX_BATCH = 500  # records in one ledger message
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")  # gate ids and venues (config's rule)
 _HASH = re.compile(r"^[0-9a-f]{64}\Z")
 _LATEST = 2**53  # beyond any seq or unix time a gate will see; JSON-safe integers
-
-
-class MessageError(ValueError):
-    """A bus message that is not what the spec says; the text names the field."""
 
 
 class _Fields(Fields):
@@ -153,13 +149,13 @@ def decode_records(payload: bytes, sender: str) -> list[Record]:
 def _read_record(origin: str, item: _Fields) -> Record:
     seq = item.integer("seq", minval=1)
     kind = item.text("kind", max_len=32)
-    at = item._get("at", None)
+    at = item.get("at", None)
     ticket_key = item.text("ticket_key", None, max_len=64)
     fmt = item.text("format", None, max_len=32)
     direction = item.text("direction", None, max_len=8)
     proof_key = item.text("proof_key", None, max_len=64)
     ref = item.array("ref", None, max_len=2)
-    details = item._get("details", None)
+    details = item.get("details", None)
     item.done()
     where = item.path
     if seq >= _LATEST:
@@ -211,7 +207,7 @@ def decode_request(payload: bytes) -> dict[str, int]:
     """A catch-up request: for each origin, the seq up to which the asker holds every record."""
     doc = _Fields(_loads(payload, "sync request"), "request")
     _check_version(doc)
-    marks = doc._get("marks", None)
+    marks = doc.get("marks", None)
     doc.done()
     if not isinstance(marks, dict) or len(marks) > 10_000:
         raise MessageError("request.marks: must be an object of origin → seq")

@@ -9,7 +9,7 @@ import sys
 import time
 from typing import Any, TextIO
 
-from gate.status_server import decision_summary, json_lines  # the standard library only
+from gate.field.status_server import decision_summary, json_lines  # the standard library only
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 MARK = {"ok": "ok", "warn": "WARN", "fail": "FAIL", "skip": "-"}
@@ -20,7 +20,7 @@ MARK = {"ok": "ok", "warn": "WARN", "fail": "FAIL", "skip": "-"}
 
 def cmd_doctor(args: argparse.Namespace) -> int:
     from gate import config as config_module
-    from gate.doctor import FAIL, WARN, Check, Doctor
+    from gate.field.doctor import FAIL, WARN, Check, Doctor
 
     try:
         config = config_module.load(args.config)
@@ -113,7 +113,7 @@ class StatusView:
         return kind in ("alarm", "mode", "clock")
 
     def render(self, out: TextIO, width: int = 100) -> None:
-        from gate.doctor import duration_text
+        from gate.field.doctor import duration_text
 
         s = self.status
         line = lambda text="": out.write(text[:width] + "\n")  # noqa: E731
@@ -174,7 +174,7 @@ class StatusView:
 def cmd_safe(args: argparse.Namespace) -> int:
     """Drive the outputs to their safe state and let go (systemd's ExecStopPost after any stop)."""
     from gate import config as config_module
-    from gate.doctor import opened_lane
+    from gate.field.doctor import opened_lane
 
     config = config_module.load(args.config)
     try:

@@ -22,10 +22,11 @@ import time
 from dataclasses import dataclass
 from typing import Any, Iterator
 
-from gate import signed, trust
+from gate import trust
+from gate.trust import signed
 from gate.formats import TrustError
-from gate.ledger import Ledger, create_revocations
-from gate.signed import PREFIX_BYTES, Bundle, Delta, SignedError
+from gate.store.ledger import Ledger, create_revocations
+from gate.trust.signed import PREFIX_BYTES, Bundle, Delta, SignedError
 
 log = logging.getLogger(__name__)
 

@@ -11,9 +11,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from gate import signed
-from gate.ledger import Ledger
-from gate.signed import Command, SignedError
+from gate.trust import signed
+from gate.store.ledger import Ledger
+from gate.trust.signed import Command, SignedError
 
 log = logging.getLogger(__name__)
 

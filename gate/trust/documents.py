@@ -15,7 +15,7 @@ from typing import Any
 
 from gate import formats
 from gate.formats import TrustError
-from gate.jsonlimits import nesting
+from gate.strictjson import nesting
 
 MAX_DOCUMENT_DEPTH = 16  # the deepest format (pretix) nests 4 levels
 MAX_DOCUMENT_BYTES = 256 * 1024 * 1024  # a million pretix secrets is about 60 MB of JSON

@@ -4,7 +4,7 @@
 Each client gets one JSON object per line: ``{"event": "status", ...}`` at once and then every
 second (mode, clock, counters, readers, bundle, sync, the last decisions), and every decision,
 alarm, mode and clock change as it happens. Clients cannot send anything: commands go through
-signed messages (gate.commands), never through this socket. The socket is mode 0660, so the
+signed messages (gate.trust.commands), never through this socket. The socket is mode 0660, so the
 gate user's group (technicians added to it) may read it.
 
 A client that stops reading is dropped, never waited for: the decision loop publishes here.

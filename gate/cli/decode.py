@@ -37,7 +37,7 @@ def cmd_decode(args: argparse.Namespace) -> int:
     from drivers.camera import Region, crop, load_picture
     from drivers.decoders import DECODER_SYMBOLOGIES, DecoderUnavailable, make_decoder, read_picture
     from gate import formats
-    from gate.cli import UsageError
+    from gate.cli.common import UsageError
 
     camera = _camera_settings(args)
     decoder_name = args.decoder or camera.decoder

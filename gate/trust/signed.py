@@ -33,9 +33,9 @@ from typing import Any
 from nacl.exceptions import BadSignatureError
 from nacl.signing import SigningKey, VerifyKey
 
-from gate.formats.trustdoc import Fields
-from gate.jsonlimits import nesting
-from gate.turnstile import MODES
+from gate.errors import SignedError
+from gate.strictjson import Fields, nesting
+from gate.lane.turnstile import MODES
 
 PROTOCOL = 1
 CONTEXT = b"gate/v1 admin-signed\n"
@@ -46,17 +46,6 @@ COMMANDS = ("set_mode", "open_once", "reload")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")
 _NONCE = re.compile(r"^[0-9a-f]{16,64}\Z")
 _LATEST = 2**53
-
-
-class SignedError(ValueError):
-    """A signed message that must not be acted on. ``kind`` is a short word for counters and
-    replies (``malformed``, ``unsigned``, ``wrong_key``, ``bad_signature``, ``wrong_venue``,
-    ``wrong_type``, and the appliers' own: ``older``, ``stale``, ``replayed``, ...)."""
-
-    def __init__(self, kind: str, message: str, nonce: str | None = None) -> None:
-        super().__init__(message)
-        self.kind = kind
-        self.nonce = nonce  # a command's, when it could be read (so that the sender can match the reply)
 
 
 class _Fields(Fields):
@@ -347,7 +336,7 @@ def read(data: bytes, admin_key: bytes | None, venue: str) -> Bundle | Delta | C
 
 
 def _unix_time(doc: _Fields, key: str) -> float:
-    value = doc._get(key, None)
+    value = doc.get(key, None)
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or not 0 <= value < _LATEST:
         raise ValueError(f"{doc.path}.{key}: must be a unix time")
     return float(value)

@@ -15,12 +15,13 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from gate import ledger as records
+from gate.store import ledger as records
 from gate.clock import Clock, ClockSync
 from gate.decision import Claims, Decision, Reason
-from gate.engine import DecisionEngine
-from gate.ledger import Ledger, Record
-from gate.turnstile import CONFIRMED, FORCED, FREE_EXIT, Pending, TurnstileController
+from gate.errors import Refused
+from gate.lane.engine import DecisionEngine
+from gate.store.ledger import Ledger, Record
+from gate.lane.turnstile import CONFIRMED, FORCED, FREE_EXIT, Pending, TurnstileController
 
 log = logging.getLogger(__name__)
 
@@ -75,10 +76,6 @@ class Notice:
 
     kind: str
     payload: dict[str, Any]
-
-
-class Refused(Exception):
-    """A command the lane cannot carry out now (the text says why)."""
 
 
 @dataclass(frozen=True)

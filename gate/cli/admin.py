@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from gate.cli import EXIT_DENIED, EXIT_OK, UsageError, _load_config, _signing_key, ticket_keys
+from gate.cli.common import EXIT_DENIED, EXIT_OK, UsageError, load_config, signing_key, ticket_keys
 
 PUBLISH_TIMEOUT = 10.0
 
@@ -25,9 +25,9 @@ def cmd_bundle(args: argparse.Namespace) -> int:
 
 
 def _make(args: argparse.Namespace) -> int:
-    from gate import signed
+    from gate.trust import signed
 
-    venue = args.venue or _load_config(args).venue
+    venue = args.venue or load_config(args).venue
     version = args.version if args.version is not None else int(time.time())
     revoked = {signed.revocation_prefix(k) for k in ticket_keys(args.revoke, args.revoked)}
     if args.delta:
@@ -66,9 +66,9 @@ def _make(args: argparse.Namespace) -> int:
 
 
 def _sign(args: argparse.Namespace) -> int:
-    from gate import signed
+    from gate.trust import signed
 
-    key = _signing_key(args.key)
+    key = signing_key(args.key)
     text = _read(args.file).decode("utf-8", "replace").strip()
     try:
         payload = json.loads(text)
@@ -81,10 +81,10 @@ def _sign(args: argparse.Namespace) -> int:
 
 
 def _load(args: argparse.Namespace) -> int:
-    from gate import bundles
-    from gate.ledger import Ledger
+    from gate.trust import bundles
+    from gate.store.ledger import Ledger
 
-    config = _load_config(args)
+    config = load_config(args)
     data = _read(args.file).strip()
     config.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     ledger = Ledger(config.database, config.gate_id)
@@ -99,10 +99,10 @@ def _load(args: argparse.Namespace) -> int:
 def _publish(args: argparse.Namespace) -> int:
     """Retained on ``bundle`` or ``bundle/delta``: gates that connect later get it too. The
     file is checked against this machine's config (admin key, venue) before it goes out."""
-    from gate import signed
+    from gate.trust import signed
     from gate.sync.messages import Topics
 
-    config = _load_config(args)
+    config = load_config(args)
     data = _read(args.file).strip()
     if config.admin_key is None:
         raise UsageError("no [trust] admin_key in the config: cannot check the bundle before publishing it")
@@ -123,15 +123,15 @@ def _publish(args: argparse.Namespace) -> int:
 
 def cmd_command(args: argparse.Namespace) -> int:
     """Sign a command for one gate, send it, and wait for the gate's answer."""
-    from gate import signed
+    from gate.trust import signed
     from gate.sync.messages import Topics
 
-    config = _load_config(args)
+    config = load_config(args)
     if args.action == "set_mode" and args.mode is None:
         raise UsageError("command set_mode: name the mode (normal, free, locked)")
     command = signed.Command(config.venue, args.gate, args.action, time.time(), signed.new_nonce(),
                              args.mode if args.action == "set_mode" else None, args.direction)
-    data = signed.sign(signed.command_payload(command), _signing_key(args.key))
+    data = signed.sign(signed.command_payload(command), signing_key(args.key))
     if args.print:
         sys.stdout.write(data.decode() + "\n")
         return EXIT_OK
@@ -176,7 +176,7 @@ def _read_payload(path: str, kind: str) -> dict[str, Any]:
 def _unpack(part: dict[str, Any]) -> set[bytes]:
     import base64
 
-    from gate.signed import PREFIX_BYTES
+    from gate.trust.signed import PREFIX_BYTES
 
     raw = base64.b64decode(part["prefixes"])
     return {raw[i : i + PREFIX_BYTES] for i in range(0, len(raw), PREFIX_BYTES)}

@@ -14,7 +14,7 @@ from typing import Any
 from gate import formats as fmt
 from gate import policy, trust
 from gate.decision import IN, Claims, Decision, Denial, Reason
-from gate.ledger import Ledger
+from gate.store.ledger import Ledger
 
 log = logging.getLogger(__name__)
 

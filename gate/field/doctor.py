@@ -60,7 +60,7 @@ class Doctor:
     # --- the lane --------------------------------------------------------------------------
 
     def check_lane(self) -> Check:
-        from gate.status_server import read_status
+        from gate.field.status_server import read_status
 
         path = self.config.status.socket
         if not path:
@@ -234,7 +234,7 @@ class Doctor:
 
     def check_trust(self) -> Check:
         from gate import trust
-        from gate.ledger import Ledger
+        from gate.store.ledger import Ledger
 
         config = self.config
         stored: list[Any] = []
@@ -253,8 +253,8 @@ class Doctor:
         return Check("trust", OK, detail)
 
     def check_bundle(self) -> Check:
-        from gate.bundles import held
-        from gate.ledger import Ledger
+        from gate.trust.bundles import held
+        from gate.store.ledger import Ledger
 
         config = self.config
         if (unreadable := self._state_unreadable("bundle")) is not None:

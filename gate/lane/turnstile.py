@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 from gate.clock import Clock
 from gate.decision import IN, OUT
-from gate.hardware import LaneOutputs
+from gate.lane.hardware import LaneOutputs
 
 log = logging.getLogger(__name__)
 

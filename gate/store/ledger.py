@@ -23,7 +23,7 @@ if TYPE_CHECKING:  # imported only to migrate: sqlite-utils imports numpy (0.1 s
 
 from gate import trust
 from gate.policy import Usage
-from gate.signed import PREFIX_BYTES
+from gate.trust.signed import PREFIX_BYTES
 from gate.trust import TrustDocument
 
 log = logging.getLogger(__name__)
@@ -264,7 +264,7 @@ class Ledger:
 
     def is_revoked(self, ticket_key: str) -> bool:
         """Revoked here (``gate revoke``), by the newest delta, or by the bundle (unless the
-        delta restored it). Bundles hold 16-byte prefixes of ticket keys (``gate.signed``)."""
+        delta restored it). Bundles hold 16-byte prefixes of ticket keys (``gate.trust.signed``)."""
         row = self.conn.execute(_IS_REVOKED, (ticket_key, bytes.fromhex(ticket_key[:_PREFIX_HEX]))).fetchone()
         return bool(row[0])
 

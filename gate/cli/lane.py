@@ -1,0 +1,149 @@
+"""``gate run``, ``check-config``, ``verify``, ``revoke`` and ``keys``: a lane and what it holds."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from gate.cli.common import EXIT_DENIED, EXIT_OK, UsageError, load_config, parse_time, ticket_keys
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from gate.field import logsetup
+    from gate.daemon import Daemon
+
+    config = load_config(args)
+    logsetup.setup(config.log_level)
+    return Daemon(config).run()
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    from gate import trust
+
+    config = load_config(args)
+    print(f"{config.path}: ok (gate {config.gate_id}, venue {config.venue}, formats {', '.join(config.engine.formats)})")
+    material = trust.build(list(config.trust_documents), config.gt1_keys)
+    for name, line in trust.summary(material).items():
+        print(f"  trust {name}: {line}")
+    return EXIT_OK
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from gate.store import ledger as records
+    from gate.clock import FixedClock, SystemClock
+    from gate.lane.engine import DecisionEngine
+    from gate.store.ledger import Ledger
+
+    config = load_config(args)
+    clock = FixedClock(parse_time(args.at)) if args.at is not None else SystemClock()
+    config.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    ledger = Ledger(config.database, config.gate_id)
+    try:
+        engine = DecisionEngine(config.engine, config.trust_sources(), ledger)
+        if args.at is None:  # the lane's clock guard; --at names the moment, so the clock is not asked
+            from gate.clock import clock_sync
+
+            engine.clock_synchronized = clock_sync(config.simulator).synchronized()
+        decision, claims = engine.decide(args.token, args.direction, clock.now())
+        if decision.accepted and claims is not None and not args.dry_run:
+            record = ledger.append(
+                records.ADMISSION,
+                clock.now(),
+                ticket_key=claims.ticket_key,
+                format=claims.format,
+                direction=args.direction,
+                details={"source": "cli"},
+                proof_key=claims.proof.key if claims.proof else None,
+            )
+            decision.details["recorded_seq"] = record.seq
+    finally:
+        ledger.close()
+    print(json.dumps(decision.as_dict(), separators=(",", ":")))
+    return EXIT_OK if decision.accepted else EXIT_DENIED
+
+
+def cmd_revoke(args: argparse.Namespace) -> int:
+    from gate.store.ledger import Ledger
+
+    config = load_config(args)
+    entries = [(key, args.note) for key in ticket_keys(args.tickets, [args.file] if args.file else [])]
+    config.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    ledger = Ledger(config.database, config.gate_id)
+    try:
+        added = ledger.revoke(entries, time.time())
+    finally:
+        ledger.close()
+    print(json.dumps({"revoked": added, "already_revoked": len(entries) - added}))
+    return EXIT_OK
+
+
+def cmd_keys(args: argparse.Namespace) -> int:
+    """Trust documents kept in the database; a running daemon takes changes in within a second."""
+    from gate import trust
+    from gate.formats import TrustError
+    from gate.store.ledger import Ledger
+
+    config = load_config(args)
+    documents = []
+    if args.action == "import":
+        if not args.files:
+            raise UsageError("keys import: name at least one trust document (JSON file)")
+        for path in args.files:
+            try:
+                data = Path(path).read_bytes()
+            except OSError as exc:
+                raise UsageError(f"cannot read {path}: {exc.strerror}") from None
+            name = args.name if args.name and len(args.files) == 1 else Path(path).name
+            try:
+                documents.append((trust.parse_document(data, name), data.decode()))
+            except TrustError as exc:
+                raise UsageError(f"trust document refused, nothing imported: {exc}") from None
+    config.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    ledger = Ledger(config.database, config.gate_id)
+    try:
+        if args.action == "import":
+            replaced = {d.name for d, _ in documents}
+            try:  # together with what is already held and the config's: no contradictions
+                stored = ledger.trust_documents()
+                trust.build([*config.trust_documents, *[d for d in stored if d.name not in replaced], *(d for d, _ in documents)], config.gt1_keys)
+            except TrustError as exc:
+                raise UsageError(f"trust document refused, nothing imported: {exc}") from None
+            for document, body in documents:
+                ledger.store_trust_document(document.name, document.format, body, time.time())
+                print(json.dumps({"imported": document.name, "format": document.format}))
+        elif args.action == "remove":
+            for name in args.files:
+                print(json.dumps({"removed": name, "found": ledger.remove_trust_document(name)}))
+        else:
+            for row in ledger.trust_document_list():
+                print(json.dumps(row))
+    finally:
+        ledger.close()
+    return EXIT_OK
+
+
+def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
+    sub.add_parser("run", parents=[common], help="run the lane (the daemon)").set_defaults(fn=cmd_run)
+    sub.add_parser("check-config", parents=[common], help="validate the config file").set_defaults(fn=cmd_check_config)
+
+    p = sub.add_parser("verify", parents=[common], help="decide on one ticket, print the decision as JSON")
+    p.add_argument("token", help="the scanned text")
+    p.add_argument("--at", help="decide at this time (unix seconds or ISO 8601)")
+    p.add_argument("--dry-run", action="store_true", help="record nothing in the ledger")
+    p.add_argument("--direction", choices=("in", "out"), default="in")
+    p.set_defaults(fn=cmd_verify)
+
+    p = sub.add_parser("revoke", parents=[common], help="revoke tickets (text or FORMAT:ID_HEX)")
+    p.add_argument("tickets", nargs="*")
+    p.add_argument("--file", help="one ticket or FORMAT:ID_HEX per line")
+    p.add_argument("--note", default="", help="why (kept with the revocation)")
+    p.set_defaults(fn=cmd_revoke)
+
+    p = sub.add_parser("keys", parents=[common], help="trust documents: import, list, remove (docs/trust-documents.md)")
+    p.add_argument("action", choices=("import", "list", "remove"))
+    p.add_argument("files", nargs="*", help="JSON trust documents to import, or names to remove")
+    p.add_argument("--name", help="import under this name (default: the file name)")
+    p.set_defaults(fn=cmd_keys)

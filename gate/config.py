@@ -24,7 +24,8 @@ from gate.formats import FORMATS, TrustError, gt1
 from gate.formats.trustdoc import Fields, decode_key
 from gate.policy import REENTRY_POLICIES, GatePolicy
 from gate.trust import TrustDocument
-from gate.lane.turnstile import MODES, UNLOCK_MODES, TurnstileSettings
+from gate.decision import MODES
+from gate.lane.turnstile import UNLOCK_MODES, TurnstileSettings
 
 DEFAULT_PATH = "/etc/gate/gate.toml"
 _REQUIRED = object()
@@ -222,6 +223,12 @@ class Config:
     def database(self) -> Path:
         return self.state_dir / "gate.db"
 
+    @property
+    def hardware(self) -> str:
+        """The hardware provider (``gate.lane.hardware``): the simulator's for a simulated lane
+        or mock pins, else the Raspberry Pi's."""
+        return "simulator" if self.simulator.enabled or self.gpio.pin_factory == "mock" else "pi"
+
 
 def default_path() -> str:
     return os.environ.get("GATE_CONFIG", DEFAULT_PATH)
@@ -401,7 +408,7 @@ def _read_gpio(sec: _Section) -> GpioConfig:
     )
     sec.finish()
     used: dict[int, str] = {}
-    for name, pin in _named_pins(gpio):
+    for name, pin in named_pins(gpio):
         if pin is None:
             continue
         if pin in used:
@@ -411,7 +418,7 @@ def _read_gpio(sec: _Section) -> GpioConfig:
     return gpio
 
 
-def _named_pins(gpio: GpioConfig) -> list[tuple[str, int | None]]:
+def named_pins(gpio: GpioConfig) -> list[tuple[str, int | None]]:
     pins = [(f"unlock_{d}", p.pin) for d, p in gpio.unlock.items()]
     pins += [(c, p.pin) for c, p in gpio.lights.items()]
     pins += [(f"passage_{d}", p.pin) for d, p in gpio.passage.items()]

@@ -37,6 +37,10 @@ IN = "in"
 OUT = "out"
 DIRECTIONS = (IN, OUT)
 
+# A lane's modes: "normal" decides on every ticket, "free" lets everyone through (relays held
+# open, nothing recorded), "locked" refuses every ticket with ``gate_closed``.
+MODES = ("normal", "free", "locked")
+
 
 def ticket_key(format_name: str, ticket_id: bytes | str) -> str:
     """The ledger's identity of a ticket: SHA-256 over the format and its stable id.
@@ -46,6 +50,17 @@ def ticket_key(format_name: str, ticket_id: bytes | str) -> str:
     """
     raw = ticket_id.encode() if isinstance(ticket_id, str) else ticket_id
     return hashlib.sha256(format_name.encode() + b":" + raw).hexdigest()
+
+
+# Revocation lists (bundles, deltas, the store) hold the first 16 bytes of each revoked ticket
+# key: 128 bits keep accidental collisions out of reach (about 2^-88 for a million revocations
+# against a billion tickets), at a quarter of the size of the keys as hex.
+PREFIX_BYTES = 16
+
+
+def revocation_prefix(ticket_key: str) -> bytes:
+    """The part of a ticket key (64 hex digits) that revocation lists hold."""
+    return bytes.fromhex(ticket_key[: 2 * PREFIX_BYTES])
 
 
 @dataclass(frozen=True)

@@ -1,12 +1,13 @@
-"""The gate's own rules applied to verified claims: event, validity window, product, zone,
-entries and re-entry. Pure functions of claims, settings, usage and time.
+"""The gate's own rules applied to verified claims: revocation, event, validity window,
+product, zone, proof replay, entries and re-entry. Pure functions of claims, settings, what the
+store holds about the ticket (``TicketState``) and time.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from gate.decision import Claims, Decision, Denial, Reason
+from gate.decision import IN, Claims, Decision, Denial, Reason
 
 REENTRY_POLICIES = ("deny", "after_exit", "allow")
 
@@ -20,11 +21,35 @@ class GatePolicy:
 
 
 @dataclass(frozen=True)
-class Usage:
-    """A ticket's history in the ledger, reverted admissions already taken out."""
+class TicketState:
+    """What the store holds about one ticket (``Store.ticket_state``, one read per decision)."""
 
-    entries: int = 0
+    revoked: bool = False
+    entries: int = 0  # admissions in, reverted ones taken out
     exits: int = 0
+    proof_used: bool = False  # the proof it came with already opened a gate (and was not reverted)
+
+
+def judge(claims: Claims, state: TicketState, policy: GatePolicy, direction: str, now: float) -> Decision:
+    """The gate's checks on verified claims, for any format and any reader."""
+    if state.revoked:
+        return Decision.deny(Reason.REVOKED, "ticket is on the revocation list", claims=claims, direction=direction)
+    entries: tuple[int, int] | None = None
+    if direction == IN:
+        denial = check_ticket(claims, policy, now)
+        if denial is None and claims.proof is not None and state.proof_used:
+            denial = Denial(Reason.REPLAYED_PROOF, "this exact proof was already used")
+        if denial is None:
+            denial = check_entry(claims, policy, state)
+            entries = (state.entries, entry_limit(claims, policy))
+        if denial is not None:
+            return Decision.deny(denial.reason, denial.detail, claims=claims, direction=direction)
+    details = {"event": claims.event}
+    if claims.product:
+        details["product"] = claims.product
+    if claims.proof:
+        details["proof"] = claims.proof.kind
+    return Decision(True, Reason.OK, claims.format, claims.ticket_key, direction, details, entries)
 
 
 def check_ticket(claims: Claims, policy: GatePolicy, now: float) -> Denial | None:
@@ -53,7 +78,7 @@ def entry_limit(claims: Claims, policy: GatePolicy) -> int:
     return 0 if policy.reentry == "allow" else 1
 
 
-def check_entry(claims: Claims, policy: GatePolicy, usage: Usage) -> Denial | None:
+def check_entry(claims: Claims, policy: GatePolicy, usage: TicketState) -> Denial | None:
     """May this ticket enter once more? Under ``after_exit`` each recorded exit re-arms one entry.
 
     A ticket system's own re-entry rule (a pretix check-in list's "entry after exit") wins over

@@ -19,18 +19,20 @@ import tempfile
 import threading
 import time
 from collections import deque
+from contextlib import closing
 from importlib import metadata
 from pathlib import Path
 
 from nacl.signing import SigningKey
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "hw-sim"))
+
 sys.path.insert(0, str(ROOT))  # tests/vendors.py makes the other systems' tickets
 
 from gate.decision import Denial  # noqa: E402
 from gate.formats import gt1  # noqa: E402
-from gate.store.ledger import ADMISSION, Ledger  # noqa: E402
+from gate.store import Store, StoreError  # noqa: E402
+from gate.store.ledger import ADMISSION  # noqa: E402
 from hwsim.broker import Mosquitto, Watcher  # noqa: E402
 from hwsim.control import ControlClient  # noqa: E402
 from hwsim.demo import EVENT, write_config  # noqa: E402
@@ -143,7 +145,8 @@ def start_daemon(config: Path, notify: str | None = None) -> subprocess.Popen:
 
 def bench_ledger_append(workdir: Path, count: int) -> dict[str, float]:
     """The durable ledger write alone on this disk: the floor under scan → relay."""
-    ledger = Ledger(workdir / "floor.db", "bench")
+    store = Store(workdir / "floor.db", "bench")
+    ledger = store.ledger
     times = []
     try:
         for i in range(count):
@@ -152,7 +155,7 @@ def bench_ledger_append(workdir: Path, count: int) -> dict[str, float]:
             times.append((time.perf_counter() - start) * 1000)
             time.sleep(0.005)
     finally:
-        ledger.close()
+        store.close()
     return {"p50": percentile(times, 50), "p99": percentile(times, 99)}
 
 
@@ -260,11 +263,10 @@ def bench_sync(workdir: Path, issuer: SigningKey, count: int, backlog: int) -> d
 
         venue.daemons["gate-b"].send_signal(signal.SIGTERM)
         venue.daemons["gate-b"].wait(15)
-        ledger = Ledger(workdir / "gate-a" / "state" / "gate.db", "gate-a")
-        for i in range(backlog):
-            ledger.append(ADMISSION, time.time(), ticket_key=f"{i:064x}", format="gt1", direction="in")
-        expected = ledger.last_seq()
-        ledger.close()
+        with closing(Store(workdir / "gate-a" / "state" / "gate.db", "gate-a")) as store:
+            for i in range(backlog):
+                store.ledger.append(ADMISSION, time.time(), ticket_key=f"{i:064x}", format="gt1", direction="in")
+            expected = store.ledger.last_seq()
         started = time.monotonic()
         venue.daemons["gate-b"] = start_daemon(venue.configs["gate-b"])
         db = workdir / "gate-b" / "state" / "gate.db"
@@ -272,9 +274,9 @@ def bench_sync(workdir: Path, issuer: SigningKey, count: int, backlog: int) -> d
             held = 0
             if db.exists():
                 try:
-                    with sqlite3.connect(db, timeout=1) as conn:
-                        held = conn.execute("SELECT COUNT(*) FROM ledger WHERE origin = 'gate-a'").fetchone()[0]
-                except sqlite3.Error:
+                    with closing(Store(db, "gate-b", read_only=True)) as store:
+                        held = store.ledger.count("gate-a")
+                except (StoreError, sqlite3.Error):
                     pass
             if held == expected:
                 break
@@ -297,7 +299,7 @@ def bench_trust(workdir: Path, issuer: SigningKey, revocations: int, deltas: int
 
     - ``gate bundle load`` of a bundle with ``revocations`` entries, in its own process: wall
       time (verify, parse, stage, swap) and its peak RSS;
-    - ``Ledger.is_revoked`` on that database, for revoked and unknown tickets;
+    - ``Revocations.is_revoked`` on that database, for revoked and unknown tickets;
     - the same bundle published on the bus to two ``gate run``: publish → held by both, their
       peak RSS, and gate A's scan → decision latency for admissions made meanwhile;
     - ``deltas`` revocation deltas, one after another: publish → applied at every gate (the
@@ -331,25 +333,25 @@ def bench_trust(workdir: Path, issuer: SigningKey, revocations: int, deltas: int
     assert process.returncode == 0, "gate bundle load failed"
     out["load_s"], out["load_rss_mb"] = time.monotonic() - started, peak
 
-    ledger = Ledger(workdir / "gate-load" / "state" / "gate.db", "gate-load")
+    store = Store(workdir / "gate-load" / "state" / "gate.db", "gate-load")
+    revocations = store.revocations
     for name, sample in (("lookup_hit_us", keys[:: max(1, revocations // 20000)]),
                          ("lookup_miss_us", [hashlib.sha256(b"x%d" % i).hexdigest() for i in range(20000)])):
-        assert all(ledger.is_revoked(k) == (name == "lookup_hit_us") for k in sample[:100])
+        assert all(revocations.is_revoked(k) == (name == "lookup_hit_us") for k in sample[:100])
         started = time.perf_counter()
         for key in sample:
-            ledger.is_revoked(key)
+            revocations.is_revoked(key)
         out[name] = (time.perf_counter() - started) / len(sample) * 1e6
-    ledger.close()
+    store.close()
 
     with TwoGates(workdir, issuer, admin_public) as venue:
         gates, lanes, admin_client = venue.GATES, venue.lanes, venue.watcher
 
         def held(gate: str) -> int:
             try:
-                with sqlite3.connect(workdir / gate / "state" / "gate.db", timeout=1) as conn:
-                    row = conn.execute("SELECT version FROM trust_state WHERE name = 'bundle'").fetchone()
-                    return row[0] if row else 0
-            except sqlite3.Error:
+                with closing(Store(workdir / gate / "state" / "gate.db", gate, read_only=True)) as store:
+                    return store.trust.held().bundle_version
+            except (StoreError, sqlite3.Error):
                 return 0
 
         started = time.monotonic()
@@ -508,25 +510,25 @@ def bench_reader_to_relay(workdir: Path, issuer: SigningKey, count: int) -> dict
     daemon = Daemon(gate_config.parse(data, "bench.toml"))
     daemon.start()
     unlocks: queue.Queue[float] = queue.Queue()
-    daemon.sim_turnstile.listeners.append(lambda name, on: unlocks.put(time.monotonic()) if name == "unlock_in" and on else None)
+    daemon.hardware.turnstile.listeners.append(lambda name, on: unlocks.put(time.monotonic()) if name == "unlock_in" and on else None)
     read_ms: list[float] = []  # from the frame that was read: the decision's own latency
     daemon.loop.listeners.append(lambda kind, d: read_ms.append(d["latency_ms"]) if kind == "decision" and d["source"] == "camera" else None)
     holder = SigningKey(b"\x07" * 32)
     camera_ms, tap_ms, field_ms = [], [], []
     try:
-        daemon.nfc.connected.wait(5)
+        daemon.readers.nfc.connected.wait(5)
         for i in range(count):
             ticket = gt1.encode_static(gt1.issue(issuer, gt1.build_claims(cti=(10_000 + i).to_bytes(16, "big"), event=EVENT)))
             frames = [photograph(ticket, "qr", Look(turn=7 * i % 40), seed=i)]
-            daemon.sim_turnstile.person("in", True)
-            daemon.sim_camera.show_frames(frames, seconds=0.6)
+            daemon.hardware.turnstile.person("in", True)
+            daemon.hardware.camera.show_frames(frames, seconds=0.6)
             unlocked = unlocks.get(timeout=5)
-            camera_ms.append((unlocked - daemon.sim_camera.first_frame_at) * 1000)
+            camera_ms.append((unlocked - daemon.hardware.camera.first_frame_at) * 1000)
             time.sleep(0.7)
         for i in range(max(10, count // 3)):
             cose = gt1.issue(issuer, gt1.build_claims(cti=(20_000 + i).to_bytes(16, "big"), event=EVENT,
                                                        holder_key=bytes(holder.verify_key)))
-            daemon.sim_turnstile.person("in", True)
+            daemon.hardware.turnstile.person("in", True)
             phone = GT1Phone(port, cose, holder)
             entered = time.monotonic()
             assert phone.present(0.05, timeout=5)

@@ -100,7 +100,7 @@ class Lane:
     def __init__(self, daemon: Daemon, scanner: SimulatedScanner) -> None:
         self.daemon = daemon
         self.scanner = scanner
-        self.turnstile = daemon.sim_turnstile
+        self.turnstile = daemon.hardware.turnstile
         self.decisions: queue.Queue[dict[str, Any]] = queue.Queue()
         self.output_log: list[tuple[str, bool]] = []
         self.alarms: list[dict[str, Any]] = []
@@ -171,8 +171,8 @@ def start_lane(tmp_path: Path) -> Iterator[Callable[..., Lane]]:
         daemon.start()
         lane = Lane(daemon, scanner)
         started.append(lane)
-        if daemon.scanner is not None:
-            assert daemon.scanner.connected.wait(5), "scanner driver did not open the pty"
+        if daemon.readers.scanner is not None:
+            assert daemon.readers.scanner.connected.wait(5), "scanner driver did not open the pty"
         return lane
 
     yield start
@@ -206,13 +206,14 @@ class Verifier:
     def __init__(self, path: Path, documents: list[dict[str, Any]], policy: Any = None, formats: tuple[str, ...] = ALL_FORMATS) -> None:
         from gate import trust
         from gate.lane.engine import DecisionEngine, EngineSettings, TrustSources
-        from gate.store.ledger import Ledger
         from gate.policy import GatePolicy
+        from gate.store import Store
 
-        self.ledger = Ledger(path, "lane-1")
+        self.store = Store(path, "lane-1")
+        self.ledger = self.store.ledger
         parsed = tuple(trust.parse_document(json.dumps(doc), f"doc{i}") for i, doc in enumerate(documents))
         settings = EngineSettings(formats=formats, gate_policy=policy or GatePolicy(), gate_id="lane-1", venue="test-venue")
-        self.engine = DecisionEngine(settings, TrustSources(documents=parsed), self.ledger)
+        self.engine = DecisionEngine(settings, TrustSources(documents=parsed), self.store)
 
     def decide(self, text: str, at: float, direction: str = "in") -> Any:
         return self.engine.decide(text, direction, at)[0]
@@ -238,4 +239,4 @@ def verifier(tmp_path: Path) -> Callable[..., Verifier]:
 
     yield make
     for v in made:
-        v.ledger.close()
+        v.store.close()

@@ -34,7 +34,7 @@ from gate.trust.commands import CommandGuard
 from gate.config import ConfigError, SyncConfig
 from gate.lane.engine import DecisionEngine, EngineSettings, TrustSources
 from gate.formats import TrustError, b45, gt1
-from gate.store.ledger import Ledger
+from gate.store import Store
 from gate.trust.signed import Command, SignedError
 from gate.sync import messages
 from gate.sync.client import VenueSync
@@ -60,11 +60,12 @@ class Targets:
             self._tmp = tempfile.TemporaryDirectory(prefix="gate-fuzz-")
             workdir = Path(self._tmp.name)
         self.workdir = workdir
-        self.ledger = Ledger(workdir / "fuzz.db", GATE)
+        self.store = Store(workdir / "fuzz.db", GATE)
+        self.ledger = self.store.ledger
         docs, scans = every_format_trust_and_scans()
         parsed = tuple(trust.parse_document(json.dumps(d), f"doc{i}") for i, d in enumerate(docs))
         settings = EngineSettings(formats=ALL_FORMATS, gate_id=GATE, venue=VENUE)
-        self.engine = DecisionEngine(settings, TrustSources(documents=parsed), self.ledger)
+        self.engine = DecisionEngine(settings, TrustSources(documents=parsed), self.store)
         self.scans = scans
         self.valid_ticket_keys = {self.engine.decide(s, "in", NOW)[0].ticket_key for s in scans}
         assert all(self.engine.decide(s, "in", NOW)[0].accepted for s in scans), "a seed scan is not accepted"
@@ -76,7 +77,7 @@ class Targets:
             assert self.engine.decide_tap(answer, NONCE, GATE, "in", NOW)[0].accepted, "a seed NFC answer is not accepted"
         # Something already recorded, which nothing refused may take away.
         self.ledger.append(records.ADMISSION, NOW, ticket_key="ab" * 32, format="gt1", direction="in")
-        self.ledger.revoke([("cd" * 32, "refunded")], NOW)
+        self.store.revocations.revoke([("cd" * 32, "refunded")], NOW)
         self.admin_public = bytes(ADMIN.verify_key)
         issued = float(NOW)  # fixed: the fuzzer's seeds and its child process's targets must agree
         self.signed_messages = [
@@ -85,10 +86,9 @@ class Targets:
         ]
         self.commands = [signed.sign(signed.command_payload(Command(VENUE, GATE, "set_mode", issued, "n" * 32, mode="locked")), ADMIN)]
         self.signed_texts = {json.loads(m)["signed"] for m in self.signed_messages + self.commands}
-        self.guard = CommandGuard(self.ledger, GATE, VENUE, self.admin_public, max_age=10**9)
-        self.sync = VenueSync(SyncConfig(host="127.0.0.1", topic_root=f"gate/v1/{VENUE}/"), GATE, self.ledger)
-        self.sync.on_bundle = lambda kind, payload: self._check_signed(payload)
-        self.sync.on_command = self._command_result
+        self.guard = CommandGuard(self.store.state, GATE, VENUE, self.admin_public, max_age=10**9)
+        self.sync = VenueSync(SyncConfig(host="127.0.0.1", topic_root=f"gate/v1/{VENUE}/"), GATE, self.store,
+                              on_bundle=lambda kind, payload: self._check_signed(payload), on_command=self._command_result)
         self.config_text = _toml(base_config(workdir, ISSUER))
         self.records = [
             messages.encode_records("gate-2", [records.Record("gate-2", 1, records.ADMISSION, NOW, "ef" * 32, "gt1", "in")]),
@@ -96,17 +96,17 @@ class Targets:
         ]
 
     def close(self) -> None:
-        self.ledger.close()
+        self.store.close()
         if self._tmp is not None:
             self._tmp.cleanup()
 
     # --- what must never change ----------------------------------------------------------------
 
     def _own_records(self) -> list[tuple[Any, ...]]:
-        return self.ledger.conn.execute("SELECT * FROM ledger WHERE origin = ? ORDER BY seq", (GATE,)).fetchall()
+        return self.ledger.records(GATE)
 
     def _kept(self) -> tuple[Any, ...]:
-        return (self._own_records(), self.ledger.is_revoked("cd" * 32))
+        return (self._own_records(), self.store.revocations.is_revoked("cd" * 32))
 
     # --- the targets --------------------------------------------------------------------------
 
@@ -158,10 +158,10 @@ class Targets:
 
     def _check_signed(self, data: bytes) -> None:
         kept_before = self._kept()
-        before = bundles.held(self.ledger)
-        report = bundles.receive(self.ledger, data, self.admin_public, VENUE)
+        before = self.store.trust.held()
+        report = bundles.receive(self.store, data, self.admin_public, VENUE)
         if report.outcome == bundles.Outcome.REFUSED:
-            assert bundles.held(self.ledger) == before, "a refused bundle changed what the gate holds"
+            assert self.store.trust.held() == before, "a refused bundle changed what the gate holds"
             assert self._kept() == kept_before
         elif report.outcome != bundles.Outcome.CURRENT:
             assert _signed_text(data) in self.signed_texts, f"applied a bundle that was never signed: {data[:80]!r}"

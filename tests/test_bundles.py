@@ -181,8 +181,8 @@ def test_every_format_s_trust_travels_in_a_bundle(tmp_path: Path, issuer: Signin
     """pretix, SafeTix TOTP, proof tokens and GT1 keys from one bundle; the vendors' tickets open."""
     from gate.trust import bundles
     from gate.lane.engine import DecisionEngine, EngineSettings, TrustSources
-    from gate.store.ledger import Ledger
     from gate.policy import GatePolicy
+    from gate.store import Store
 
     data = base_config(tmp_path, issuer)
     data["trust"] = {"admin_key": bytes(ADMIN.verify_key).hex()}
@@ -192,10 +192,10 @@ def test_every_format_s_trust_travels_in_a_bundle(tmp_path: Path, issuer: Signin
     payload = admin.make("--version", "3", "--documents", *(admin.file(f"doc{i}.json", d) for i, d in enumerate(docs)))
     assert admin.load(admin.sign(payload))[0] == 0
 
-    ledger = Ledger(tmp_path / "state" / "gate.db", "lane-1")
-    assert bundles.held(ledger).documents == 4
+    store = Store(tmp_path / "state" / "gate.db", "lane-1")
+    assert store.trust.held().documents == 4
     settings = EngineSettings(formats=("gt1", "jws", "totp", "pretix_sig1"), gate_policy=GatePolicy(), gate_id="lane-1", venue="test-venue")
-    engine = DecisionEngine(settings, TrustSources(), ledger)
+    engine = DecisionEngine(settings, TrustSources(), store)
     pretix_case = test_pretix.VECTORS["cases"][0]
     checks = [
         (tickets.static(), 1_790_000_000),
@@ -206,7 +206,7 @@ def test_every_format_s_trust_travels_in_a_bundle(tmp_path: Path, issuer: Signin
     for text, at in checks:
         decision, _ = engine.decide(text, "in", at)
         assert decision.accepted, (text[:20], decision)
-    ledger.close()
+    store.close()
 
 
 def test_signed_messages_are_read_strictly() -> None:

@@ -190,7 +190,7 @@ def test_a_ticket_held_up_to_the_camera_opens_the_lane_once(start_lane, camera_c
     lane = start_lane(camera_config)
     ticket = tickets.static()
     lane.turnstile.person("in", True)
-    lane.daemon.sim_camera.show(ticket, symbology, look, seconds=1.5)  # about 45 frames
+    lane.daemon.hardware.camera.show(ticket, symbology, look, seconds=1.5)  # about 45 frames
     decision = lane.decisions.get(timeout=5)
     assert decision["accepted"] and decision["source"] == "camera"
     wait_until(lambda: lane.records("passage"))
@@ -203,11 +203,11 @@ def test_shown_again_after_the_hold_off_is_a_new_scan(start_lane, camera_config,
     lane = start_lane(camera_config)
     ticket = tickets.static()
     lane.turnstile.person("in", True)
-    lane.daemon.sim_camera.show(ticket, seconds=0.3)
+    lane.daemon.hardware.camera.show(ticket, seconds=0.3)
     assert lane.decisions.get(timeout=5)["accepted"]
     lane.idle()
     time.sleep(1.2)  # taken away for longer than hold_off
-    lane.daemon.sim_camera.show(ticket, seconds=0.3)
+    lane.daemon.hardware.camera.show(ticket, seconds=0.3)
     second = lane.decisions.get(timeout=5)
     assert second["reason"] == "already_used" and lane.pulses("unlock_in") == 1
 
@@ -241,7 +241,7 @@ def test_the_control_socket_holds_tickets_up_and_replays_a_folder(start_lane, ca
 def test_a_lane_whose_camera_cannot_start_runs_on_with_its_other_readers(start_lane, config_data, tickets):
     config_data["camera"] = {"source": "picamera2"}  # no libcamera on this machine
     lane = start_lane(config_data)
-    problem = lane.daemon.readers_status()["camera"]["problem"]
+    problem = lane.daemon.readers.status()["camera"]["problem"]
     assert "picamera2" in problem
     assert lane.present(tickets.static())["accepted"], "the scanner still opens the lane"
 

@@ -76,7 +76,7 @@ def test_unsynchronized_clock_refuses_what_depends_on_time(start_lane, config_da
     assert lane.pulses("unlock_in") == 1, "only the plain ticket opened"
     assert len(lane.records("admission")) == 1
 
-    lane.daemon.clock_sync.synchronized_now = True  # NTP catches up
+    lane.daemon.hardware.clock.synchronized_now = True  # NTP catches up
     wait_until(lambda: lane.daemon.engine.clock_synchronized, 3)
     assert lane.present(windowed)["reason"] == "ok"
     lane.idle()
@@ -94,7 +94,7 @@ def test_admit_on_an_unsynchronized_clock_is_marked(start_lane, config_data, tic
 def test_clock_lost_while_running_is_said_loudly(lane, tickets, caplog) -> None:
     events: list[dict[str, Any]] = []
     lane.daemon.loop.listeners.append(lambda kind, payload: events.append(payload) if kind == "clock" else None)
-    lane.daemon.clock_sync.synchronized_now = False
+    lane.daemon.hardware.clock.synchronized_now = False
     wait_until(lambda: events, 3)
     assert events[0]["synchronized"] is False and events[0]["guard"] == "refuse"
     assert lane.present(tickets.static(expires=NOW + 3600), walks=None)["reason"] == "clock_unsynced"
@@ -143,7 +143,7 @@ def test_status_shows_the_lane_and_its_last_decisions(lane, tickets, tmp_path, c
     assert snapshot["counters"] == {"accepted": 1, "passages": 1, "denied.already_used": 1, "denied.unreadable": 1}
     assert snapshot["readers"]["scanner"]["connected"] is True
 
-    lane.daemon.clock_sync.synchronized_now = False
+    lane.daemon.hardware.clock.synchronized_now = False
     wait_until(lambda: not lane.daemon.engine.clock_synchronized, 3)
     assert "NOT SYNCHRONIZED: time-dependent tickets REFUSED" in gate("status", "--once", "--config", str(config), rc=0).stdout
 
@@ -207,7 +207,7 @@ def test_doctor_missing_serial_device(tmp_path, config_data) -> None:
 
 def test_doctor_scanner_unplugged_from_a_running_lane(lane, tmp_path, config_data) -> None:
     lane.scanner.close()  # the pty goes away, as a USB scanner pulled out
-    wait_until(lambda: not lane.daemon.scanner.connected.is_set(), 5)
+    wait_until(lambda: not lane.daemon.readers.scanner.connected.is_set(), 5)
     checks = doctor(write_config(tmp_path / "gate.toml", config_data), 1)
     assert checks["scanner"]["result"] == "fail" and "cannot open" in checks["scanner"]["detail"]
 
@@ -252,7 +252,7 @@ def test_doctor_clock_unsynchronized(start_lane, tmp_path, config_data) -> None:
     lane = start_lane(config_data)
     config = write_config(tmp_path / "gate.toml", config_data)
     assert doctor(config, 0)["clock"]["result"] == "ok"
-    lane.daemon.clock_sync.synchronized_now = False
+    lane.daemon.hardware.clock.synchronized_now = False
     wait_until(lambda: not lane.daemon.engine.clock_synchronized, 3)
     checks = doctor(config, 1)
     assert "NOT synchronized (the lane's view)" in checks["clock"]["detail"] and "REFUSED" in checks["clock"]["detail"]

@@ -263,7 +263,7 @@ def test_a_ledger_that_cannot_write_denies_with_error_and_never_opens(lane, tick
     def full_disk(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(lane.daemon.ledger, "append", full_disk)
+    monkeypatch.setattr(lane.daemon.store.ledger, "append", full_disk)
     decision = lane.present(tickets.static(), walks=None)
     assert decision["reason"] == "error"
     assert lane.pulses("unlock_in") == 0

@@ -24,7 +24,7 @@ def nfc_lane(start_lane, config_data):
     port = free_udp_port()
     config_data["nfc"] = {"device": f"udp:localhost:{port}", "exchange_timeout": 0.5}
     lane = start_lane(config_data)
-    assert lane.daemon.nfc.connected.wait(5)
+    assert lane.daemon.readers.nfc.connected.wait(5)
     lane.nfc_port = port
     return lane
 
@@ -97,14 +97,14 @@ def test_junk_answers_and_torn_taps_leave_the_lane_working(nfc_lane, tickets, ho
     cose = tickets.cose(holder_key=bytes(holder.verify_key))
     junk = tap(nfc_lane, GT1Phone(nfc_lane.nfc_port, cose, holder, behaviour="junk"), walks=None)
     assert junk["reason"] == "unreadable" and not junk["accepted"]
-    failed = nfc_lane.daemon.nfc.failed_taps
+    failed = nfc_lane.daemon.readers.nfc.failed_taps
     assert tap(nfc_lane, GT1Phone(nfc_lane.nfc_port, cose, holder, behaviour="torn"), walks=None) is None
-    wait_until(lambda: nfc_lane.daemon.nfc.failed_taps == failed + 1)
+    wait_until(lambda: nfc_lane.daemon.readers.nfc.failed_taps == failed + 1)
     assert tap(nfc_lane, GT1Phone(nfc_lane.nfc_port, cose, holder, behaviour="wrong_status"), walks=None) is None
-    wait_until(lambda: nfc_lane.daemon.nfc.failed_taps == failed + 2)
+    wait_until(lambda: nfc_lane.daemon.readers.nfc.failed_taps == failed + 2)
     assert tap(nfc_lane, NdefTag(nfc_lane.nfc_port, "just a note, no ticket"), walks=None) is None
     nfc_lane.idle()
     assert tap(nfc_lane, GT1Phone(nfc_lane.nfc_port, cose, holder))["accepted"], "the next good tap opens"
     assert nfc_lane.pulses("unlock_in") == 1
-    status = nfc_lane.daemon.readers_status()["nfc"]
+    status = nfc_lane.daemon.readers.status()["nfc"]
     assert status["connected"] and status["failed"] == failed + 3

@@ -134,7 +134,7 @@ def test_two_gates_cut_off_admit_one_ticket_both_keep_working_and_report_it(
     broker.start()
     watcher = Watcher(broker.port, [ROOT + "gates/+/status"])
     for lane, gate in ((a, "gate-a"), (b, "gate-b")):
-        wait_until(lambda: lane.daemon.ledger.conflict_count() == 1, 15)
+        wait_until(lambda: lane.daemon.store.ledger.conflict_count() == 1, 15)
         wait_until(lambda: any(json.loads(p).get("conflicts") == 1 for p in watcher.on(f"{ROOT}gates/{gate}/status")), 10)
     # both keep working
     admit(a, tickets.static())
@@ -152,7 +152,7 @@ def test_a_re_entry_the_gate_knew_about_is_no_conflict(
     wait_until(lambda: ledger_rows(b, "gate-a", "admission"), 5)
     admit(b, ticket)  # its second entry, with A's first known
     wait_until(lambda: ledger_rows(a, "gate-b", "admission"), 5)
-    assert a.daemon.ledger.conflict_count() == 0 and b.daemon.ledger.conflict_count() == 0
+    assert a.daemon.store.ledger.conflict_count() == 0 and b.daemon.store.ledger.conflict_count() == 0
     assert a.present(ticket, walks=None)["reason"] == "already_used"
 
 

@@ -81,17 +81,17 @@ def _sign(args: argparse.Namespace) -> int:
 
 
 def _load(args: argparse.Namespace) -> int:
+    from gate.store import Store, private_database
     from gate.trust import bundles
-    from gate.store.ledger import Ledger
 
     config = load_config(args)
     data = _read(args.file).strip()
-    config.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    ledger = Ledger(config.database, config.gate_id)
+    private_database(config.database)
+    store = Store(config.database, config.gate_id)
     try:
-        report = bundles.receive(ledger, data, config.admin_key, config.venue, config.trust_sources())
+        report = bundles.receive(store, data, config.admin_key, config.venue, config.trust_sources())
     finally:
-        ledger.close()
+        store.close()
     print(json.dumps(report.as_dict()))
     return EXIT_DENIED if report.outcome == bundles.Outcome.REFUSED else EXIT_OK
 

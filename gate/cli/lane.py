@@ -32,24 +32,23 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from gate.store import ledger as records
     from gate.clock import FixedClock, SystemClock
     from gate.lane.engine import DecisionEngine
-    from gate.store.ledger import Ledger
+    from gate.lane.hardware import load_provider
+    from gate.store import Store, private_database
+    from gate.store import ledger as records
 
     config = load_config(args)
     clock = FixedClock(parse_time(args.at)) if args.at is not None else SystemClock()
-    config.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    ledger = Ledger(config.database, config.gate_id)
+    private_database(config.database)
+    store = Store(config.database, config.gate_id)
     try:
-        engine = DecisionEngine(config.engine, config.trust_sources(), ledger)
+        engine = DecisionEngine(config.engine, config.trust_sources(), store)
         if args.at is None:  # the lane's clock guard; --at names the moment, so the clock is not asked
-            from gate.clock import clock_sync
-
-            engine.clock_synchronized = clock_sync(config.simulator).synchronized()
+            engine.clock_synchronized = load_provider(config.hardware, config).clock_sync().synchronized()
         decision, claims = engine.decide(args.token, args.direction, clock.now())
         if decision.accepted and claims is not None and not args.dry_run:
-            record = ledger.append(
+            record = store.ledger.append(
                 records.ADMISSION,
                 clock.now(),
                 ticket_key=claims.ticket_key,
@@ -60,22 +59,22 @@ def cmd_verify(args: argparse.Namespace) -> int:
             )
             decision.details["recorded_seq"] = record.seq
     finally:
-        ledger.close()
+        store.close()
     print(json.dumps(decision.as_dict(), separators=(",", ":")))
     return EXIT_OK if decision.accepted else EXIT_DENIED
 
 
 def cmd_revoke(args: argparse.Namespace) -> int:
-    from gate.store.ledger import Ledger
+    from gate.store import Store, private_database
 
     config = load_config(args)
     entries = [(key, args.note) for key in ticket_keys(args.tickets, [args.file] if args.file else [])]
-    config.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    ledger = Ledger(config.database, config.gate_id)
+    private_database(config.database)
+    store = Store(config.database, config.gate_id)
     try:
-        added = ledger.revoke(entries, time.time())
+        added = store.revocations.revoke(entries, time.time())
     finally:
-        ledger.close()
+        store.close()
     print(json.dumps({"revoked": added, "already_revoked": len(entries) - added}))
     return EXIT_OK
 
@@ -84,7 +83,7 @@ def cmd_keys(args: argparse.Namespace) -> int:
     """Trust documents kept in the database; a running daemon takes changes in within a second."""
     from gate import trust
     from gate.formats import TrustError
-    from gate.store.ledger import Ledger
+    from gate.store import Store, private_database
 
     config = load_config(args)
     documents = []
@@ -101,27 +100,27 @@ def cmd_keys(args: argparse.Namespace) -> int:
                 documents.append((trust.parse_document(data, name), data.decode()))
             except TrustError as exc:
                 raise UsageError(f"trust document refused, nothing imported: {exc}") from None
-    config.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    ledger = Ledger(config.database, config.gate_id)
+    private_database(config.database)
+    store = Store(config.database, config.gate_id)
     try:
         if args.action == "import":
             replaced = {d.name for d, _ in documents}
             try:  # together with what is already held and the config's: no contradictions
-                stored = ledger.trust_documents()
+                stored = [trust.parse_document(body, name) for name, body in store.trust.documents()]
                 trust.build([*config.trust_documents, *[d for d in stored if d.name not in replaced], *(d for d, _ in documents)], config.gt1_keys)
             except TrustError as exc:
                 raise UsageError(f"trust document refused, nothing imported: {exc}") from None
             for document, body in documents:
-                ledger.store_trust_document(document.name, document.format, body, time.time())
+                store.trust.store_document(document.name, document.format, body, time.time())
                 print(json.dumps({"imported": document.name, "format": document.format}))
         elif args.action == "remove":
             for name in args.files:
-                print(json.dumps({"removed": name, "found": ledger.remove_trust_document(name)}))
+                print(json.dumps({"removed": name, "found": store.trust.remove_document(name)}))
         else:
-            for row in ledger.trust_document_list():
+            for row in store.trust.document_list():
                 print(json.dumps(row))
     finally:
-        ledger.close()
+        store.close()
     return EXIT_OK
 
 

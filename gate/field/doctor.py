@@ -12,7 +12,6 @@ from __future__ import annotations
 import glob
 import os
 import shutil
-import sqlite3
 import time
 from contextlib import closing
 from dataclasses import asdict, dataclass
@@ -82,14 +81,14 @@ class Doctor:
         return Check("lane", OK, state)
 
     def check_clock(self) -> Check:
-        from gate.clock import clock_sync
+        from gate.lane.hardware import load_provider
 
         config = self.config
         if self.lane is not None and "clock" in self.lane:
             synchronized, seen = bool(self.lane["clock"]["synchronized"]), "the lane's"
         else:
-            probe = clock_sync(config.simulator)
-            synchronized, seen = probe.synchronized(), "the kernel's" if not config.simulator.enabled else "the simulator's"
+            probe = load_provider(config.hardware, config).clock_sync()
+            synchronized, seen = probe.synchronized(), "the kernel's" if config.hardware == "pi" else "the simulator's"
         now = time.time()
         when = time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(now))
         if now < SANE_EPOCH:
@@ -234,15 +233,15 @@ class Doctor:
 
     def check_trust(self) -> Check:
         from gate import trust
-        from gate.store.ledger import Ledger
+        from gate.store import Store
 
         config = self.config
         stored: list[Any] = []
         if (unreadable := self._state_unreadable("trust")) is not None:
             return unreadable
         if config.database.exists():
-            with closing(Ledger(config.database, config.gate_id, read_only=True)) as ledger:
-                stored = ledger.trust_documents()
+            with closing(Store(config.database, config.gate_id, read_only=True)) as store:
+                stored = [trust.parse_document(body, name) for name, body in store.trust.documents()]
         material = trust.build([*config.trust_documents, *stored], config.gt1_keys)
         lines = trust.summary(material)
         missing = [name for name in config.engine.formats if _trust_name(name) not in material]
@@ -253,16 +252,15 @@ class Doctor:
         return Check("trust", OK, detail)
 
     def check_bundle(self) -> Check:
-        from gate.trust.bundles import held
-        from gate.store.ledger import Ledger
+        from gate.store import Store
 
         config = self.config
         if (unreadable := self._state_unreadable("bundle")) is not None:
             return unreadable
         if not config.database.exists():
             return Check("bundle", SKIP if config.admin_key is None else WARN, "no database yet")
-        with closing(Ledger(config.database, config.gate_id, read_only=True)) as ledger:
-            bundle = held(ledger)
+        with closing(Store(config.database, config.gate_id, read_only=True)) as store:
+            bundle = store.trust.held()
         if bundle.bundle_version == 0:
             if config.admin_key is None:
                 return Check("bundle", SKIP, "no admin key: trust comes from the config and gate keys import")
@@ -280,17 +278,14 @@ class Doctor:
             return unreadable
         if not path.exists():
             return Check("database", WARN, f"{path}: none yet (the lane creates it at its first start)")
+        from gate.store.db import StoreError, inspect
+
         try:
-            conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
-            try:
-                rows = [row[0] for row in conn.execute("PRAGMA integrity_check(20)")]
-                records = conn.execute("SELECT count(*) FROM ledger").fetchone()[0]
-            finally:
-                conn.close()
-        except sqlite3.DatabaseError as exc:
+            problems, records = inspect(path)
+        except StoreError as exc:
             return Check("database", FAIL, f"{path}: {exc}", _DB_FIX)
-        if rows != ["ok"]:
-            return Check("database", FAIL, f"{path}: integrity check failed: {'; '.join(rows)[:300]}", _DB_FIX)
+        if problems:
+            return Check("database", FAIL, f"{path}: integrity check failed: {'; '.join(problems)[:300]}", _DB_FIX)
         mode = path.stat().st_mode & 0o777
         if mode & 0o077:
             return Check("database", WARN, f"{path}: intact, {records} records, but mode {mode:o}", f"chmod 600 {path}")
@@ -348,28 +343,26 @@ class opened_lane:
 
     def __enter__(self) -> Any:
         from drivers.gpio import GpioLane
+        from gate.lane.hardware import load_provider
 
-        factory = None
-        if self.config.gpio.pin_factory == "mock":
-            from hwsim.pins import make_factory
-
-            factory = make_factory()
-        elif not os.access(".", os.W_OK):  # lgpio puts its notification pipes in the working directory
+        self.hardware = load_provider(self.config.hardware, self.config)
+        if self.config.hardware == "pi" and not os.access(".", os.W_OK):  # lgpio puts its notification pipes in the working directory
             import tempfile
 
             os.chdir(tempfile.gettempdir())
-        self.lane = GpioLane(self.config.gpio, pin_factory=factory)
+        self.lane = GpioLane(self.config.gpio, pin_factory=self.hardware.pin_factory())
         return self.lane
 
     def __exit__(self, *exc: Any) -> None:
         self.lane.safe()
         self.lane.close()
+        self.hardware.close()
 
 
 def _pins(config: Config) -> list[tuple[str, int]]:
-    from gate.config import _named_pins
+    from gate.config import named_pins
 
-    return [(name, pin) for name, pin in _named_pins(config.gpio) if pin is not None]
+    return [(name, pin) for name, pin in named_pins(config.gpio) if pin is not None]
 
 
 def _trust_name(format_name: str) -> str:

@@ -1,5 +1,6 @@
-"""From scanned text to a decision: format → signature and proof → revocation → gate policy →
-ledger. Owned by the decision loop's thread; ``gate verify`` uses it too.
+"""From scanned text to a decision: format → signature and proof → one read of what the store
+holds about the ticket → gate policy. Owned by the decision loop's thread; ``gate verify`` uses it
+too. It records nothing: the loop writes the admission.
 
 Any exception while deciding denies the scan with ``error``: the gate never opens on an error.
 """
@@ -13,8 +14,8 @@ from typing import Any
 
 from gate import formats as fmt
 from gate import policy, trust
-from gate.decision import IN, Claims, Decision, Denial, Reason
-from gate.store.ledger import Ledger
+from gate.decision import Claims, Decision, Denial, Reason
+from gate.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -44,11 +45,11 @@ class TrustSources:
 
 
 class DecisionEngine:
-    def __init__(self, settings: EngineSettings, sources: TrustSources, ledger: Ledger) -> None:
+    def __init__(self, settings: EngineSettings, sources: TrustSources, store: Store) -> None:
         self.settings = settings
         self.formats = fmt.enabled(settings.formats)
         self.sources = sources
-        self.ledger = ledger
+        self.store = store
         self.trust: dict[str, Any] = {}
         self._trust_generation: tuple[int, int] | None = None
         self._trust_checked = float("-inf")
@@ -64,11 +65,11 @@ class DecisionEngine:
             return
         self._trust_checked = now
         try:
-            generation = self.ledger.trust_generation()
+            generation = self.store.trust.generation()
             if generation == self._trust_generation and not force:
                 return
             self._trust_generation = generation  # a bad document is reported once, not every second
-            stored = self.ledger.trust_documents()
+            stored = [trust.parse_document(body, name) for name, body in self.store.trust.documents()]
             self.trust = trust.build([*self.sources.documents, *stored], self.sources.gt1_keys)
         except Exception as exc:  # the lane keeps deciding with the trust it has
             log.error("trust documents not taken in, previous trust kept error=%r", str(exc))
@@ -136,31 +137,13 @@ class DecisionEngine:
             parsed = gt1.parse_nfc_answer(answer)
         except gt1.Unreadable as exc:
             return Decision.deny(Reason.UNREADABLE, f"gt1: {exc}", format_name=gt1.NAME, direction=direction), None
-        if parsed.proof_key is not None and self.ledger.proof_used(parsed.proof_key):
+        if parsed.proof_key is not None and self.store.ledger.proof_used(parsed.proof_key):
             # A recorded answer: its signature is over another nonce, but it is known by sight.
             return Decision.deny(Reason.REPLAYED_PROOF, "this exact NFC answer was already used", format_name=gt1.NAME, direction=direction), None
         ctx = gt1.Context(now, self.trust.get(gt1.NAME, {}), self.settings.proof_max_age, self.settings.proof_max_ahead)
         return self._verdict(gt1.read_nfc(parsed, nonce, gate_id, ctx), gt1.NAME, direction, now)
 
     def judge(self, claims: Claims, direction: str, now: float) -> Decision:
-        """The gate's checks on verified claims (also used for NFC answers)."""
-        if self.ledger.is_revoked(claims.ticket_key):
-            return Decision.deny(Reason.REVOKED, "ticket is on the revocation list", claims=claims, direction=direction)
-        gate_policy = self.settings.gate_policy
-        entries: tuple[int, int] | None = None
-        if direction == IN:
-            denial = policy.check_ticket(claims, gate_policy, now)
-            if denial is None and claims.proof is not None and self.ledger.proof_used(claims.proof.key):
-                denial = Denial(Reason.REPLAYED_PROOF, "this exact proof was already used")
-            if denial is None:
-                usage = self.ledger.usage(claims.ticket_key)
-                denial = policy.check_entry(claims, gate_policy, usage)
-                entries = (usage.entries, policy.entry_limit(claims, gate_policy))
-            if denial is not None:
-                return Decision.deny(denial.reason, denial.detail, claims=claims, direction=direction)
-        details = {"event": claims.event}
-        if claims.product:
-            details["product"] = claims.product
-        if claims.proof:
-            details["proof"] = claims.proof.kind
-        return Decision(True, Reason.OK, claims.format, claims.ticket_key, direction, details, entries)
+        """The gate's checks on verified claims: one read of the store, then pure policy."""
+        state = self.store.ticket_state(claims.ticket_key, claims.proof.key if claims.proof else None)
+        return policy.judge(claims, state, self.settings.gate_policy, direction, now)

@@ -110,9 +110,7 @@ class DecisionLoop:
         self.clock_sync = clock_sync  # None: the clock is taken as right (gate verify --at, tests)
         self._clock_checked = float("-inf")
         self.listeners: list[Listener] = []
-        self.sync: Any = None  # gate.sync.client.VenueSync, pumped after every turn
-        self.reload: Callable[[], str] | None = None  # re-read trust (signed command, SIGHUP)
-        self.on_mode: Callable[[str], None] | None = None  # remembers a commanded mode
+        self.after_turn: list[Callable[[], None]] = []  # run after every turn (the venue sync's pump)
         self.counters: Counter[str] = Counter()
         self.crashed: BaseException | None = None
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
@@ -179,8 +177,8 @@ class DecisionLoop:
                     break
                 if event is not None and event is not WAKE:
                     self._handle(event)
-                if self.sync is not None:
-                    self._pump_sync()
+                for work in self.after_turn:
+                    self._after_turn(work)
                 self.engine.refresh_trust()  # at most once a second: newly imported documents
                 self._check_clock()
                 expired = self.turnstile.tick()
@@ -193,11 +191,11 @@ class DecisionLoop:
         finally:
             self.turnstile.safe()
 
-    def _pump_sync(self) -> None:
+    def _after_turn(self, work: Callable[[], None]) -> None:
         try:
-            self.sync.pump()
+            work()
         except Exception:  # the bus must never stop the lane
-            log.exception("venue sync failed this turn")
+            log.exception("work after the turn failed work=%s", getattr(work, "__qualname__", work))
 
     def _check_clock(self) -> None:
         """Keep the engine's clock guard current; say so loudly when synchronization is lost or won."""
@@ -246,7 +244,7 @@ class DecisionLoop:
             log.warning("tamper input active=%s", event.active)
             self._emit("alarm", {"alarm": "tamper", "active": event.active})
         elif isinstance(event, SetMode):
-            self._set_mode(event.mode)
+            self.set_mode(event.mode)
         elif isinstance(event, Notice):
             self._emit(event.kind, event.payload)
         elif isinstance(event, Call):
@@ -257,27 +255,14 @@ class DecisionLoop:
         else:
             log.error("unknown event dropped type=%s", type(event).__name__)
 
-    def _set_mode(self, mode: str) -> None:
+    def set_mode(self, mode: str) -> None:
+        """Normal, free or locked (on this thread); an admission waiting for its passage is
+        reverted when the lane leaves normal mode."""
         interrupted = self.turnstile.set_mode(mode)
         if interrupted is not None:
             self._revert(interrupted, f"mode changed to {mode}")
         log.info("mode set mode=%s", mode)
         self._emit("mode", {"mode": mode})
-
-    def carry_out(self, action: str, *, mode: str | None = None, direction: str = "in", note: str = "") -> str:
-        """A verified signed command (on this thread); what was done, or ``Refused``."""
-        if action == "set_mode" and mode is not None:
-            self._set_mode(mode)
-            if self.on_mode is not None:
-                self.on_mode(mode)
-            return f"mode is now {mode}"
-        if action == "open_once":
-            return self.open_once(direction, note)
-        if action == "reload":
-            if self.reload is None:
-                raise Refused("this lane cannot reload")
-            return self.reload()
-        raise Refused(f"unknown command {action!r}")
 
     def open_once(self, direction: str, note: str) -> str:
         """Let one person through without a ticket (staff decision). Recorded like an admission

@@ -15,12 +15,11 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from gate.clock import Clock
-from gate.decision import IN, OUT
+from gate.decision import IN, MODES, OUT
 from gate.lane.hardware import LaneOutputs
 
 log = logging.getLogger(__name__)
 
-MODES = ("normal", "free", "locked")
 UNLOCK_MODES = ("pulse", "level")
 
 

@@ -2,38 +2,20 @@
 
 Records are facts keyed by ``(origin, seq)``; a gate numbers its own records without gaps. A
 record is on disk (WAL, ``synchronous=FULL``) before ``append`` returns, so the relay never
-moves for an admission that a power cut could forget. One long-lived connection is owned by the
-decision loop; other processes (``gate revoke``) may write revocations alongside it.
+moves for an admission that a power cut could forget (``gate.store.db``).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
-import sqlite3
-import threading
-from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Iterator
+from typing import Any, Iterable
 
-if TYPE_CHECKING:  # imported only to migrate: sqlite-utils imports numpy (0.1 s here, more on a Pi)
-    import sqlite_utils
-
-from gate import trust
-from gate.policy import Usage
-from gate.trust.signed import PREFIX_BYTES
-from gate.trust import TrustDocument
+from gate.policy import TicketState
+from gate.store.db import WRITE_LOCK, Database
 
 log = logging.getLogger(__name__)
-
-# Writers in this process take turns here before SQLite's own lock. A thread waiting for
-# SQLite's lock polls it with sleeps growing to 100 ms; waiting here, the decision loop gets
-# the database the moment a bundle worker's chunk is committed.
-WRITE_LOCK = threading.RLock()
-
-SCHEMA_VERSION = 4
 
 # Record kinds.
 ADMISSION = "admission"  # a ticket was let through, direction "in" (entry) or "out" (exit)
@@ -64,12 +46,6 @@ class Record:
 
 
 _COLUMNS = "origin, seq, kind, at, ticket_key, format, direction, ref_origin, ref_seq, details, proof_key"
-_PREFIX_HEX = 2 * PREFIX_BYTES
-_IS_REVOKED = (
-    "SELECT EXISTS (SELECT 1 FROM revocations WHERE ticket_key = ?1) OR COALESCE("
-    "(SELECT revoked FROM delta_revocations WHERE prefix = ?2), "
-    "EXISTS (SELECT 1 FROM bundle_revocations WHERE prefix = ?2))"
-)
 
 
 @dataclass(frozen=True)
@@ -93,44 +69,13 @@ class MergeResult:
 
 
 class Ledger:
-    def __init__(self, path: Path | str, origin: str, *, read_only: bool = False) -> None:
-        """``read_only``: look without writing (``gate doctor`` beside a running lane); the
-        file must exist and have this gate's schema."""
-        self.path = Path(path)
+    """This gate's records and the peers' it has merged (table ``ledger``), and the conflicts
+    found while merging (table ``conflicts``)."""
+
+    def __init__(self, db: Database, origin: str) -> None:
+        self.db = db
+        self.conn = db.conn
         self.origin = origin
-        if read_only:
-            self.conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, isolation_level=None, check_same_thread=False)
-            self.conn.execute("PRAGMA busy_timeout = 5000")
-            version = self.conn.execute("PRAGMA user_version").fetchone()[0]
-            if version != SCHEMA_VERSION:
-                raise RuntimeError(f"database {self.path} has schema {version}, this gate reads {SCHEMA_VERSION}")
-            return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        self.conn.execute("PRAGMA busy_timeout = 5000")
-        self.conn.execute("PRAGMA journal_mode = WAL")
-        self.conn.execute("PRAGMA synchronous = FULL")
-        self._migrate()
-
-    def _migrate(self) -> None:
-        version = self.conn.execute("PRAGMA user_version").fetchone()[0]
-        if version > SCHEMA_VERSION:
-            raise RuntimeError(
-                f"database {self.path} has schema {version}, newer than this gate ({SCHEMA_VERSION})"
-            )
-        if version == SCHEMA_VERSION:
-            return  # the usual start: nothing to migrate, nothing more to import
-        import sqlite_utils
-
-        db = sqlite_utils.Database(self.conn)
-        for target, step in ((1, _schema_1), (2, _schema_2), (3, _schema_3), (4, _schema_4)):
-            if version >= target:
-                continue
-            with self.transaction():  # another process may have migrated meanwhile: ask again
-                if self.conn.execute("PRAGMA user_version").fetchone()[0] < target:
-                    step(db)
-                    self.conn.execute(f"PRAGMA user_version = {target}")
-                    log.info("ledger schema migrated path=%s version=%d", self.path, target)
 
     # --- writing ---------------------------------------------------------------------------
 
@@ -173,26 +118,6 @@ class Ledger:
         return Record(self.origin, rows[0][0], kind, at, ticket_key, format, direction,
                       ref[0] if ref else None, ref[1] if ref else None, details, proof_key)
 
-    def revoke(self, entries: Iterable[tuple[str, str]], at: float) -> int:
-        """Revoke ticket keys (``(ticket_key, note)``); returns how many were new."""
-        with self.transaction():
-            before = self.conn.total_changes
-            self.conn.executemany(
-                "INSERT OR IGNORE INTO revocations (ticket_key, note, at) VALUES (?, ?, ?)",
-                ((key, note, at) for key, note in entries),
-            )
-            return self.conn.total_changes - before
-
-    def store_trust_document(self, name: str, fmt: str, body: str, at: float) -> None:
-        """Keep an imported trust document (replacing one of the same name)."""
-        self.conn.execute(
-            "INSERT OR REPLACE INTO trust_documents (name, format, imported_at, sha256, body) VALUES (?, ?, ?, ?, ?)",
-            (name, fmt, at, hashlib.sha256(body.encode()).hexdigest(), body),
-        )
-
-    def remove_trust_document(self, name: str) -> bool:
-        return self.conn.execute("DELETE FROM trust_documents WHERE name = ?", (name,)).rowcount > 0
-
     def merge(self, offered: Iterable[Record], now: float) -> MergeResult:
         """Take in peers' records (facts keyed by ``(origin, seq)``): idempotent, any order.
 
@@ -206,7 +131,7 @@ class Ledger:
         duplicates = 0
         clashes: list[tuple[Record, Record]] = []
         conflicts: list[Conflict] = []
-        with self.transaction():
+        with self.db.transaction():
             for record in offered:
                 if record.origin == self.origin:
                     raise ValueError(f"a peer's record cannot carry this gate's origin {self.origin!r}")
@@ -239,36 +164,15 @@ class Ledger:
         known, limit = record.details.get("known"), record.details.get("limit")
         if not isinstance(known, int) or not isinstance(limit, int) or limit == 0:
             return None
-        found = self.usage(record.ticket_key).entries - 1  # held besides this one
+        found = self.ticket_usage(record.ticket_key).entries - 1  # held besides this one
         if found > known and found + 1 > limit:
             return Conflict(record.ticket_key, record.origin, record.seq, known, found, now)
         return None
 
-    def set_sync_state(self, name: str, value: int) -> None:
-        with WRITE_LOCK:
-            self.conn.execute("INSERT OR REPLACE INTO sync_state (name, value) VALUES (?, ?)", (name, value))
-
-    @contextmanager
-    def transaction(self) -> Iterator[None]:
-        """One explicit transaction (the connection otherwise commits every statement)."""
-        with WRITE_LOCK:
-            self.conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield
-            except BaseException:
-                self.conn.execute("ROLLBACK")
-                raise
-            self.conn.execute("COMMIT")
-
     # --- reading ---------------------------------------------------------------------------
 
-    def is_revoked(self, ticket_key: str) -> bool:
-        """Revoked here (``gate revoke``), by the newest delta, or by the bundle (unless the
-        delta restored it). Bundles hold 16-byte prefixes of ticket keys (``gate.trust.signed``)."""
-        row = self.conn.execute(_IS_REVOKED, (ticket_key, bytes.fromhex(ticket_key[:_PREFIX_HEX]))).fetchone()
-        return bool(row[0])
-
-    def usage(self, ticket_key: str) -> Usage:
+    def ticket_usage(self, ticket_key: str) -> TicketState:
+        """The ticket's entries and exits, reverted admissions taken out."""
         rows = self.conn.execute(
             "SELECT origin, seq, kind, direction, ref_origin, ref_seq FROM ledger WHERE ticket_key = ?",
             (ticket_key,),
@@ -281,22 +185,7 @@ class Ledger:
                     exits += 1
                 else:
                     entries += 1
-        return Usage(entries=entries, exits=exits)
-
-    def trust_generation(self) -> tuple[int, int]:
-        """Changes whenever a trust document is imported, replaced or removed."""
-        row = self.conn.execute("SELECT COALESCE(MAX(rowid), 0), COUNT(*) FROM trust_documents").fetchone()
-        return (row[0], row[1])
-
-    def trust_documents(self) -> list[TrustDocument]:
-        """The imported documents, parsed again (they were valid when imported; ``TrustError``
-        if one no longer is, say after an upgrade that reads a field more strictly)."""
-        rows = self.conn.execute("SELECT name, body FROM trust_documents ORDER BY name").fetchall()
-        return [trust.parse_document(body, name) for name, body in rows]
-
-    def trust_document_list(self) -> list[dict[str, Any]]:
-        rows = self.conn.execute("SELECT name, format, imported_at, sha256, length(body) FROM trust_documents ORDER BY name")
-        return [dict(zip(("name", "format", "imported_at", "sha256", "bytes"), row)) for row in rows]
+        return TicketState(entries=entries, exits=exits)
 
     def proof_used(self, proof_key: str) -> bool:
         """Did this exact proof (rotating code, NFC answer, token ``jti``) already open a gate?
@@ -343,18 +232,18 @@ class Ledger:
             marks[origin] = first_gap if has_first else 0
         return marks
 
-    def sync_state(self, name: str, default: int = 0) -> int:
-        row = self.conn.execute("SELECT value FROM sync_state WHERE name = ?", (name,)).fetchone()
-        return int(row[0]) if row else default
-
     def conflict_count(self) -> int:
         return int(self.conn.execute("SELECT COUNT(*) FROM conflicts").fetchone()[0])
 
-    def integrity_ok(self) -> bool:
-        return self.conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    def counts(self) -> dict[str, int]:
+        """How many records of each kind, all origins (the demo, the harnesses, doctor)."""
+        return dict(self.conn.execute("SELECT kind, COUNT(*) FROM ledger GROUP BY kind").fetchall())
 
-    def close(self) -> None:
-        self.conn.close()
+    def count(self, origin: str | None = None) -> int:
+        """How many records this ledger holds (of one origin, or all)."""
+        if origin is None:
+            return int(self.conn.execute("SELECT COUNT(*) FROM ledger").fetchone()[0])
+        return int(self.conn.execute("SELECT COUNT(*) FROM ledger WHERE origin = ?", (origin,)).fetchone()[0])
 
 
 def _row(record: Record) -> tuple[Any, ...]:
@@ -375,70 +264,3 @@ def _row(record: Record) -> tuple[Any, ...]:
 
 def _record(row: tuple[Any, ...]) -> Record:
     return Record(*row[:9], details=json.loads(row[9]) if row[9] else None, proof_key=row[10])
-
-
-# --- schema steps (each runs once, in its own transaction) ---------------------------------
-
-
-def _schema_1(db: sqlite_utils.Database) -> None:
-    db["ledger"].create(
-        {
-            "origin": str,
-            "seq": int,
-            "kind": str,
-            "at": float,
-            "ticket_key": str,
-            "format": str,
-            "direction": str,
-            "ref_origin": str,
-            "ref_seq": int,
-            "details": str,
-        },
-        pk=("origin", "seq"),
-        not_null={"origin", "seq", "kind", "at"},
-        if_not_exists=True,
-    )
-    db["ledger"].create_index(["ticket_key"], if_not_exists=True)
-    db["revocations"].create({"ticket_key": str, "note": str, "at": float}, pk="ticket_key", if_not_exists=True)
-
-
-def _schema_2(db: sqlite_utils.Database) -> None:
-    """Proof identities on admissions (replays across restarts); imported trust documents."""
-    db["ledger"].add_column("proof_key", str)
-    db["ledger"].create_index(["proof_key"], if_not_exists=True)
-    db["ledger"].create_index(["ref_origin", "ref_seq"], if_not_exists=True)
-    db["trust_documents"].create(
-        {"name": str, "format": str, "imported_at": float, "sha256": str, "body": str},
-        pk="name",
-        not_null={"format", "imported_at", "sha256", "body"},
-        if_not_exists=True,
-    )
-
-
-def _schema_3(db: sqlite_utils.Database) -> None:
-    """Venue sync: small named counters (the outbox's published mark) and detected conflicts."""
-    db["sync_state"].create({"name": str, "value": int}, pk="name", not_null={"value"}, if_not_exists=True)
-    db["conflicts"].create(
-        {"origin": str, "seq": int, "ticket_key": str, "known": int, "found": int, "detected_at": float},
-        pk=("origin", "seq"),
-        if_not_exists=True,
-    )
-
-
-def _schema_4(db: sqlite_utils.Database) -> None:
-    """Signed trust bundles: their revocations (key prefixes), the newest delta's changes, which
-    bundle and delta are held, and the nonces of signed commands already carried out."""
-    create_revocations(db.conn, "bundle_revocations")
-    db.conn.execute("CREATE TABLE IF NOT EXISTS delta_revocations (prefix BLOB PRIMARY KEY, revoked INTEGER NOT NULL) WITHOUT ROWID")
-    db["trust_state"].create(
-        {"name": str, "version": int, "base": int, "issued_at": float, "sha256": str,
-         "revoked": int, "restored": int, "documents": int, "applied_at": float},
-        pk="name",
-        if_not_exists=True,
-    )
-    db["command_nonces"].create({"nonce": str, "issued_at": float, "seen_at": float}, pk="nonce", if_not_exists=True)
-
-
-def create_revocations(conn: sqlite3.Connection, table: str) -> None:
-    """A table of revoked ticket-key prefixes; WITHOUT ROWID: the prefix is the whole row."""
-    conn.execute(f"CREATE TABLE IF NOT EXISTS {table} (prefix BLOB PRIMARY KEY) WITHOUT ROWID")

@@ -15,9 +15,9 @@ import threading
 from pathlib import Path
 from typing import Any, Callable
 
+from gate.store import Store
 from gate.trust import bundles
 from gate.trust.bundles import Outcome, Report
-from gate.store.ledger import Ledger
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +45,10 @@ class BundleWorker:
         self._thread = threading.Thread(target=self._run, name="bundle-worker", daemon=True)
         self._thread.start()
 
+    def trust_reloaded(self, new: Any) -> None:
+        """The lane reloaded its config's trust (``gate.lane.control.TrustReload``)."""
+        self.sources, self.admin_key = new.sources, new.admin_key
+
     def offer(self, kind: str, payload: bytes) -> None:
         log.debug("signed %s received bytes=%d", kind, len(payload))
         self._queue.put(payload)
@@ -55,22 +59,22 @@ class BundleWorker:
             self._thread.join(timeout)
 
     def _run(self) -> None:
-        ledger = Ledger(self.database, self.origin)
+        store = Store(self.database, self.origin)
         waiting: bytes | None = None  # a delta for a bundle not held yet
         try:
             while (payload := self._queue.get()) is not None:
-                result = self._receive(ledger, payload)
+                result = self._receive(store, payload)
                 if result.kind == "no_base":
                     waiting = payload
                 elif result.outcome == Outcome.APPLIED and result.what == "bundle" and waiting is not None:
                     payload, waiting = waiting, None
-                    self._receive(ledger, payload)
+                    self._receive(store, payload)
         finally:
-            ledger.close()
+            store.close()
 
-    def _receive(self, ledger: Ledger, payload: bytes) -> Report:
+    def _receive(self, store: Store, payload: bytes) -> Report:
         try:
-            result = bundles.receive(ledger, payload, self.admin_key, self.venue, self.sources)
+            result = bundles.receive(store, payload, self.admin_key, self.venue, self.sources)
         except Exception:  # receive reports its own failures; this is a bug, and must not end the worker
             log.exception("signed message not handled")
             return Report(Outcome.REFUSED, kind="error", error="internal error")

@@ -22,14 +22,14 @@ import time
 from typing import Any, Callable
 
 from gate.config import SyncConfig
-from gate.store.ledger import Ledger
+from gate.store import Store
+from gate.store.state import PUBLISHED_MARK
 from gate.sync import messages
 from gate.sync.messages import MessageError, Topics
 
 log = logging.getLogger(__name__)
 
 MAX_INFLIGHT = 8  # ledger messages handed to paho and not yet acknowledged
-PUBLISHED_MARK = "published"
 MARK_SAVE_INTERVAL = 1.0  # seconds; a mark lost in a crash only means a few duplicates
 REQUEST_MIN_INTERVAL = 1.0  # seconds between catch-up requests triggered by gaps
 
@@ -39,34 +39,39 @@ class VenueSync:
         self,
         settings: SyncConfig,
         gate_id: str,
-        ledger: Ledger,
+        store: Store,
         *,
         wake: Callable[[], None] = lambda: None,
         status: Callable[[], dict[str, Any]] = dict,
+        on_bundle: Callable[[str, bytes], None] | None = None,
+        on_command: Callable[[bytes], dict[str, Any]] | None = None,
         client_id: str | None = None,
     ) -> None:
+        """``on_bundle`` takes signed bundles and deltas (``"bundle" | "delta"``, payload: the
+        bundle worker); ``on_command`` carries out a signed command and gives the reply's fields
+        (``gate.lane.control.LaneControl.on_command``); both are called on the loop's thread."""
         self.settings = settings
         self.gate_id = gate_id
-        self.ledger = ledger
+        self.ledger = store.ledger
+        self.state = store.state
         self.topics = Topics(settings.topic_root, gate_id)
         self.wake = wake
         self.status = status
         self.client_id = client_id or f"gate-{settings.topic_root.strip('/').replace('/', '-')}-{gate_id}"
         self.connected = False
         self.on_merged: list[Callable[[list[Any]], None]] = []  # peers' new records (loop thread)
-        # Signed messages (loop thread): bundles and deltas go to a worker, commands to the lane.
-        self.on_bundle: Callable[[str, bytes], None] | None = None  # ("bundle" | "delta", payload)
-        self.on_command: Callable[[bytes], dict[str, Any]] | None = None  # → encode_command_result fields
+        self.on_bundle = on_bundle
+        self.on_command = on_command
         self.counters = {"received": 0, "merged": 0, "duplicates": 0, "clashes": 0, "conflicts": 0, "refused": 0}
         self._events: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
         self._client: Any = None
-        self._published = ledger.sync_state(PUBLISHED_MARK)  # acknowledged by the broker
+        self._published = store.state.get(PUBLISHED_MARK)  # acknowledged by the broker
         self._saved_mark = self._published
         self._mark_saved_at = 0.0
         self._acked_ranges: list[tuple[int, int]] = []
         self._send_from = self._published  # next publish starts above this seq
         self._inflight: dict[int, tuple[int, int]] = {}  # mid → (first, last) seq
-        self._peer_marks = {o: m for o, m in ledger.marks().items() if o != gate_id}
+        self._peer_marks = {o: m for o, m in self.ledger.marks().items() if o != gate_id}
         self._last_request = float("-inf")
         self._next_status = 0.0
         self._next_catch_up = float("inf")
@@ -294,7 +299,7 @@ class VenueSync:
             return
         now = time.monotonic()
         if force or now - self._mark_saved_at >= MARK_SAVE_INTERVAL:
-            self.ledger.set_sync_state(PUBLISHED_MARK, self._published)
+            self.state.set(PUBLISHED_MARK, self._published)
             self._saved_mark, self._mark_saved_at = self._published, now
 
     def _publish_status(self, now: float) -> None:

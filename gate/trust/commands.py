@@ -11,16 +11,17 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from gate.errors import SignedError
+from gate.store.state import State
 from gate.trust import signed
-from gate.store.ledger import Ledger
-from gate.trust.signed import Command, SignedError
+from gate.trust.signed import Command
 
 log = logging.getLogger(__name__)
 
 
 class CommandGuard:
-    def __init__(self, ledger: Ledger, gate_id: str, venue: str, admin_key: bytes | None, max_age: float) -> None:
-        self.ledger = ledger
+    def __init__(self, state: State, gate_id: str, venue: str, admin_key: bytes | None, max_age: float) -> None:
+        self.state = state
         self.gate_id = gate_id
         self.venue = venue
         self.admin_key = admin_key
@@ -37,13 +38,7 @@ class CommandGuard:
         if abs(age) > self.max_age:
             when = f"{age:.0f} s ago" if age > 0 else f"{-age:.0f} s in the future"
             raise SignedError("stale", f"issued {when} by this gate's clock (allowed: {self.max_age:.0f} s)", message.nonce)
-        with self.ledger.transaction():
-            self.ledger.conn.execute("DELETE FROM command_nonces WHERE issued_at < ?", (now - 2 * self.max_age,))
-            fresh = self.ledger.conn.execute(
-                "INSERT OR IGNORE INTO command_nonces (nonce, issued_at, seen_at) VALUES (?, ?, ?)",
-                (message.nonce, message.issued_at, now),
-            ).rowcount
-        if not fresh:
+        if not self.state.remember_command(message.nonce, message.issued_at, now, forget_before=now - 2 * self.max_age):
             raise SignedError("replayed", "this command (its nonce) was already received", message.nonce)
         return message
 

@@ -33,15 +33,15 @@ from typing import Any
 from nacl.exceptions import BadSignatureError
 from nacl.signing import SigningKey, VerifyKey
 
+from gate.decision import PREFIX_BYTES, revocation_prefix
 from gate.errors import SignedError
 from gate.strictjson import Fields, nesting
-from gate.lane.turnstile import MODES
+from gate.decision import MODES
 
 PROTOCOL = 1
 CONTEXT = b"gate/v1 admin-signed\n"
 MAX_SIGNED = 64 * 1024 * 1024  # a bundle of 1,000,000 revocations is about 22 MB
 MAX_DEPTH = 16  # envelope (1) + payload (2) + the deepest trust document (pretix, 4) with room
-PREFIX_BYTES = 16
 COMMANDS = ("set_mode", "open_once", "reload")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")
 _NONCE = re.compile(r"^[0-9a-f]{16,64}\Z")
@@ -102,11 +102,6 @@ def key_id(public_key: bytes) -> str:
 
 def new_nonce() -> str:
     return secrets.token_hex(16)
-
-
-def revocation_prefix(ticket_key: str) -> bytes:
-    """The part of a ticket key (64 hex digits) that bundles and the revocation table hold."""
-    return bytes.fromhex(ticket_key[: 2 * PREFIX_BYTES])
 
 
 def pack_prefixes(prefixes: set[bytes] | list[bytes]) -> bytes:

@@ -12,15 +12,16 @@ from __future__ import annotations
 import base64
 import collections
 import signal
-import sqlite3
 import subprocess
 import sys
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
 from nacl.signing import SigningKey
 
 from gate.formats import gt1
+from gate.store import Store
 from hwsim.broker import Mosquitto, Watcher
 from hwsim.control import ControlClient
 from hwsim.demo import EVENT, write_config
@@ -79,8 +80,8 @@ class Gate:
         return decision
 
     def ledger(self) -> set[tuple[str, int, str]]:
-        with sqlite3.connect(self.home / "state" / "gate.db") as conn:
-            return set(conn.execute("SELECT origin, seq, kind FROM ledger"))
+        with closing(Store(self.home / "state" / "gate.db", self.name, read_only=True)) as store:
+            return {(r.origin, r.seq, r.kind) for r in store.ledger.records()}
 
     def stop(self) -> int:
         self.process.send_signal(signal.SIGTERM)

@@ -36,11 +36,12 @@ ensure_venv() {
   fi
   [ -x "$VENV/bin/python" ] || "$python" -m venv "$VENV"
   local stamp
-  stamp="$VENV/.gate-installed-$(sha256sum "$ROOT/pyproject.toml" | cut -c1-16)-${extras:-base}"
+  stamp="$VENV/.gate-installed-$(cat "$ROOT/pyproject.toml" "$ROOT/hw-sim/pyproject.toml" | sha256sum | cut -c1-16)-${extras:-base}"
   if [ ! -f "$stamp" ]; then
     say "installing gate into $VENV ..."
     "$VENV/bin/python" -m pip install -q --upgrade pip >&2
     "$VENV/bin/python" -m pip install -q -e "$ROOT${extras:+[$extras]}" >&2
+    "$VENV/bin/python" -m pip install -q --no-deps -e "$ROOT/hw-sim" >&2  # the simulator: its own distribution
     touch "$stamp"
   fi
 }

@@ -14,11 +14,11 @@ import os
 import select
 import signal
 import socket
-import sqlite3
 import subprocess
 import sys
 import threading
 import time
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,8 @@ from typing import Any
 from nacl.signing import SigningKey
 
 from gate.formats import gt1
+from gate.store import Store
+from gate.store.db import inspect
 from gate.sync import messages
 from hwsim.broker import Watcher
 from hwsim.control import ControlClient
@@ -174,19 +176,14 @@ class SimLane:
     # --- the lane's state on disk -----------------------------------------------------------
 
     def ledger_rows(self) -> list[tuple[str, int, str, str | None, float]]:
-        """(origin, seq, kind, ticket_key, at) of every record, read from the file the way a
-        technician would with sqlite3 (the daemon may be running: WAL readers do not block)."""
-        with sqlite3.connect(f"file:{self.database}?mode=ro", uri=True, timeout=10) as conn:
-            return conn.execute("SELECT origin, seq, kind, ticket_key, at FROM ledger").fetchall()
+        """(origin, seq, kind, ticket_key, at) of every record, read from the file beside the
+        running daemon (read-only: WAL readers do not block)."""
+        with closing(Store(self.database, self.name, read_only=True)) as store:
+            return [(r.origin, r.seq, r.kind, r.ticket_key, r.at) for r in store.ledger.records()]
 
     def integrity(self) -> str:
-        with sqlite3.connect(f"file:{self.database}?mode=ro", uri=True, timeout=10) as conn:
-            return ";".join(row[0] for row in conn.execute("PRAGMA integrity_check"))
-
-    def published_mark(self) -> int:
-        with sqlite3.connect(f"file:{self.database}?mode=ro", uri=True, timeout=10) as conn:
-            row = conn.execute("SELECT value FROM sync_state WHERE name = 'published'").fetchone()
-            return int(row[0]) if row else 0
+        problems, _records = inspect(self.database)
+        return ";".join(problems) or "ok"
 
 
 def show(lane: SimLane, ticket: str) -> tuple[dict[str, Any] | None, bool]:

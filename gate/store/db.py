@@ -1,0 +1,205 @@
+"""The gate's one SQLite file: the connection, its settings, the schema and its migrations.
+
+One long-lived connection is owned by the decision loop; the bundle worker opens its own, and
+other processes (``gate revoke``, ``gate keys import``, ``gate doctor``) may open the file beside
+a running lane. WAL with ``synchronous=FULL``: a write is on disk when the statement returns.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+import threading
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Iterator
+
+if TYPE_CHECKING:  # imported only to migrate: sqlite-utils imports numpy (0.1 s here, more on a Pi)
+    import sqlite_utils
+
+log = logging.getLogger(__name__)
+
+# Writers in this process take turns here before SQLite's own lock. A thread waiting for
+# SQLite's lock polls it with sleeps growing to 100 ms; waiting here, the decision loop gets
+# the database the moment a bundle worker's chunk is committed.
+WRITE_LOCK = threading.RLock()
+
+SCHEMA_VERSION = 4
+
+
+class StoreError(RuntimeError):
+    """The database cannot be used as it is (newer schema, not a gate database)."""
+
+
+def private_database(path: Path) -> None:
+    """The database and its WAL and shared-memory files readable by this user alone, whatever the
+    umask. SQLite gives the WAL and -shm files the database file's mode, so the database file is
+    made 0600 before SQLite opens it (and files an older version left open to others are fixed)."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
+    for suffix in ("-wal", "-shm", "-journal"):
+        companion = path.with_name(path.name + suffix)
+        if companion.exists():
+            os.chmod(companion, 0o600)
+
+
+class Database:
+    def __init__(self, path: Path | str, *, read_only: bool = False) -> None:
+        """``read_only``: look without writing (``gate doctor`` beside a running lane); the file
+        must exist and have this gate's schema."""
+        self.path = Path(path)
+        self.read_only = read_only
+        if read_only:
+            self.conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, isolation_level=None, check_same_thread=False)
+            self.conn.execute("PRAGMA busy_timeout = 5000")
+            version = self.schema_version()
+            if version != SCHEMA_VERSION:
+                self.conn.close()
+                raise StoreError(f"database {self.path} has schema {version}, this gate reads {SCHEMA_VERSION}")
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self.conn.execute("PRAGMA busy_timeout = 5000")
+        self.conn.execute("PRAGMA journal_mode = WAL")
+        self.conn.execute("PRAGMA synchronous = FULL")
+        self._migrate()
+
+    def schema_version(self) -> int:
+        return int(self.conn.execute("PRAGMA user_version").fetchone()[0])
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One explicit transaction (the connection otherwise commits every statement)."""
+        with WRITE_LOCK:
+            self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self.conn
+            except BaseException:
+                self.conn.execute("ROLLBACK")
+                raise
+            self.conn.execute("COMMIT")
+
+    @contextmanager
+    def relaxed_durability(self) -> Iterator[None]:
+        """``synchronous = NORMAL`` for writes a power cut may lose (a staging table)."""
+        self.conn.execute("PRAGMA synchronous = NORMAL")
+        try:
+            yield
+        finally:
+            self.conn.execute("PRAGMA synchronous = FULL")
+
+    def integrity_problems(self, limit: int = 20) -> list[str]:
+        """SQLite's own check: ``[]`` when the file is intact."""
+        rows = [row[0] for row in self.conn.execute(f"PRAGMA integrity_check({int(limit)})")]
+        return [] if rows == ["ok"] else rows
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def _migrate(self) -> None:
+        version = self.schema_version()
+        if version > SCHEMA_VERSION:
+            self.conn.close()
+            raise StoreError(f"database {self.path} has schema {version}, newer than this gate ({SCHEMA_VERSION})")
+        if version == SCHEMA_VERSION:
+            return  # the usual start: nothing to migrate, nothing more to import
+        import sqlite_utils
+
+        db = sqlite_utils.Database(self.conn)
+        for target, step in ((1, _schema_1), (2, _schema_2), (3, _schema_3), (4, _schema_4)):
+            if version >= target:
+                continue
+            with self.transaction():  # another process may have migrated meanwhile: ask again
+                if self.schema_version() < target:
+                    step(db)
+                    self.conn.execute(f"PRAGMA user_version = {target}")
+                    log.info("database schema migrated path=%s version=%d", self.path, target)
+
+
+# --- schema steps (each runs once, in its own transaction) ---------------------------------
+
+
+def _schema_1(db: sqlite_utils.Database) -> None:
+    """The ledger of records, and revocations made at this gate (``gate revoke``)."""
+    db["ledger"].create(
+        {
+            "origin": str,
+            "seq": int,
+            "kind": str,
+            "at": float,
+            "ticket_key": str,
+            "format": str,
+            "direction": str,
+            "ref_origin": str,
+            "ref_seq": int,
+            "details": str,
+        },
+        pk=("origin", "seq"),
+        not_null={"origin", "seq", "kind", "at"},
+        if_not_exists=True,
+    )
+    db["ledger"].create_index(["ticket_key"], if_not_exists=True)
+    db["revocations"].create({"ticket_key": str, "note": str, "at": float}, pk="ticket_key", if_not_exists=True)
+
+
+def _schema_2(db: sqlite_utils.Database) -> None:
+    """Proof identities on admissions (replays across restarts); imported trust documents."""
+    db["ledger"].add_column("proof_key", str)
+    db["ledger"].create_index(["proof_key"], if_not_exists=True)
+    db["ledger"].create_index(["ref_origin", "ref_seq"], if_not_exists=True)
+    db["trust_documents"].create(
+        {"name": str, "format": str, "imported_at": float, "sha256": str, "body": str},
+        pk="name",
+        not_null={"format", "imported_at", "sha256", "body"},
+        if_not_exists=True,
+    )
+
+
+def _schema_3(db: sqlite_utils.Database) -> None:
+    """Venue sync: small named counters (the outbox's published mark) and detected conflicts."""
+    db["sync_state"].create({"name": str, "value": int}, pk="name", not_null={"value"}, if_not_exists=True)
+    db["conflicts"].create(
+        {"origin": str, "seq": int, "ticket_key": str, "known": int, "found": int, "detected_at": float},
+        pk=("origin", "seq"),
+        if_not_exists=True,
+    )
+
+
+def _schema_4(db: sqlite_utils.Database) -> None:
+    """Signed trust bundles: their revocations (key prefixes), the newest delta's changes, which
+    bundle and delta are held, and the nonces of signed commands already carried out."""
+    create_prefix_table(db.conn, "bundle_revocations")
+    db.conn.execute("CREATE TABLE IF NOT EXISTS delta_revocations (prefix BLOB PRIMARY KEY, revoked INTEGER NOT NULL) WITHOUT ROWID")
+    db["trust_state"].create(
+        {"name": str, "version": int, "base": int, "issued_at": float, "sha256": str,
+         "revoked": int, "restored": int, "documents": int, "applied_at": float},
+        pk="name",
+        if_not_exists=True,
+    )
+    db["command_nonces"].create({"nonce": str, "issued_at": float, "seen_at": float}, pk="nonce", if_not_exists=True)
+
+
+def create_prefix_table(conn: sqlite3.Connection, table: str) -> None:
+    """A table of revoked ticket-key prefixes; WITHOUT ROWID: the prefix is the whole row."""
+    conn.execute(f"CREATE TABLE IF NOT EXISTS {table} (prefix BLOB PRIMARY KEY) WITHOUT ROWID")
+
+
+def inspect(path: Path) -> tuple[list[str], int]:
+    """SQLite's integrity check of a gate database (``[]`` when intact) and how many records its
+    ledger holds, read-only and whatever its schema (``gate doctor``). ``StoreError`` when the
+    file is not a readable SQLite database."""
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
+        try:
+            rows = [row[0] for row in conn.execute("PRAGMA integrity_check(20)")]
+            records = conn.execute("SELECT count(*) FROM ledger").fetchone()[0]
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError as exc:
+        raise StoreError(str(exc)) from None
+    return ([] if rows == ["ok"] else rows), int(records)

@@ -1,0 +1,114 @@
+"""Trust kept in the database: imported trust documents (``gate keys import`` and a bundle's,
+stored as ``bundle/…``) as their JSON text, and which signed bundle and delta are held.
+
+Documents are kept as text and parsed by the caller (``gate.trust``): this module knows rows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+from gate.store.db import Database
+
+BUNDLE_DOCUMENTS = "bundle/"  # name prefix of the documents a bundle brought
+
+
+@dataclass(frozen=True)
+class Held:
+    """The bundle and delta a gate holds (version 0: none)."""
+
+    bundle_version: int = 0
+    bundle_sha256: str = ""
+    issued_at: float = 0.0
+    revoked: int = 0
+    documents: int = 0
+    delta_version: int = 0
+    delta_sha256: str = ""
+    delta_revoked: int = 0
+    delta_restored: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"version": self.bundle_version, "delta": self.delta_version, "revoked": self.revoked,
+                "documents": self.documents, "delta_revoked": self.delta_revoked, "delta_restored": self.delta_restored}
+
+
+@dataclass(frozen=True)
+class HeldMessage:
+    """One row of ``trust_state``: a bundle or delta as applied."""
+
+    version: int
+    base: int
+    issued_at: float
+    sha256: str
+    revoked: int
+    restored: int
+    documents: int
+
+
+class TrustStore:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    # --- documents -----------------------------------------------------------------------
+
+    def documents(self) -> list[tuple[str, str]]:
+        """``(name, JSON text)`` of every stored document, by name."""
+        return self.db.conn.execute("SELECT name, body FROM trust_documents ORDER BY name").fetchall()
+
+    def document_list(self) -> list[dict[str, Any]]:
+        rows = self.db.conn.execute("SELECT name, format, imported_at, sha256, length(body) FROM trust_documents ORDER BY name")
+        return [dict(zip(("name", "format", "imported_at", "sha256", "bytes"), row)) for row in rows]
+
+    def store_document(self, name: str, fmt: str, body: str, at: float) -> None:
+        """Keep a trust document (replacing one of the same name)."""
+        self.db.conn.execute(
+            "INSERT OR REPLACE INTO trust_documents (name, format, imported_at, sha256, body) VALUES (?, ?, ?, ?, ?)",
+            (name, fmt, at, hashlib.sha256(body.encode()).hexdigest(), body),
+        )
+
+    def remove_document(self, name: str) -> bool:
+        return self.db.conn.execute("DELETE FROM trust_documents WHERE name = ?", (name,)).rowcount > 0
+
+    def replace_bundle_documents(self, documents: list[tuple[str, str, str]], at: float) -> None:
+        """Inside the caller's transaction: a new bundle's ``(name, format, body)`` replace the
+        previous bundle's documents."""
+        self.db.conn.execute("DELETE FROM trust_documents WHERE name LIKE ?", (BUNDLE_DOCUMENTS + "%",))
+        for name, fmt, body in documents:
+            self.store_document(name, fmt, body, at)
+
+    def generation(self) -> tuple[int, int]:
+        """Changes whenever a document is imported, replaced or removed."""
+        row = self.db.conn.execute("SELECT COALESCE(MAX(rowid), 0), COUNT(*) FROM trust_documents").fetchone()
+        return (row[0], row[1])
+
+    # --- the signed bundle and delta held -------------------------------------------------
+
+    def held(self) -> Held:
+        rows = {row[0]: row[1:] for row in self.db.conn.execute(
+            "SELECT name, version, sha256, issued_at, revoked, restored, documents FROM trust_state")}
+        bundle, delta = rows.get("bundle"), rows.get("delta")
+        return Held(
+            bundle_version=bundle[0] if bundle else 0,
+            bundle_sha256=bundle[1] if bundle else "",
+            issued_at=bundle[2] if bundle else 0.0,
+            revoked=bundle[3] if bundle else 0,
+            documents=bundle[5] if bundle else 0,
+            delta_version=delta[0] if delta else 0,
+            delta_sha256=delta[1] if delta else "",
+            delta_revoked=delta[3] if delta else 0,
+            delta_restored=delta[4] if delta else 0,
+        )
+
+    def set_held(self, name: str, message: HeldMessage, at: float, *, replace_all: bool = False) -> None:
+        """Inside the caller's transaction: ``name`` ("bundle" or "delta") is now held; a new
+        bundle (``replace_all``) forgets the previous bundle's delta."""
+        if replace_all:
+            self.db.conn.execute("DELETE FROM trust_state")
+        self.db.conn.execute(
+            "INSERT OR REPLACE INTO trust_state (name, version, base, issued_at, sha256, revoked, restored, documents, applied_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (name, message.version, message.base, message.issued_at, message.sha256, message.revoked, message.restored,
+             message.documents, at),
+        )

@@ -17,15 +17,14 @@ from pathlib import Path
 from typing import Any
 
 from gate import trust
-from gate.decision import DIRECTIONS, IN
+from gate.decision import DIRECTIONS, IN, MODES
 from gate.errors import ConfigError
-from gate.lane.engine import EngineSettings, TrustSources
 from gate.formats import FORMATS, TrustError, gt1
 from gate.formats.trustdoc import Fields, decode_key
+from gate.lane.engine import EngineSettings, TrustSources
+from gate.lane.turnstile import UNLOCK_MODES, TurnstileSettings
 from gate.policy import REENTRY_POLICIES, GatePolicy
 from gate.trust import TrustDocument
-from gate.decision import MODES
-from gate.lane.turnstile import UNLOCK_MODES, TurnstileSettings
 
 DEFAULT_PATH = "/etc/gate/gate.toml"
 _REQUIRED = object()

@@ -29,16 +29,17 @@ ROOT = Path(__file__).resolve().parent.parent
 
 sys.path.insert(0, str(ROOT))  # tests/vendors.py makes the other systems' tickets
 
-from gate.decision import Denial  # noqa: E402
-from gate.formats import gt1  # noqa: E402
-from gate.store import Store, StoreError  # noqa: E402
-from gate.store.ledger import ADMISSION  # noqa: E402
 from hwsim.broker import Mosquitto, Watcher  # noqa: E402
 from hwsim.control import ControlClient  # noqa: E402
-from hwsim.demo import EVENT, write_config  # noqa: E402
+from hwsim.lane_config import EVENT, write_config  # noqa: E402
 from hwsim.scanner import SimulatedScanner  # noqa: E402
 from hwsim.timing import percentile  # noqa: E402
 from hwsim.venue import venue_gate_config  # noqa: E402
+
+from gate.decision import Denial, revocation_prefix  # noqa: E402
+from gate.formats import gt1  # noqa: E402
+from gate.store import Store, StoreError  # noqa: E402
+from gate.store.ledger import ADMISSION  # noqa: E402
 
 
 def bench_gt1(count: int, rounds: int = 5) -> dict[str, float]:
@@ -90,7 +91,7 @@ def bench_formats(count: int) -> dict[str, float]:
     from eth_account import Account
 
     from gate import formats, trust
-    from tests import vendors
+    from tests.support import vendors
 
     now = 1_790_000_000
     vectors = _json.loads((vendors.VECTOR_DIR / "pretix-sig1-libpretixsync.json").read_text())
@@ -314,7 +315,7 @@ def bench_trust(workdir: Path, issuer: SigningKey, revocations: int, deltas: int
     public = base64.b64encode(bytes(issuer.verify_key)).decode()
     keys = [hashlib.sha256(i.to_bytes(8, "big")).hexdigest() for i in range(revocations)]
     bundle = signed.sign(signed.bundle_payload(
-        "demo-venue", 100, time.time(), [], signed.pack_prefixes([signed.revocation_prefix(k) for k in keys])), admin)
+        "demo-venue", 100, time.time(), [], signed.pack_prefixes([revocation_prefix(k) for k in keys])), admin)
     bundle_file = workdir / "bundle.json"
     bundle_file.write_bytes(bundle)
     out: dict[str, float] = {"bundle_mb": len(bundle) / 2**20}
@@ -379,7 +380,7 @@ def bench_trust(workdir: Path, issuer: SigningKey, revocations: int, deltas: int
         effective: list[float] = []
         revoked: set[bytes] = set()
         for version in range(1, deltas + 1):
-            revoked.add(signed.revocation_prefix(hashlib.sha256(b"delta-%d" % version).hexdigest()))
+            revoked.add(revocation_prefix(hashlib.sha256(b"delta-%d" % version).hexdigest()))
             delta = signed.sign(signed.delta_payload("demo-venue", 100, version, time.time(), signed.pack_prefixes(revoked), b""), admin)
             marks = {g: lanes[g].mark() for g in gates}
             sent = time.monotonic()
@@ -419,11 +420,11 @@ def _frames(size: tuple[int, int], issuer: SigningKey) -> tuple[list, list, str]
     """Idle frames (the corpus's photographs without a code, else simulated scenes) and frames
     with a GT1 ticket on a phone, at ``size``; and where the idle frames came from."""
     import numpy as np
+    from hwsim import corpus
+    from hwsim.camera import Look, SimulatedCamera, photograph
     from PIL import Image
 
     from drivers.camera import load_picture
-    from hwsim import corpus
-    from hwsim.camera import Look, SimulatedCamera, photograph
 
     width, height = size
     if corpus.available():
@@ -466,8 +467,9 @@ def bench_decode(issuer: SigningKey, rounds: int = 5) -> dict[str, object]:
 
 
 def bench_corpus() -> dict[str, object]:
-    from drivers.decoders import DecoderUnavailable, make_decoder
     from hwsim import corpus
+
+    from drivers.decoders import DecoderUnavailable, make_decoder
 
     if not corpus.available():
         return {}
@@ -491,10 +493,11 @@ def bench_reader_to_relay(workdir: Path, issuer: SigningKey, count: int) -> dict
     import copy
     import queue
 
-    from gate import config as gate_config
-    from gate.daemon import Daemon
     from hwsim.camera import Look, photograph
     from hwsim.phone import GT1Phone
+
+    from gate import config as gate_config
+    from gate.daemon import Daemon
 
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.bind(("127.0.0.1", 0))

@@ -34,7 +34,7 @@ def child(target: str, corpus: Path, seconds: int, timeout: int, rss_mb: int, ma
     import atheris
 
     with atheris.instrument_imports(include=["gate", "drivers"]):
-        from tests.parsers import Targets
+        from tests.support.parsers import Targets
 
     logging.disable(logging.CRITICAL)  # refusals are logged; libFuzzer's output is the report
     run = Targets().all()[target]
@@ -61,7 +61,7 @@ def main() -> int:
     if args.child:
         child(args.child, args.workdir / args.child, args.seconds, args.timeout, args.rss_mb, args.max_len)
         return 0
-    from tests.parsers import Targets
+    from tests.support.parsers import Targets
 
     logging.disable(logging.CRITICAL)
     made = Targets()

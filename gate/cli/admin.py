@@ -25,17 +25,18 @@ def cmd_bundle(args: argparse.Namespace) -> int:
 
 
 def _make(args: argparse.Namespace) -> int:
+    from gate.decision import revocation_prefix
     from gate.trust import signed
 
     venue = args.venue or load_config(args).venue
     version = args.version if args.version is not None else int(time.time())
-    revoked = {signed.revocation_prefix(k) for k in ticket_keys(args.revoke, args.revoked)}
+    revoked = {revocation_prefix(k) for k in ticket_keys(args.revoke, args.revoked)}
     if args.delta:
         if args.documents:
             raise UsageError("bundle make --delta: a delta carries revocations only; documents go in a bundle")
         if args.base is None:
             raise UsageError("bundle make --delta: --base names the bundle version the delta changes")
-        restored = {signed.revocation_prefix(k) for k in ticket_keys(args.restore, args.restored)}
+        restored = {revocation_prefix(k) for k in ticket_keys(args.restore, args.restored)}
         if args.previous:  # cumulative: carry the previous delta's changes over
             before = _read_payload(args.previous, "delta")
             if before["base"] != args.base:
@@ -99,8 +100,8 @@ def _load(args: argparse.Namespace) -> int:
 def _publish(args: argparse.Namespace) -> int:
     """Retained on ``bundle`` or ``bundle/delta``: gates that connect later get it too. The
     file is checked against this machine's config (admin key, venue) before it goes out."""
-    from gate.trust import signed
     from gate.sync.messages import Topics
+    from gate.trust import signed
 
     config = load_config(args)
     data = _read(args.file).strip()
@@ -123,8 +124,8 @@ def _publish(args: argparse.Namespace) -> int:
 
 def cmd_command(args: argparse.Namespace) -> int:
     """Sign a command for one gate, send it, and wait for the gate's answer."""
-    from gate.trust import signed
     from gate.sync.messages import Topics
+    from gate.trust import signed
 
     config = load_config(args)
     if args.action == "set_mode" and args.mode is None:
@@ -176,7 +177,7 @@ def _read_payload(path: str, kind: str) -> dict[str, Any]:
 def _unpack(part: dict[str, Any]) -> set[bytes]:
     import base64
 
-    from gate.trust.signed import PREFIX_BYTES
+    from gate.decision import PREFIX_BYTES
 
     raw = base64.b64decode(part["prefixes"])
     return {raw[i : i + PREFIX_BYTES] for i in range(0, len(raw), PREFIX_BYTES)}

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import argparse
 import os
-from pathlib import Path
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from gate.errors import UsageError

@@ -12,8 +12,8 @@ from gate.cli.common import EXIT_DENIED, EXIT_OK, UsageError, load_config, parse
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from gate.field import logsetup
     from gate.daemon import Daemon
+    from gate.field import logsetup
 
     config = load_config(args)
     logsetup.setup(config.log_level)

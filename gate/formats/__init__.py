@@ -22,8 +22,6 @@ from typing import Any, Callable
 from gate.decision import IN, Claims, Denial, ticket_key
 from gate.errors import TrustError, Unreadable  # noqa: F401 (the formats raise them: imported from here)
 
-
-
 # Registry name → module. The order is the order of recognition: most specific shapes first.
 FORMATS: dict[str, str] = {
     "gt1": "gate.formats.gt1:FORMAT",

@@ -15,13 +15,13 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from gate.store import ledger as records
 from gate.clock import Clock, ClockSync
 from gate.decision import Claims, Decision, Reason
 from gate.errors import Refused
 from gate.lane.engine import DecisionEngine
-from gate.store.ledger import Ledger, Record
 from gate.lane.turnstile import CONFIRMED, FORCED, FREE_EXIT, Pending, TurnstileController
+from gate.store import ledger as records
+from gate.store.ledger import Ledger, Record
 
 log = logging.getLogger(__name__)
 
@@ -278,7 +278,7 @@ class DecisionLoop:
         record = self._append(records.ADMISSION, direction=direction, details={"by": "command", "note": note})
         if record is None:
             raise Refused("could not record the admission")
-        self.turnstile.open_for(direction, (record, None))
+        self.turnstile.open_for(direction, record)
         self.counters["opened_by_command"] += 1
         log.info("opened once by command direction=%s seq=%d", direction, record.seq)
         return f"opened once ({direction})"
@@ -329,7 +329,7 @@ class DecisionLoop:
         except Exception:
             log.exception("ledger write failed, scan denied reason=error")
             return Decision.deny(Reason.ERROR, "could not record the admission", claims=claims, direction=decision.direction)
-        self.turnstile.open_for(decision.direction, (record, claims))  # only after the record is durable
+        self.turnstile.open_for(decision.direction, record)  # only after the record is durable
         self._emit("record", _record_dict(record))
         return decision
 
@@ -348,7 +348,7 @@ class DecisionLoop:
         return record
 
     def _revert(self, pending: Pending, why: str) -> None:
-        admission, _claims = pending.admission
+        admission: Record = pending.admission
         self.counters["reverted"] += 1
         log.info("admission reverted seq=%d why=%r ticket=%s", admission.seq, why, (admission.ticket_key or "-")[:16])
         self._append(
@@ -361,9 +361,8 @@ class DecisionLoop:
         )
 
     def _on_passage(self, direction: str) -> None:
-        outcome, admission = self.turnstile.passage(direction)
+        outcome, record = self.turnstile.passage(direction)
         if outcome == CONFIRMED:
-            record, _claims = admission
             self.counters["passages"] += 1
             self._append(
                 records.PASSAGE,

@@ -38,7 +38,7 @@ class Pending:
     """An admission waiting for the passage sensor."""
 
     direction: str
-    admission: Any  # opaque to the controller: the loop's record of the admission
+    admission: Any  # opaque to the controller: the loop's record of the admission (gate.store.ledger.Record)
     deadline: float
 
 

@@ -16,8 +16,8 @@ from typing import Any
 
 from gate.decision import DIRECTIONS
 from gate.errors import MessageError
-from gate.strictjson import Fields, nesting
 from gate.store.ledger import KINDS, Record
+from gate.strictjson import Fields, nesting
 
 PROTOCOL = 1
 MAX_PAYLOAD = 4 * 1024 * 1024  # a catch-up batch of MAX_BATCH records is well under 1 MB

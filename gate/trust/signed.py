@@ -33,10 +33,9 @@ from typing import Any
 from nacl.exceptions import BadSignatureError
 from nacl.signing import SigningKey, VerifyKey
 
-from gate.decision import PREFIX_BYTES, revocation_prefix
+from gate.decision import MODES, PREFIX_BYTES
 from gate.errors import SignedError
 from gate.strictjson import Fields, nesting
-from gate.decision import MODES
 
 PROTOCOL = 1
 CONTEXT = b"gate/v1 admin-signed\n"

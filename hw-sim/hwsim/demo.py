@@ -11,75 +11,17 @@ from __future__ import annotations
 
 import argparse
 import collections
-import json
 import signal
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 from hwsim import crowd as crowds
 from hwsim.control import ControlClient
+from hwsim.lane_config import EVENT, HOLD_OFF, write_config
 from hwsim.scanner import SimulatedScanner
-
-EVENT = "demo-concert"
-CONFIG = """\
-[gate]
-id = "demo-lane"
-venue = "demo-venue"
-state_dir = {state}
-log_level = "info"
-
-[policy]
-events = [{event}]
-
-[turnstile]
-pulse_ms = {pulse_ms}
-passage_timeout = {timeout}
-deny_display = 0.3
-
-[gpio]
-pin_factory = "mock"
-[gpio.unlock_in]
-pin = 17
-[gpio.green]
-pin = 27
-[gpio.red]
-pin = 22
-[gpio.buzzer]
-pin = 24
-[gpio.passage_in]
-pin = 5
-bounce_ms = 0
-[gpio.fire_alarm]
-pin = 13
-bounce_ms = 0
-
-[scanner]
-port = {scanner}
-reconnect_interval = 0.1
-
-[[trust.gt1_issuers]]
-name = "demo box office"
-public_key = {issuer}
-
-[simulator]
-enabled = true
-control_socket = {socket}
-walk_time = {walk}
-
-[status]
-socket = {status}
-"""
-
-HOLD_OFF = 0.5
-CAMERA = f"""
-[camera]
-source = "simulator"
-hold_off = {HOLD_OFF}
-"""
 
 # How the crowd holds tickets up to the camera, person after person (hwsim.camera.Look's fields).
 LOOKS = [
@@ -91,30 +33,6 @@ LOOKS = [
 ]
 
 GLYPH = {True: "●", False: "○"}
-
-
-def _q(value: Any) -> str:
-    return json.dumps(str(value))  # a JSON string is a valid TOML basic string
-
-
-def write_config(workdir: Path, issuer_public: str, *, walk: float, timeout: float, pulse_ms: int = 300,
-                 camera: bool = False) -> Path:
-    """The simulated lane's gate.toml: the daemon, its pty scanner and control socket in workdir."""
-    path = workdir / "gate.toml"
-    path.write_text(
-        (CONFIG + (CAMERA if camera else "")).format(
-            state=_q(workdir / "state"),
-            event=_q(EVENT),
-            timeout=timeout,
-            pulse_ms=pulse_ms,
-            scanner=_q(workdir / "scanner"),
-            issuer=_q(issuer_public),
-            socket=_q(workdir / "sim.sock"),
-            status=_q(workdir / "status.sock"),
-            walk=walk,
-        )
-    )
-    return path
 
 
 def _outputs_line(outputs: dict[str, bool]) -> str:

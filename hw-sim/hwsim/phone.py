@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import logging
 import struct
-import threading
 import time
 from typing import Any, Callable
 
@@ -259,9 +258,3 @@ class NdefTag(EmulatedCard):
             return content[offset : offset + length] + OK
         return WRONG_INS
 
-
-def tap_in_background(card: EmulatedCard, seconds: float = 0.5, timeout: float = 5.0) -> threading.Thread:
-    """``card.present`` on a thread of its own (tests tap while they watch the lane)."""
-    thread = threading.Thread(target=card.present, args=(seconds, timeout), name="sim-phone", daemon=True)
-    thread.start()
-    return thread

@@ -17,10 +17,6 @@ class SimulatedScanner:
         self._master: int | None = None
         self.plug()
 
-    @property
-    def plugged(self) -> bool:
-        return self._master is not None
-
     def plug(self) -> None:
         """Connect the scanner: a new pty appears and the symlink points at it."""
         if self._master is not None:

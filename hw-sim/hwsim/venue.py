@@ -24,7 +24,7 @@ from gate.formats import gt1
 from gate.store import Store
 from hwsim.broker import Mosquitto, Watcher
 from hwsim.control import ControlClient
-from hwsim.demo import EVENT, write_config
+from hwsim.lane_config import EVENT, write_config
 from hwsim.scanner import SimulatedScanner
 from hwsim.timing import wait
 

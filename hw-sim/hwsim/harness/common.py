@@ -31,7 +31,7 @@ from gate.store.db import inspect
 from gate.sync import messages
 from hwsim.broker import Watcher
 from hwsim.control import ControlClient
-from hwsim.demo import EVENT
+from hwsim.lane_config import EVENT
 from hwsim.scanner import SimulatedScanner
 from hwsim.venue import VENUE, gate_status, venue_gate_config
 
@@ -72,7 +72,7 @@ class SimLane:
                  walk: float = 0.05, passage_timeout: float = 2.0, extra: str = "") -> None:
         self.name = name
         if broker_port is None:
-            from hwsim.demo import write_config
+            from hwsim.lane_config import write_config
 
             self.home = workdir / name
             self.home.mkdir(parents=True, exist_ok=True)

@@ -26,8 +26,8 @@ from nacl.signing import SigningKey
 
 from gate.formats import gt1
 from hwsim.broker import Mosquitto
-from hwsim.demo import EVENT
 from hwsim.harness.common import BusRecorder, Report, SimLane, Tickets, show
+from hwsim.lane_config import EVENT
 from hwsim.timing import percentile, wait
 
 MIX = (("fresh", 0.10), ("used", 0.60), ("forged", 0.15), ("garbage", 0.15))

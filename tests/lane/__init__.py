@@ -1,0 +1,1 @@
+"""A lane (gate/lane): the turnstile controller and the decision loop in unit tests, and whole lanes with their readers."""

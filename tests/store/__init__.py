@@ -1,0 +1,1 @@
+"""The store (gate/store): every table, through its methods, on real SQLite files."""

@@ -1,0 +1,1 @@
+"""Helpers the tests share (no fixtures here: those are in conftest.py)."""

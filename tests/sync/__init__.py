@@ -1,0 +1,1 @@
+"""The venue bus (gate/sync), against a real mosquitto."""

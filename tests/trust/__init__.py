@@ -1,0 +1,1 @@
+"""Trust (gate/trust): signed bundles, deltas and commands."""

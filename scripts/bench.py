@@ -27,7 +27,7 @@ from nacl.signing import SigningKey
 
 ROOT = Path(__file__).resolve().parent.parent
 
-sys.path.insert(0, str(ROOT))  # tests/vendors.py makes the other systems' tickets
+sys.path.insert(0, str(ROOT))  # tests/support/vendors.py makes the other systems' tickets
 
 from hwsim.broker import Mosquitto, Watcher  # noqa: E402
 from hwsim.control import ControlClient  # noqa: E402

@@ -1,4 +1,4 @@
-"""Coverage-guided fuzzing (atheris, libFuzzer) of every parser target in tests/parsers.py.
+"""Coverage-guided fuzzing (atheris, libFuzzer) of every parser target in tests/support/parsers.py.
 
     scripts/fuzz                      every target, 60 s each
     scripts/fuzz scan bus --seconds 600

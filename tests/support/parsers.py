@@ -1,6 +1,6 @@
 """Every parser of gate as a fuzz target: bytes in, properties checked.
 
-Used by the property-based tests (tests/test_properties.py, hypothesis) and by the
+Used by the property-based tests (tests/system/test_properties.py, hypothesis) and by the
 coverage-guided fuzzer (scripts/fuzz, atheris). A target returns when the input was handled as
 it must be, and raises when a property broke: an ``AssertionError`` naming it, or the unexpected
 exception itself (a crash). Each target also has seeds: valid inputs that mutations start from.

@@ -3,7 +3,7 @@ bytes, venue-bus messages, signed bundles and commands, trust documents and the 
 
 The inputs are arbitrary bytes, and mutations of valid inputs (bytes flipped, inserted, deleted,
 cut off, pieces spliced in), which reach far deeper into a parser than noise does. The
-properties are the ones tests/parsers.py checks: no crash, no accept of anything that was never
+properties are the ones tests/support/parsers.py checks: no crash, no accept of anything that was never
 signed, nothing already recorded lost. ``GATE_PROPERTY_EXAMPLES`` sets the examples per target
 (300 here; the figures in RELIABILITY.md come from longer runs and from scripts/fuzz).
 """

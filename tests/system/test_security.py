@@ -2,9 +2,9 @@
 log line, the venue bus or the status socket, secrets are compared in constant time, and every
 input has a size limit that refuses it with a clear error before it is parsed.
 
-(The ACL is proved in tests/test_sync.py and tests/test_sync_trust.py: one gate cannot write
+(The ACL is proved in tests/sync/test_sync.py and tests/sync/test_sync_trust.py: one gate cannot write
 into another's ledger, only the venue admin sends bundles and commands; signed bundles and
-commands in tests/test_bundles.py and tests/test_sync_trust.py.)
+commands in tests/trust/test_bundles.py and tests/sync/test_sync_trust.py.)
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ import dataclasses
 import logging
 import signal
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gate import __version__
 from gate.clock import Clock, SystemClock
@@ -27,6 +27,14 @@ from gate.lane.loop import WAKE, DecisionLoop, FireAlarm, Notice, SetMode
 from gate.lane.readers import Readers
 from gate.lane.turnstile import TurnstileController
 from gate.store import Store, private_database
+
+if TYPE_CHECKING:  # each imported where it is started: a lane without [sync] or metrics never loads them
+    from drivers.gpio import GpioLane
+    from gate.field.metrics import Metrics
+    from gate.field.status_server import StatusServer
+    from gate.sync.bundle_worker import BundleWorker
+    from gate.sync.client import VenueSync
+    from gate.trust.bundles import Report
 
 log = logging.getLogger(__name__)
 
@@ -47,15 +55,15 @@ class Daemon:
         self.hardware = hardware
         self.store: Store | None = None
         self.engine: DecisionEngine | None = None
-        self.lane: Any = None  # drivers.gpio.GpioLane
+        self.lane: GpioLane | None = None
         self.loop: DecisionLoop | None = None
         self.control: LaneControl | None = None
         self.readers: Readers | None = None
         self.view: StatusView | None = None
-        self.sync: Any = None  # gate.sync.client.VenueSync
-        self.bundle_worker: Any = None  # gate.sync.bundle_worker.BundleWorker
-        self.status_server: Any = None
-        self.metrics: Any = None
+        self.sync: VenueSync | None = None
+        self.bundle_worker: BundleWorker | None = None
+        self.status_server: StatusServer | None = None
+        self.metrics: Metrics | None = None
         self._stop = threading.Event()
         self._reload_requested = threading.Event()
 
@@ -67,20 +75,28 @@ class Daemon:
         self.store = store = Store(config.database, config.gate_id)
         self.engine = engine = DecisionEngine(config.engine, config.trust_sources(), store)
         hardware = self.hardware = self.hardware or load_provider(config.hardware, config)
-        self.lane = GpioLane(config.gpio, pin_factory=hardware.pin_factory())
-        turnstile = TurnstileController(self.lane, config.turnstile, self.clock)
+        lane = self.lane = GpioLane(config.gpio, pin_factory=hardware.pin_factory())
+        turnstile = TurnstileController(lane, config.turnstile, self.clock)
         loop = self.loop = DecisionLoop(engine, store.ledger, turnstile, self.clock, watchdog=self.notifier.watchdog,
                                         clock_sync=hardware.clock_sync())
         self.readers = Readers(config, loop, hardware, self.clock)
-        self.view = StatusView(config.gate_id, config.venue, loop, store, self.readers)
-        self.control = LaneControl(loop, engine, store.state, self.clock, read_trust=self._read_trust)
+        guard = None
         if config.sync is not None:
-            self._start_sync()
+            from gate.trust.commands import CommandGuard
+
+            guard = CommandGuard(store.state, config.gate_id, config.venue, config.admin_key, config.command_max_age)
+        self.control = LaneControl(loop, engine, store.state, self.clock, guard=guard, read_trust=self._read_trust)
+        if config.sync is not None:
+            self.sync = self._venue_sync()
+        self.view = StatusView(config.gate_id, config.venue, loop, store, self.readers, sync=self.sync)
 
         hardware.attach(loop.listeners)
         loop.start()
-        self.lane.listen(loop)
-        if self.lane.fire_alarm_active():
+        lane.listen(loop)
+        if self.bundle_worker is not None and self.sync is not None:
+            self.bundle_worker.start()
+            self.sync.start()  # connects in the background: the lane decides offline meanwhile
+        if lane.fire_alarm_active():
             loop.post(FireAlarm(True))
         mode = self.control.start_mode(config.mode)
         if mode != "normal":
@@ -116,28 +132,29 @@ class Daemon:
             except OSError as exc:
                 log.error("metrics endpoint not started listen=%s:%d error=%r", *status.metrics, exc.strerror or str(exc))
 
-    def _start_sync(self) -> None:
+    def _venue_sync(self) -> VenueSync:
+        """The venue bus and the bundle worker, wired to the loop (started once the loop runs)."""
         from gate.sync.bundle_worker import BundleWorker
         from gate.sync.client import VenueSync
-        from gate.trust.commands import CommandGuard
 
-        loop, config, store, control, view = self.loop, self.config, self.store, self.control, self.view
-        assert loop is not None and store is not None and control is not None and view is not None and config.sync is not None
-        control.guard = CommandGuard(store.state, config.gate_id, config.venue, config.admin_key, config.command_max_age)
-        self.bundle_worker = BundleWorker(
+        loop, config, store, control = self.loop, self.config, self.store, self.control
+        assert loop is not None and store is not None and control is not None and config.sync is not None
+        worker = self.bundle_worker = BundleWorker(
             config.database, config.gate_id, config.admin_key, config.venue, config.trust_sources(), self._bundle_report
         )
-        control.on_trust_reloaded.append(self.bundle_worker.trust_reloaded)
-        self.sync = VenueSync(config.sync, config.gate_id, store, wake=lambda: loop.post(WAKE), status=view.lane_status,
-                              on_bundle=self.bundle_worker.offer, on_command=control.on_command)
-        view.sync, view.broker = self.sync, f"{config.sync.host}:{config.sync.port}"
-        loop.after_turn.append(self.sync.pump)
-        self.sync.on_merged.append(loop.peer_records)
-        loop.listeners.append(lambda kind, payload: self.sync.publish_scan(payload) if kind == "decision" else None)
-        self.bundle_worker.start()
-        self.sync.start()  # connects in the background: the lane decides offline meanwhile
+        control.on_trust_reloaded.append(worker.trust_reloaded)
+        sync = VenueSync(config.sync, config.gate_id, store, wake=lambda: loop.post(WAKE), status=self._lane_status,
+                         on_bundle=worker.offer, on_command=control.on_command)
+        loop.after_turn.append(sync.pump)
+        sync.on_merged.append(loop.peer_records)
+        loop.listeners.append(lambda kind, payload: sync.publish_scan(payload) if kind == "decision" else None)
+        return sync
 
-    def _bundle_report(self, report: Any) -> None:
+    def _lane_status(self) -> dict[str, Any]:
+        """The retained status topic's fields (the sync client asks on the loop's thread)."""
+        return self.view.lane_status() if self.view is not None else {}
+
+    def _bundle_report(self, report: Report) -> None:
         """From the bundle worker's thread: tell the lane's listeners, and the status at once."""
         from gate.trust.bundles import Outcome
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import time
 from collections import deque
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gate import __version__
 from gate.field.status_server import decision_summary
@@ -15,18 +15,21 @@ from gate.lane.loop import DecisionLoop
 from gate.lane.readers import Readers
 from gate.store import Store
 
+if TYPE_CHECKING:
+    from gate.sync.client import VenueSync
+
 RECENT_DECISIONS = 20  # what gate status shows when it connects
 
 
 class StatusView:
-    def __init__(self, gate_id: str, venue: str, loop: DecisionLoop, store: Store, readers: Readers) -> None:
+    def __init__(self, gate_id: str, venue: str, loop: DecisionLoop, store: Store, readers: Readers,
+                 sync: VenueSync | None = None) -> None:
         self.gate_id = gate_id
         self.venue = venue
         self.loop = loop
         self.store = store
         self.readers = readers
-        self.sync: Any = None  # gate.sync.client.VenueSync, when the lane has one
-        self.broker = ""  # host:port of the venue bus
+        self.sync = sync
         self.bundle_refusals = 0
         self.last_refusal = ""
         self.recent: deque[dict[str, Any]] = deque(maxlen=RECENT_DECISIONS)
@@ -67,6 +70,7 @@ class StatusView:
     def _on_loop(self) -> dict[str, Any]:
         sync = None
         if self.sync is not None:
-            sync = {"connected": self.sync.connected, "broker": self.broker, "outbox": self.sync.outbox_size(),
+            broker = f"{self.sync.settings.host}:{self.sync.settings.port}"
+            sync = {"connected": self.sync.connected, "broker": broker, "outbox": self.sync.outbox_size(),
                     "conflicts": self.store.ledger.conflict_count(), "counters": dict(self.sync.counters)}
         return {**self.lane_status(), "sync": sync, "ledger_seq": self.store.ledger.last_seq(), "recent": list(self.recent)}

@@ -15,6 +15,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
+from gate.errors import GateError
+
 if TYPE_CHECKING:  # imported only to migrate: sqlite-utils imports numpy (0.1 s here, more on a Pi)
     import sqlite_utils
 
@@ -28,7 +30,7 @@ WRITE_LOCK = threading.RLock()
 SCHEMA_VERSION = 4
 
 
-class StoreError(RuntimeError):
+class StoreError(GateError):
     """The database cannot be used as it is (newer schema, not a gate database)."""
 
 

@@ -209,6 +209,8 @@ class Daemon:
             self.loop.call(self.control.reload)
         except (Refused, TimeoutError) as exc:
             log.error("reload failed error=%r", str(exc))
+        except Exception:  # a bug in reloading must not stop the lane
+            log.exception("reload failed")
 
     def request_stop(self, *_: Any) -> None:
         self._stop.set()

@@ -51,7 +51,7 @@ class DecisionEngine:
         self.sources = sources
         self.store = store
         self.trust: dict[str, Any] = {}
-        self._trust_generation: tuple[int, int] | None = None
+        self._trust_generation: tuple[int, str] | None = None
         self._trust_checked = float("-inf")
         self.clock_synchronized = True  # the decision loop keeps this up to date (gate.clock.ClockSync)
         self.refresh_trust(force=True)

@@ -143,7 +143,10 @@ class DecisionLoop:
         self.post(Call(fn, done, result))
         if not done.wait(timeout):
             raise TimeoutError("decision loop did not answer")
-        return result[0]
+        ok, value = result[0]
+        if not ok:
+            raise value
+        return value
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self.run, name="decision-loop", daemon=True)
@@ -248,8 +251,10 @@ class DecisionLoop:
         elif isinstance(event, Notice):
             self._emit(event.kind, event.payload)
         elif isinstance(event, Call):
-            try:
-                event.result.append(event.fn())
+            try:  # the caller gets the function's exception; the lane goes on
+                event.result.append((True, event.fn()))
+            except Exception as exc:
+                event.result.append((False, exc))
             finally:
                 event.done.set()
         else:

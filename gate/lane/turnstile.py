@@ -57,6 +57,7 @@ class TurnstileController:
         self._timers: list[tuple[float, int, Callable[[], None]]] = []
         self._timer_ids = itertools.count()
         self._generation = 0  # bumps on every new display, so stale "lights off" timers do nothing
+        self._beeps = 0  # bumps on every new beep, so a pattern cut short does not sound on in the next
 
     # --- scheduling ------------------------------------------------------------------------
 
@@ -90,15 +91,22 @@ class TurnstileController:
         self.outputs.set_light("amber", amber)
 
     def _beep(self, pattern: tuple[float, ...]) -> None:
-        """Alternating on/off durations, starting with on."""
+        """Alternating on/off durations, starting with on; a new beep cuts the previous one short."""
+        self._beeps += 1
+        beep = self._beeps
+
+        def buzzer(state: bool) -> None:
+            if self._beeps == beep:
+                self.outputs.set_buzzer(state)
+
         self.outputs.set_buzzer(True)
         at, on = 0.0, True
         for length in pattern:
             at += length
             on = not on
-            self._after(at, lambda state=on: self.outputs.set_buzzer(state))
+            self._after(at, lambda state=on: buzzer(state))
         if on:  # an odd-length pattern ends on; always end silent
-            self._after(at, lambda: self.outputs.set_buzzer(False))
+            self._after(at, lambda: buzzer(False))
 
     def _show_idle(self) -> None:
         self._generation += 1
@@ -143,6 +151,8 @@ class TurnstileController:
         self._beep((0.12,))
 
     def show_denied(self) -> None:
+        if self.emergency:  # the lane is released: the lights keep showing the way out
+            return
         self._generation += 1
         generation = self._generation
         self._lights(red=True)
@@ -179,6 +189,8 @@ class TurnstileController:
     def set_mode(self, mode: str) -> Pending | None:
         if mode not in MODES:
             raise ValueError(f"unknown mode {mode!r}")
+        if mode == self.mode:
+            return None  # nothing changes: a person being let through goes on
         self.mode = mode
         interrupted = None
         if mode != "normal":

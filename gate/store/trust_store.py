@@ -78,9 +78,13 @@ class TrustStore:
         for name, fmt, body in documents:
             self.store_document(name, fmt, body, at)
 
-    def generation(self) -> tuple[int, int]:
-        """Changes whenever a document is imported, replaced or removed."""
-        row = self.db.conn.execute("SELECT COALESCE(MAX(rowid), 0), COUNT(*) FROM trust_documents").fetchone()
+    def generation(self) -> tuple[int, str]:
+        """Changes whenever a document is imported, replaced or removed. (Row ids would not do:
+        SQLite hands a deleted document's row id to the next one.)"""
+        row = self.db.conn.execute(
+            "SELECT COUNT(*), COALESCE(group_concat(name || ':' || sha256 || ':' || imported_at, ','), '') "
+            "FROM (SELECT name, sha256, imported_at FROM trust_documents ORDER BY name)"
+        ).fetchone()
         return (row[0], row[1])
 
     # --- the signed bundle and delta held -------------------------------------------------

@@ -1,0 +1,301 @@
+"""The store on real SQLite files: the ledger's numbering and durability, what a decision reads
+about a ticket (entries, exits, revocations, used proofs), merging peers' records, bundles and
+deltas, trust documents, small state, and opening the file read-only."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from gate.decision import revocation_prefix, ticket_key
+from gate.errors import SignedError
+from gate.store import Held, HeldMessage, Store, StoreError
+from gate.store.db import SCHEMA_VERSION, inspect
+from gate.store.ledger import ADMISSION, PASSAGE, REVERT, Record
+
+ORIGIN, PEER = "lane-1", "lane-2"
+KEY, OTHER = ticket_key("gt1", b"ticket-1"), ticket_key("gt1", b"ticket-2")
+AT = 1_780_000_000.0
+
+
+@pytest.fixture
+def path(tmp_path: Path) -> Path:
+    return tmp_path / "gate.db"
+
+
+@pytest.fixture
+def store(path: Path) -> Iterator[Store]:
+    store = Store(path, ORIGIN)
+    yield store
+    store.close()
+
+
+def admission(origin: str, seq: int, key: str = KEY, **details: int) -> Record:
+    """A peer's entry admission; ``known``/``limit`` as its gate saw them."""
+    return Record(origin, seq, ADMISSION, AT + seq, ticket_key=key, format="gt1", direction="in", details=details or None)
+
+
+def held(version: int, base: int = 0) -> HeldMessage:
+    return HeldMessage(version, base, AT, f"sha-{version}", 0, 0, 0)
+
+
+def accept(_: Held) -> None:
+    pass
+
+
+# --- the ledger -------------------------------------------------------------------------------
+
+
+def test_own_records_are_numbered_one_two_three_and_survive_a_reopen(path: Path) -> None:
+    store = Store(path, ORIGIN)
+    seqs = [store.ledger.append(ADMISSION, AT + i, ticket_key=KEY, direction="in", details={"n": i}).seq for i in range(3)]
+    store.close()
+    assert seqs == [1, 2, 3]
+    reopened = Store(path, ORIGIN)
+    try:
+        assert [(r.seq, r.details) for r in reopened.ledger.records(ORIGIN)] == [(1, {"n": 0}), (2, {"n": 1}), (3, {"n": 2})]
+        assert reopened.ledger.append(PASSAGE, AT).seq == 4
+    finally:
+        reopened.close()
+
+
+def test_each_origin_numbers_its_own_records(store: Store, path: Path) -> None:
+    store.ledger.merge([admission(PEER, 1), admission(PEER, 2)], AT)
+    other = Store(path, "lane-3")  # another writer on the same file (gate verify beside the lane)
+    try:
+        assert other.ledger.append(PASSAGE, AT).seq == 1
+    finally:
+        other.close()
+    assert store.ledger.append(PASSAGE, AT).seq == 1
+    assert store.ledger.append(PASSAGE, AT).seq == 2
+
+
+def test_an_unknown_record_kind_is_refused(store: Store) -> None:
+    with pytest.raises(ValueError):
+        store.ledger.append("teleport", AT)
+    assert store.ledger.count() == 0
+
+
+def test_entries_and_exits_count_admissions_and_leave_out_reverted_ones(store: Store) -> None:
+    first = store.ledger.append(ADMISSION, AT, ticket_key=KEY, direction="in")
+    store.ledger.append(PASSAGE, AT, ticket_key=KEY, direction="in", ref=(ORIGIN, first.seq))
+    store.ledger.append(ADMISSION, AT, ticket_key=KEY, direction="out")
+    second = store.ledger.append(ADMISSION, AT, ticket_key=KEY, direction="in")
+    store.ledger.append(REVERT, AT, ticket_key=KEY, direction="in", ref=(ORIGIN, second.seq))
+    store.ledger.merge([admission(PEER, 1)], AT)
+    state = store.ticket_state(KEY)
+    assert (state.entries, state.exits, state.revoked, state.proof_used) == (2, 1, False, False)
+    assert store.ticket_state(OTHER).entries == 0
+
+
+def test_a_ticket_revoked_at_this_gate_is_revoked_and_others_are_not(store: Store) -> None:
+    assert store.revocations.revoke([(KEY, "lost")], AT) == 1
+    assert store.revocations.revoke([(KEY, "lost again")], AT) == 0, "already revoked"
+    assert store.ticket_state(KEY).revoked and store.revocations.is_revoked(KEY)
+    assert not store.ticket_state(OTHER).revoked
+
+
+def test_a_bundle_revokes_by_key_prefix(store: Store) -> None:
+    seen: list[Held] = []
+    store.install_bundle(revocation_prefix(KEY), [], held(1), AT, check=seen.append)
+    assert seen == [Held()], "the check saw what was held before"
+    assert store.ticket_state(KEY).revoked and not store.ticket_state(OTHER).revoked
+    assert store.trust.held().bundle_version == 1
+
+
+def test_a_delta_restores_a_ticket_the_bundle_revoked_until_the_next_bundle(store: Store) -> None:
+    store.install_bundle(revocation_prefix(KEY), [], held(1), AT, check=accept)
+    store.install_delta(revocation_prefix(OTHER), revocation_prefix(KEY), held(1, base=1), AT, check=accept)
+    assert not store.ticket_state(KEY).revoked and store.ticket_state(OTHER).revoked
+    assert store.trust.held().delta_version == 1
+    store.install_bundle(revocation_prefix(KEY), [], held(2), AT, check=accept)
+    assert store.ticket_state(KEY).revoked, "a new bundle drops the old bundle's delta"
+    assert not store.ticket_state(OTHER).revoked and store.trust.held().delta_version == 0
+
+
+def test_a_refused_delta_changes_nothing(store: Store) -> None:
+    store.install_bundle(revocation_prefix(KEY), [], held(1), AT, check=accept)
+
+    def older(_: Held) -> None:
+        raise SignedError("older", "delta for an older bundle")
+
+    with pytest.raises(SignedError):
+        store.install_delta(b"", revocation_prefix(KEY), held(1, base=0), AT, check=older)
+    assert store.ticket_state(KEY).revoked and store.trust.held().delta_version == 0
+
+
+def test_a_proof_is_used_once_admitted_and_free_again_after_its_revert(store: Store) -> None:
+    record = store.ledger.append(ADMISSION, AT, ticket_key=KEY, direction="in", proof_key="proof-1")
+    assert store.ticket_state(KEY, "proof-1").proof_used and store.ledger.proof_used("proof-1")
+    assert not store.ticket_state(KEY, "proof-2").proof_used
+    store.ledger.append(REVERT, AT, ticket_key=KEY, ref=(ORIGIN, record.seq))
+    assert not store.ticket_state(KEY, "proof-1").proof_used and not store.ledger.proof_used("proof-1")
+
+
+# --- merging peers' records -------------------------------------------------------------------
+
+
+def test_merging_the_same_records_again_adds_nothing_and_counts_duplicates(store: Store) -> None:
+    records = [admission(PEER, 1), Record(PEER, 2, PASSAGE, AT, ticket_key=KEY, ref_origin=PEER, ref_seq=1)]
+    assert store.ledger.merge(records, AT).added == records
+    again = store.ledger.merge(reversed(records), AT)
+    assert (again.added, again.duplicates, again.clashes) == ([], 2, [])
+    assert store.ledger.count(PEER) == 2 and store.ledger.records(PEER) == records
+
+
+def test_a_different_record_under_a_held_key_is_a_clash_and_the_held_one_stays(store: Store) -> None:
+    original = admission(PEER, 1)
+    store.ledger.merge([original], AT)
+    impostor = Record(PEER, 1, PASSAGE, AT + 99)
+    result = store.ledger.merge([impostor], AT)
+    assert result.clashes == [(original, impostor)] and result.added == [] and result.duplicates == 0
+    assert store.ledger.record(PEER, 1) == original
+
+
+def test_a_single_entry_ticket_admitted_at_two_cut_off_gates_is_a_conflict(store: Store) -> None:
+    store.ledger.append(ADMISSION, AT, ticket_key=KEY, direction="in", details={"known": 0, "limit": 1})
+    (conflict,) = store.ledger.merge([admission(PEER, 1, known=0, limit=1)], AT + 5).conflicts
+    assert (conflict.ticket_key, conflict.origin, conflict.seq, conflict.known, conflict.found) == (KEY, PEER, 1, 0, 1)
+    assert store.ledger.conflict_count() == 1
+
+
+@pytest.mark.parametrize("details", [{"known": 1, "limit": 2}, {"known": 0, "limit": 0}, {}],
+                         ids=["within-limit", "unlimited", "no-details"])
+def test_a_second_admission_the_ticket_allows_is_no_conflict(store: Store, details: dict[str, int]) -> None:
+    store.ledger.append(ADMISSION, AT, ticket_key=KEY, direction="in")
+    assert store.ledger.merge([admission(PEER, 1, **details)], AT).conflicts == []
+    assert store.ledger.conflict_count() == 0
+
+
+def test_a_reverted_admission_does_not_make_a_conflict(store: Store) -> None:
+    mine = store.ledger.append(ADMISSION, AT, ticket_key=KEY, direction="in")
+    store.ledger.append(REVERT, AT, ticket_key=KEY, ref=(ORIGIN, mine.seq))
+    assert store.ledger.merge([admission(PEER, 1, known=0, limit=1)], AT).conflicts == []
+
+
+def test_a_peer_record_with_this_gates_origin_is_refused_and_nothing_is_merged(store: Store) -> None:
+    with pytest.raises(ValueError, match="origin"):
+        store.ledger.merge([admission(PEER, 1), admission(ORIGIN, 1)], AT)
+    assert store.ledger.count() == 0, "the batch is one transaction"
+
+
+def test_marks_stop_below_a_gap_until_it_is_filled(store: Store) -> None:
+    for _ in range(3):
+        store.ledger.append(PASSAGE, AT)
+    store.ledger.merge([admission(PEER, 1), admission(PEER, 2), admission(PEER, 4), admission("lane-3", 2)], AT)
+    assert store.ledger.marks() == {ORIGIN: 3, PEER: 2, "lane-3": 0}
+    store.ledger.merge([admission(PEER, 3)], AT)
+    assert store.ledger.marks()[PEER] == 4
+
+
+# --- bundles and trust documents --------------------------------------------------------------
+
+
+def test_a_bundle_refused_by_its_check_leaves_everything_as_it_was(store: Store) -> None:
+    store.install_bundle(revocation_prefix(KEY), [("bundle/a", "gt1", '{"v": 1}')], held(1), AT, check=accept)
+    before = (store.trust.documents(), store.trust.held())
+
+    def newer_one_held(_: Held) -> None:
+        raise SignedError("older", "bundle version 2 is not newer than the one held (3)")
+
+    with pytest.raises(SignedError):
+        store.install_bundle(revocation_prefix(OTHER), [("bundle/b", "gt1", '{"v": 2}')], held(2), AT, check=newer_one_held)
+    assert store.ticket_state(KEY).revoked and not store.ticket_state(OTHER).revoked
+    assert (store.trust.documents(), store.trust.held()) == before
+
+
+def test_trust_documents_are_stored_replaced_and_removed_and_each_change_is_seen(store: Store) -> None:
+    generations = [store.trust.generation()]
+    store.trust.store_document("a.json", "gt1", '{"v": 1}', AT)
+    generations.append(store.trust.generation())
+    store.trust.store_document("a.json", "gt1", '{"v": 2}', AT)
+    generations.append(store.trust.generation())
+    assert store.trust.documents() == [("a.json", '{"v": 2}')]
+    assert store.trust.remove_document("a.json") and not store.trust.remove_document("a.json")
+    generations.append(store.trust.generation())
+    assert store.trust.documents() == []
+    assert all(a != b for a, b in zip(generations, generations[1:])), f"each change is a new generation: {generations}"
+
+
+def test_a_new_bundle_with_as_many_documents_changes_the_trust_generation(store: Store) -> None:
+    store.trust.store_document("local.json", "gt1", '{"v": 0}', AT)
+    store.install_bundle(b"", [("bundle/keys", "gt1", '{"v": 1}')], held(1), AT, check=accept)
+    before = store.trust.generation()
+    store.install_bundle(b"", [("bundle/keys", "gt1", '{"v": 2}')], held(2), AT, check=accept)
+    assert store.trust.documents()[0] == ("bundle/keys", '{"v": 2}')
+    assert store.trust.generation() != before
+
+
+# --- small state ------------------------------------------------------------------------------
+
+
+def test_state_values_outlive_a_reopen(path: Path) -> None:
+    store = Store(path, ORIGIN)
+    assert store.state.get("published") == 0 and store.state.get("published", -1) == -1
+    store.state.set("published", 42)
+    store.close()
+    reopened = Store(path, ORIGIN)
+    try:
+        assert reopened.state.get("published") == 42
+    finally:
+        reopened.close()
+
+
+def test_a_replayed_command_nonce_is_refused_and_old_nonces_are_forgotten(store: Store) -> None:
+    assert store.state.remember_command("n1", issued_at=100.0, now=100.0, forget_before=0.0)
+    assert not store.state.remember_command("n1", issued_at=100.0, now=101.0, forget_before=0.0), "a replay"
+    assert store.state.remember_command("n2", issued_at=500.0, now=500.0, forget_before=200.0)
+    count = store.db.conn.execute("SELECT COUNT(*) FROM command_nonces").fetchone()[0]
+    assert count == 1, "n1 was issued before forget_before and is dropped"
+
+
+# --- opening the file -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("version", [0, SCHEMA_VERSION - 1, SCHEMA_VERSION + 1])
+def test_a_read_only_store_refuses_a_database_of_another_schema(path: Path, version: int) -> None:
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE ledger (x)")
+    conn.execute(f"PRAGMA user_version = {version}")
+    conn.commit()
+    conn.close()
+    with pytest.raises(StoreError, match=f"schema {version}"):
+        Store(path, ORIGIN, read_only=True)
+
+
+def test_a_writable_store_refuses_a_newer_schema(path: Path) -> None:
+    conn = sqlite3.connect(path)
+    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    conn.close()
+    with pytest.raises(StoreError, match="newer"):
+        Store(path, ORIGIN)
+
+
+def test_a_read_only_store_sees_what_another_connection_writes_and_writes_nothing(store: Store, path: Path) -> None:
+    store.ledger.append(ADMISSION, AT, ticket_key=KEY, direction="in")
+    reader = Store(path, ORIGIN, read_only=True)
+    try:
+        assert reader.ledger.count() == 1 and reader.ticket_state(KEY).entries == 1
+        store.ledger.append(ADMISSION, AT, ticket_key=KEY, direction="in")
+        assert reader.ledger.count() == 2 and reader.ticket_state(KEY).entries == 2
+        with pytest.raises(sqlite3.OperationalError, match="readonly"):
+            reader.ledger.append(PASSAGE, AT)
+    finally:
+        reader.close()
+    assert store.ledger.count() == 2
+
+
+def test_inspect_reports_integrity_and_the_number_of_records(store: Store, path: Path) -> None:
+    store.ledger.append(ADMISSION, AT)
+    store.ledger.merge([admission(PEER, 1)], AT)
+    assert inspect(path) == ([], 2)
+
+
+def test_inspect_of_a_file_that_is_not_a_database_is_a_store_error(tmp_path: Path) -> None:
+    junk = tmp_path / "junk.db"
+    junk.write_bytes(b"not a database at all, just bytes" * 200)
+    with pytest.raises(StoreError):
+        inspect(junk)

@@ -59,6 +59,19 @@ class Env:
 
 
 @dataclass(frozen=True)
+class TapFormat:
+    """How a format reads a phone's answer to this gate's NFC challenge (a nonce and the gate id).
+
+    ``parse(answer)`` reads the answer's shape (``Unreadable`` if it is not one) into an object
+    whose ``proof_key`` (or None) names this exact answer, so that a recorded answer is refused
+    by sight before ``read(parsed, nonce, gate_id, env)`` verifies it against the challenge.
+    """
+
+    parse: Callable[[bytes], Any]
+    read: Callable[[Any, bytes, str, Env], Claims | Denial]
+
+
+@dataclass(frozen=True)
 class TicketFormat:
     name: str
     recognises: Callable[[str], bool]
@@ -66,6 +79,7 @@ class TicketFormat:
     ticket_key_of: Callable[[str], str | None]
     # ``gate revoke FORMAT:ID``: the ticket's id as staff have it (default: hex bytes).
     key_of_id: Callable[[str], str | None] | None = None
+    tap: TapFormat | None = None  # phones present this format over NFC too
 
     def ticket_key_of_id(self, ident: str) -> str | None:
         if self.key_of_id is not None:

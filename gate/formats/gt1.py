@@ -19,11 +19,12 @@ from typing import Any, NamedTuple
 
 import base45
 import cbor2
+from nacl.bindings import crypto_sign_open
 from nacl.exceptions import BadSignatureError
 from nacl.signing import SigningKey, VerifyKey
 
 from gate.decision import Claims, Denial, Proof, Reason, ticket_key
-from gate.formats import Env, TicketFormat, TrustError, TrustFormat
+from gate.formats import Env, TapFormat, TicketFormat, TrustError, TrustFormat, Unreadable
 from gate.formats.b45 import b45decode
 from gate.formats.trustdoc import Fields, decode_key
 
@@ -70,10 +71,6 @@ class Context:
     proof_max_ahead: float = 5.0
 
 
-class Unreadable(Exception):
-    """The input is not a well-formed GT1 credential; the message says what is wrong."""
-
-
 def kid_for(public_key: bytes) -> bytes:
     """Recommended kid: the first 8 bytes of SHA-256 of the raw 32-byte Ed25519 public key."""
     return hashlib.sha256(public_key).digest()[:8]
@@ -96,8 +93,50 @@ class Sign1(NamedTuple):  # NamedTuple, not a frozen dataclass: built on every s
         return sig_structure(self.protected, self.payload)
 
 
+SIG1_HEAD = b"\x84\x6aSignature1"  # a Sig_structure's array head and context text, as CBOR
+_SHORT_BSTR_HEADS = [bytes((0x40 + length,)) for length in range(24)]
+
+
+def _bstr_head(length: int) -> bytes:
+    """The CBOR head of a byte string of ``length`` bytes, in its shortest form (as cbor2 writes it)."""
+    if length < 24:
+        return _SHORT_BSTR_HEADS[length]
+    if length < 0x100:
+        return bytes((0x58, length))
+    if length < 0x10000:
+        return b"\x59" + length.to_bytes(2, "big")
+    if length < 0x100000000:
+        return b"\x5a" + length.to_bytes(4, "big")
+    return b"\x5b" + length.to_bytes(8, "big")
+
+
 def sig_structure(protected: bytes, payload: bytes) -> bytes:
+    """RFC 9052 §4.4: ``["Signature1", protected, external_aad = b"", payload]`` in CBOR."""
+    if type(protected) is bytes and type(payload) is bytes:  # byte for byte what cbor2.dumps writes
+        return b"".join((SIG1_HEAD, _bstr_head(len(protected)), protected, b"\x40", _bstr_head(len(payload)), payload))
     return cbor2.dumps(["Signature1", protected, b"", payload])
+
+
+def _opens(signed: bytes, public_key: bytes) -> bool:
+    """Whether ``signed`` (64-byte signature, then the message) verifies under ``public_key`` (32
+    bytes): libsodium's ``crypto_sign_open``, what ``VerifyKey.verify`` calls, without building a
+    ``VerifyKey`` for it."""
+    try:
+        crypto_sign_open(signed, public_key)
+    except BadSignatureError:
+        return False
+    return True
+
+
+def _ed25519_verifies(public_key: bytes, message: bytes, signature: bytes) -> bool:
+    """``VerifyKey(public_key).verify(message, signature)`` without its exception and buffers."""
+    if type(public_key) is bytes and len(public_key) == 32 and type(signature) is bytes and len(signature) == 64:
+        return _opens(signature + message, public_key)
+    try:  # anything else: whatever PyNaCl makes of it (its own TypeError or ValueError)
+        VerifyKey(public_key).verify(message, signature)
+    except BadSignatureError:
+        return False
+    return True
 
 
 def _loads(data: bytes, what: str) -> Any:
@@ -114,7 +153,64 @@ def _b45(text: str, what: str) -> bytes:
         raise Unreadable(f"{what} is not valid base45") from exc
 
 
+# How a COSE_Sign1 in the usual shape begins, up to its kid: tag 18 (or none), a 4-element array,
+# the protected header's byte string head, the map {1: -8, 4: ..., the kid's head.
+# → (where the protected header's byte string starts, the kid's length)
+_SIGN1_STARTS = {
+    tag + bytes((0x84, 0x45 + length, 0xA2, 0x01, 0x27, 0x04, 0x40 + length)): (len(tag) + 1, length)
+    for tag in (b"\xd2", b"")
+    for length in range(1, 19)
+}
+
+
+def _sign1_fast(data: bytes) -> tuple[bytes, bytes, bytes, bytes, bytes] | None:
+    """(protected, kid, payload, signature, signature + Sig_structure) of a COSE_Sign1 in the shape
+    GT1 issuers write, read with slices; None for any other shape (``_parse_sign1`` reads those).
+
+    The shape: tag 18 or none, a 4-element array; the protected header ``{1: -8, 4: kid}`` (kid of
+    1-18 bytes) in a byte string; an empty unprotected map; the payload; a 64-byte signature; and
+    nothing after it, every head in its shortest form. cbor2 reads such bytes to exactly these
+    values, and there both byte strings appear as ``cbor2.dumps`` writes them: the Sig_structure
+    is their slices between its head and the empty external_aad, no re-encoding.
+    """
+    if type(data) is not bytes:
+        return None
+    found = _SIGN1_STARTS.get(data[:8]) or _SIGN1_STARTS.get(data[:7])
+    if found is None:
+        return None
+    start, kid_length = found
+    protected_end = start + 6 + kid_length
+    payload_at, payload_end = protected_end + 1, len(data) - 66
+    if payload_at >= payload_end or data[protected_end] != 0xA0 or data[payload_end : payload_end + 2] != b"\x58\x40":
+        return None
+    head = data[payload_at]
+    if 0x40 <= head < 0x58:
+        payload_start, length = payload_at + 1, head - 0x40
+    elif head == 0x58:
+        payload_start, length = payload_at + 2, data[payload_at + 1]
+        if length < 24:
+            return None
+    elif head == 0x59:
+        payload_start, length = payload_at + 3, int.from_bytes(data[payload_at + 1 : payload_at + 3], "big")
+        if length < 0x100:
+            return None
+    else:
+        return None
+    if payload_start + length != payload_end:
+        return None
+    signature = data[payload_end + 2 :]
+    signed = b"".join((signature, SIG1_HEAD, data[start:protected_end], b"\x40", data[payload_at:payload_end]))
+    return data[start + 1 : protected_end], data[start + 6 : protected_end], data[payload_start:payload_end], signature, signed
+
+
 def parse_sign1(data: bytes) -> Sign1:
+    fast = _sign1_fast(data)
+    if fast is not None:
+        return Sign1(*fast[:4])
+    return _parse_sign1(data)
+
+
+def _parse_sign1(data: bytes) -> Sign1:
     obj = _loads(data, "credential")
     if isinstance(obj, cbor2.CBORTag):
         if obj.tag != COSE_SIGN1_TAG:
@@ -140,14 +236,6 @@ def parse_sign1(data: bytes) -> Sign1:
     return Sign1(protected, kid, payload, signature)
 
 
-def _opt(payload: dict[Any, Any], key: Any, kind: type | tuple[type, ...], name: str) -> Any:
-    """An optional claim of one type. ``type(...) is int`` on purpose: a CBOR true is no integer."""
-    value = payload.get(key)
-    if value is None or type(value) is kind or (kind is not int and isinstance(value, kind)):
-        return value
-    raise Unreadable(f"claim {name} has the wrong type ({type(value).__name__})")
-
-
 class TicketClaims(NamedTuple):
     """The GT1 claims map, typed."""
 
@@ -164,36 +252,64 @@ class TicketClaims(NamedTuple):
 
 
 def parse_claims(payload_bytes: bytes) -> TicketClaims:
+    return TicketClaims(*_claim_values(payload_bytes))
+
+
+def _wrong_type(name: str, value: Any) -> Unreadable:
+    return Unreadable(f"claim {name} has the wrong type ({type(value).__name__})")
+
+
+def _claim_values(payload_bytes: bytes) -> tuple[Any, ...]:
+    """``TicketClaims``' fields in its order, as a plain tuple (built on every scan).
+
+    An optional claim is absent or null, or of its one type: ``type(...) is int`` on purpose, a
+    CBOR true is no integer. Claims are checked in a fixed order: the first fault found is named.
+    """
     payload = _loads(payload_bytes, "payload")
     if not isinstance(payload, dict):
         raise Unreadable("payload is not a CBOR map")
-    cti = payload.get(CWT_CTI)
+    get = payload.get
+    cti = get(CWT_CTI)
     if not isinstance(cti, bytes) or not 8 <= len(cti) <= 32:
         raise Unreadable("claim cti (7) must be a byte string of 8-32 bytes")
-    event = payload.get("evt")
+    event = get("evt")
     if not isinstance(event, str) or not event:
         raise Unreadable("claim evt is required and must be text")
-    entries = _opt(payload, "ent", int, "ent")
-    if entries is not None and entries < 0:
-        raise Unreadable("claim ent must not be negative")
-    zones = _opt(payload, "zn", (list, tuple), "zn")
-    if zones is not None and not all(isinstance(z, str) for z in zones):
-        raise Unreadable("claim zn must be an array of text")
-    holder_key = _opt(payload, "hk", bytes, "hk")
-    if holder_key is not None and len(holder_key) != 32:
-        raise Unreadable("claim hk must be a 32-byte Ed25519 public key")
-    return TicketClaims(
-        cti=cti,
-        event=event,
-        issuer=_opt(payload, CWT_ISS, str, "iss"),
-        expires=_opt(payload, CWT_EXP, int, "exp"),
-        not_before=_opt(payload, CWT_NBF, int, "nbf"),
-        issued_at=_opt(payload, CWT_IAT, int, "iat"),
-        product=_opt(payload, "cls", str, "cls"),
-        entries=entries,
-        zones=tuple(zones) if zones is not None else None,
-        holder_key=holder_key,
-    )
+    entries = get("ent")
+    if entries is not None:
+        if type(entries) is not int:
+            raise _wrong_type("ent", entries)
+        if entries < 0:
+            raise Unreadable("claim ent must not be negative")
+    zones = get("zn")
+    if zones is not None:
+        if not isinstance(zones, (list, tuple)):
+            raise _wrong_type("zn", zones)
+        if not all(isinstance(z, str) for z in zones):
+            raise Unreadable("claim zn must be an array of text")
+        zones = tuple(zones)
+    holder_key = get("hk")
+    if holder_key is not None:
+        if not isinstance(holder_key, bytes):
+            raise _wrong_type("hk", holder_key)
+        if len(holder_key) != 32:
+            raise Unreadable("claim hk must be a 32-byte Ed25519 public key")
+    issuer = get(CWT_ISS)
+    if issuer is not None and not isinstance(issuer, str):
+        raise _wrong_type("iss", issuer)
+    expires = get(CWT_EXP)
+    if expires is not None and type(expires) is not int:
+        raise _wrong_type("exp", expires)
+    not_before = get(CWT_NBF)
+    if not_before is not None and type(not_before) is not int:
+        raise _wrong_type("nbf", not_before)
+    issued_at = get(CWT_IAT)
+    if issued_at is not None and type(issued_at) is not int:
+        raise _wrong_type("iat", issued_at)
+    product = get("cls")
+    if product is not None and not isinstance(product, str):
+        raise _wrong_type("cls", product)
+    return cti, event, issuer, expires, not_before, issued_at, product, entries, zones, holder_key
 
 
 def rotating_message(cti: bytes, drawn_at: int) -> bytes:
@@ -267,11 +383,11 @@ def read(text: str, ctx: Context) -> Claims | Denial:
     try:
         if len(text) > MAX_TEXT:
             raise Unreadable(f"longer than {MAX_TEXT} characters")
+        if text.startswith(STATIC_PREFIX):  # the prefixes differ in their 4th character: either order
+            return read_credential(_b45(text[len(STATIC_PREFIX) :], "GT1"), ctx)
         if text.startswith(ROTATING_PREFIX):
             cose, drawn_at, sig = _parse_proof_envelope(_b45(text[len(ROTATING_PREFIX) :], "GT1R"))
             return read_credential(cose, ctx, proof=("rotating", drawn_at, sig, rotating_message))
-        if text.startswith(STATIC_PREFIX):
-            return read_credential(_b45(text[len(STATIC_PREFIX) :], "GT1"), ctx)
         return Denial(Reason.UNKNOWN_FORMAT, "not a GT1 text")
     except Unreadable as exc:
         return Denial(Reason.UNREADABLE, f"gt1: {exc}")
@@ -288,29 +404,34 @@ def read_credential(
     function lets the NFC exchange bind its nonce and gate id without a second code path.
     Raises ``Unreadable`` for malformed input (``read`` maps it to a denial).
     """
-    sign1 = parse_sign1(cose)
-    key = ctx.keys.get(sign1.kid)
+    # Parsed once: the usual shape with slices (the Sig_structure comes with it), any other in full.
+    fast = _sign1_fast(cose)
+    if fast is not None:
+        _, kid, payload, _, signed = fast
+    else:
+        sign1 = _parse_sign1(cose)
+        kid, payload, signed = sign1.kid, sign1.payload, sign1.signature + sign1.to_be_signed()
+    key = ctx.keys.get(kid)
     if key is None:
-        return Denial(Reason.UNKNOWN_KEY, f"gt1: no trusted key with kid {sign1.kid.hex()}")
-    if not key.verify(sign1.to_be_signed(), sign1.signature):
+        return Denial(Reason.UNKNOWN_KEY, f"gt1: no trusted key with kid {kid.hex()}")
+    # key.verify(...) without its exception and buffers; public_key passed VerifyKey at start-up
+    if not _opens(signed, key.public_key):
         return Denial(Reason.BAD_SIGNATURE, "gt1: issuer signature does not verify")
-    claims = parse_claims(sign1.payload)
-    if key.events and claims.event not in key.events:
-        return Denial(Reason.UNKNOWN_KEY, f"gt1: key {key.kid.hex()} may not sign event {claims.event}")
-    signed_at = claims.issued_at if claims.issued_at is not None else ctx.now
+    cti, event, issuer, expires, not_before, issued_at, product, entries, zones, holder_key = _claim_values(payload)
+    if key.events and event not in key.events:
+        return Denial(Reason.UNKNOWN_KEY, f"gt1: key {key.kid.hex()} may not sign event {event}")
+    signed_at = issued_at if issued_at is not None else ctx.now
     if (key.not_before is not None and signed_at < key.not_before) or (
         key.not_after is not None and signed_at > key.not_after
     ):
         return Denial(Reason.UNKNOWN_KEY, f"gt1: key {key.kid.hex()} not valid at {int(signed_at)}")
 
     drawn = None
-    if claims.holder_key is not None:
+    if holder_key is not None:
         if proof is None:
             return Denial(Reason.STALE_PROOF, "gt1: holder-bound ticket shown without a fresh proof")
         kind, drawn_at, sig, message_for = proof
-        try:
-            VerifyKey(claims.holder_key).verify(message_for(claims.cti, drawn_at), sig)
-        except BadSignatureError:
+        if not _ed25519_verifies(holder_key, message_for(cti, drawn_at), sig):
             return Denial(Reason.BAD_SIGNATURE, f"gt1: holder signature on {kind} proof does not verify")
         if not ctx.now - ctx.proof_max_age <= drawn_at <= ctx.now + ctx.proof_max_ahead:
             return Denial(Reason.STALE_PROOF, f"gt1: {kind} proof drawn {int(ctx.now - drawn_at)} s ago")
@@ -320,15 +441,15 @@ def read_credential(
 
     return Claims(
         format=NAME,
-        ticket_key=ticket_key(NAME, claims.cti),
-        event=claims.event,
-        product=claims.product,
-        zones=claims.zones,
-        entries=claims.entries,
-        not_before=claims.not_before,
-        expires=claims.expires,
-        issuer=claims.issuer,
-        kid=sign1.kid.hex(),
+        ticket_key=ticket_key(NAME, cti),
+        event=event,
+        product=product,
+        zones=zones,
+        entries=entries,
+        not_before=not_before,
+        expires=expires,
+        issuer=issuer,
+        kid=kid.hex(),
         proof=drawn,
     )
 
@@ -352,7 +473,11 @@ def _read_scan(text: str, env: Env) -> Claims | Denial:
     return read(text, ctx)
 
 
-FORMAT = TicketFormat(NAME, recognises, _read_scan, ticket_key_of)
+def _read_tap(answer: NfcAnswer, nonce: bytes, gate_id: str, env: Env) -> Claims | Denial:
+    return read_nfc(answer, nonce, gate_id, Context(env.now, env.trust.get(NAME, {}), env.proof_max_age, env.proof_max_ahead))
+
+
+FORMAT = TicketFormat(NAME, recognises, _read_scan, ticket_key_of, tap=TapFormat(parse_nfc_answer, _read_tap))
 
 
 # --- trust: {"format": "gt1", "issuers": [{"public_key", "kid"?, "name"?, "events"?, ...}]} ---

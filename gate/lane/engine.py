@@ -104,16 +104,12 @@ class DecisionEngine:
         ticket_format = fmt.identify(text, self.formats)
         if ticket_format is None:
             return Decision.deny(Reason.UNKNOWN_FORMAT, "no enabled format recognises this scan", direction=direction), None
-        env = fmt.Env(
-            now,
-            self.trust,
-            direction,
-            self.settings.proof_max_age,
-            self.settings.proof_max_ahead,
-            self.settings.gate_id,
-            self.settings.venue,
-        )
-        return self._verdict(ticket_format.read(text, env), ticket_format.name, direction, now)
+        return self._verdict(ticket_format.read(text, self._env(now, direction)), ticket_format.name, direction, now)
+
+    def _env(self, now: float, direction: str) -> fmt.Env:
+        settings = self.settings
+        return fmt.Env(now, self.trust, direction, settings.proof_max_age, settings.proof_max_ahead, settings.gate_id,
+                       settings.venue)
 
     def _verdict(self, result: Claims | Denial, format_name: str, direction: str, now: float) -> tuple[Decision, Claims | None]:
         if isinstance(result, Denial):
@@ -129,19 +125,19 @@ class DecisionEngine:
             return Decision.deny(Reason.ERROR, "internal error while deciding", direction=direction), None
 
     def _decide_tap(self, answer: bytes, nonce: bytes, gate_id: str, direction: str, now: float) -> tuple[Decision, Claims | None]:
-        from gate.formats import gt1
-
-        if gt1.NAME not in self.settings.formats:
-            return Decision.deny(Reason.UNKNOWN_FORMAT, "GT1 (the NFC ticket format) is not enabled", direction=direction), None
+        ticket_format = next((f for f in self.formats if f.tap is not None), None)
+        if ticket_format is None or ticket_format.tap is None:
+            return Decision.deny(Reason.UNKNOWN_FORMAT, "no enabled format reads NFC answers (GT1 does)", direction=direction), None
+        name = ticket_format.name
         try:
-            parsed = gt1.parse_nfc_answer(answer)
-        except gt1.Unreadable as exc:
-            return Decision.deny(Reason.UNREADABLE, f"gt1: {exc}", format_name=gt1.NAME, direction=direction), None
+            parsed = ticket_format.tap.parse(answer)
+        except fmt.Unreadable as exc:
+            return Decision.deny(Reason.UNREADABLE, f"{name}: {exc}", format_name=name, direction=direction), None
         if parsed.proof_key is not None and self.store.ledger.proof_used(parsed.proof_key):
             # A recorded answer: its signature is over another nonce, but it is known by sight.
-            return Decision.deny(Reason.REPLAYED_PROOF, "this exact NFC answer was already used", format_name=gt1.NAME, direction=direction), None
-        ctx = gt1.Context(now, self.trust.get(gt1.NAME, {}), self.settings.proof_max_age, self.settings.proof_max_ahead)
-        return self._verdict(gt1.read_nfc(parsed, nonce, gate_id, ctx), gt1.NAME, direction, now)
+            return Decision.deny(Reason.REPLAYED_PROOF, "this exact NFC answer was already used", format_name=name, direction=direction), None
+        result = ticket_format.tap.read(parsed, nonce, gate_id, self._env(now, direction))
+        return self._verdict(result, name, direction, now)
 
     def judge(self, claims: Claims, direction: str, now: float) -> Decision:
         """The gate's checks on verified claims: one read of the store, then pure policy."""

@@ -181,7 +181,7 @@ class SyncConfig:
 
     host: str
     port: int = 1883
-    topic_root: str = ""  # "gate/v1/<venue>/" unless set
+    topic_root: str = ""  # "gate/v2/<venue>/" unless set
     username: str = ""  # the gate id unless set: the shipped ACL matches on it
     password: str = field(default="", repr=False)
     ca_file: str = ""
@@ -191,6 +191,14 @@ class SyncConfig:
     keepalive: int = 15
     status_interval: float = 10.0
     catch_up_interval: float = 30.0
+    identity: bytes | None = field(default=None, repr=False)  # this gate's Ed25519 key: signs its ledger records
+
+    def lane_problems(self) -> list[str]:
+        """What a lane on the bus needs beyond what the admin's tools need."""
+        if self.identity is None:
+            return ["sync.identity_file: a lane on the venue bus signs its records with its own key "
+                    "(gate keygen --out /etc/gate/identity.key; its public half goes into the venue's roster)"]
+        return []
 
 
 @dataclass(frozen=True)
@@ -516,7 +524,7 @@ def _read_sync(sec: _Section, base: Path, gate_id: str, venue: str) -> SyncConfi
     enabled = sec.get("enabled", bool, True)
     host = sec.get("host", str, "localhost")
     port = sec.get("port", int, 1883, minval=1, maxval=65535)
-    topic_root = sec.get("topic_root", str, f"gate/v1/{venue}/")
+    topic_root = sec.get("topic_root", str, f"gate/v2/{venue}/")
     username = sec.get("username", str, gate_id)
     password_file = sec.get("password_file", str, "")
     tls = sec.get("tls", bool, False)
@@ -525,7 +533,17 @@ def _read_sync(sec: _Section, base: Path, gate_id: str, venue: str) -> SyncConfi
     keepalive = sec.get("keepalive", int, 15, minval=5, maxval=600)
     status_interval = sec.get("status_interval", float, 10.0, minval=0.5, maxval=3600.0)
     catch_up_interval = sec.get("catch_up_interval", float, 30.0, minval=1.0, maxval=3600.0)
+    identity_file = sec.get("identity_file", str, "")
     sec.finish()
+    identity = None
+    if identity_file:
+        path = base / identity_file
+        try:
+            identity = decode_key(path.read_text(), f"sync.identity_file {path}")
+        except OSError as exc:
+            sec._error("identity_file", f"cannot read {path}: {exc.strerror}")
+        except TrustError as exc:
+            sec._error("identity_file", f"not a private key ({exc}); make one with gate keygen --out FILE")
     if topic_root and (not topic_root.endswith("/") or "+" in topic_root or "#" in topic_root):
         sec._error("topic_root", f"must end with '/' and hold no wildcard, got {topic_root!r}")
     password = ""
@@ -555,6 +573,7 @@ def _read_sync(sec: _Section, base: Path, gate_id: str, venue: str) -> SyncConfi
         keepalive=keepalive,
         status_interval=status_interval,
         catch_up_interval=catch_up_interval,
+        identity=identity,
     )
 
 

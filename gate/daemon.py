@@ -72,7 +72,14 @@ class Daemon:
 
         config = self.config
         private_database(config.database)
-        self.store = store = Store(config.database, config.gate_id)
+        seal = None
+        if config.sync is not None and config.sync.identity is not None:
+            from nacl.signing import SigningKey
+
+            from gate.trust.records import sealer
+
+            seal = sealer(SigningKey(config.sync.identity), config.venue)
+        self.store = store = Store(config.database, config.gate_id, seal=seal)
         self.engine = engine = DecisionEngine(config.engine, config.trust_sources(), store)
         hardware = self.hardware = self.hardware or load_provider(config.hardware, config)
         lane = self.lane = GpioLane(config.gpio, pin_factory=hardware.pin_factory())
@@ -143,8 +150,8 @@ class Daemon:
             config.database, config.gate_id, config.admin_key, config.venue, config.trust_sources(), self._bundle_report
         )
         control.on_trust_reloaded.append(worker.trust_reloaded)
-        sync = VenueSync(config.sync, config.gate_id, store, wake=lambda: loop.post(WAKE), status=self._lane_status,
-                         on_bundle=worker.offer, on_command=control.on_command)
+        sync = VenueSync(config.sync, config.gate_id, store, venue=config.venue, wake=lambda: loop.post(WAKE),
+                         status=self._lane_status, on_bundle=worker.offer, on_command=control.on_command)
         loop.after_turn.append(sync.pump)
         sync.on_merged.append(loop.peer_records)
         loop.listeners.append(lambda kind, payload: sync.publish_scan(payload) if kind == "decision" else None)
@@ -160,6 +167,8 @@ class Daemon:
 
         if report.outcome == Outcome.REFUSED and self.view is not None:
             self.view.bundle_refused(f"{report.what or 'message'} {report.version}: {report.error}")
+        if report.outcome == Outcome.APPLIED and report.what == "bundle" and self.sync is not None:
+            self.sync.roster_changed()
         if self.loop is not None:
             self.loop.post(Notice("bundle", report.as_dict()))
         if self.sync is not None:

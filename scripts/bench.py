@@ -34,7 +34,8 @@ from hwsim.control import ControlClient  # noqa: E402
 from hwsim.lane_config import EVENT, write_config  # noqa: E402
 from hwsim.scanner import SimulatedScanner  # noqa: E402
 from hwsim.timing import percentile  # noqa: E402
-from hwsim.venue import venue_gate_config  # noqa: E402
+from hwsim.venue import ROOT, VENUE, gate_status, venue_gate_config  # noqa: E402
+from hwsim.venue_keys import VenueKeys  # noqa: E402
 
 from gate.decision import Denial, revocation_prefix  # noqa: E402
 from gate.formats import gt1  # noqa: E402
@@ -208,21 +209,24 @@ class TwoGates:
 
     GATES = ("gate-a", "gate-b")
 
-    def __init__(self, workdir: Path, issuer: SigningKey, admin_key: str = "") -> None:
+    def __init__(self, workdir: Path, issuer: SigningKey, keys: VenueKeys | None = None) -> None:
         self.workdir = workdir
         self.broker = Mosquitto(workdir / "broker")
+        self.keys = keys or VenueKeys(VENUE, list(self.GATES))
         public = base64.b64encode(bytes(issuer.verify_key)).decode()
-        self.configs = {g: venue_gate_config(workdir, public, g, self.broker.port, walk=0.005, timeout=2.0, admin_key=admin_key)
+        self.configs = {g: venue_gate_config(workdir, public, g, self.broker.port, self.keys, walk=0.005, timeout=2.0)
                         for g in self.GATES}
         self.scanners = {g: SimulatedScanner(workdir / g / "scanner") for g in self.GATES}
         self.daemons = {g: start_daemon(c) for g, c in self.configs.items()}
 
     def __enter__(self) -> "TwoGates":
         self.lanes = {g: ControlClient(str(self.workdir / g / "sim.sock"), timeout=20) for g in self.GATES}
-        self.watcher = Watcher(self.broker.port, ["gate/v1/demo-venue/gates/+/status"])
+        self.watcher = Watcher(self.broker.port, [f"{ROOT}gates/+/status"])
+        self.watcher.publish(f"{ROOT}bundle", self.keys.bundle(), retain=True)  # the roster: gates take in each other's records
         deadline = time.monotonic() + 20
-        while not all(any(b'"online"' in p for p in self.watcher.on(f"gate/v1/demo-venue/gates/{g}/status")) for g in self.GATES):
-            assert time.monotonic() < deadline, "gates did not come online"
+        while not all(gate_status(self.watcher, g).get("state") == "online"
+                      and gate_status(self.watcher, g).get("bundle", {}).get("version", 0) >= 1 for g in self.GATES):
+            assert time.monotonic() < deadline, "gates did not come online holding the roster"
             time.sleep(0.05)
         assert self.scanners["gate-a"].wait_until_opened(20)
         return self
@@ -310,17 +314,16 @@ def bench_trust(workdir: Path, issuer: SigningKey, revocations: int, deltas: int
 
     from gate.trust import signed
 
-    admin = SigningKey(b"\x09" * 32)
-    admin_public = bytes(admin.verify_key).hex()
+    venue_keys = VenueKeys(VENUE, ["gate-a", "gate-b", "gate-load"])
+    admin = venue_keys.admin
     public = base64.b64encode(bytes(issuer.verify_key)).decode()
     keys = [hashlib.sha256(i.to_bytes(8, "big")).hexdigest() for i in range(revocations)]
-    bundle = signed.sign(signed.bundle_payload(
-        "demo-venue", 100, time.time(), [], signed.pack_prefixes([revocation_prefix(k) for k in keys])), admin)
+    bundle = venue_keys.bundle(100, revoked=signed.pack_prefixes([revocation_prefix(k) for k in keys]))
     bundle_file = workdir / "bundle.json"
     bundle_file.write_bytes(bundle)
     out: dict[str, float] = {"bundle_mb": len(bundle) / 2**20}
 
-    loader = venue_gate_config(workdir, public, "gate-load", 1, walk=0.01, timeout=2.0, admin_key=admin_public)
+    loader = venue_gate_config(workdir, public, "gate-load", 1, venue_keys, walk=0.01, timeout=2.0)
     started = time.monotonic()
     process = subprocess.Popen([sys.executable, "-m", "gate", "bundle", "load", str(bundle_file), "--config", str(loader)],
                                stdout=subprocess.DEVNULL)
@@ -345,7 +348,7 @@ def bench_trust(workdir: Path, issuer: SigningKey, revocations: int, deltas: int
         out[name] = (time.perf_counter() - started) / len(sample) * 1e6
     store.close()
 
-    with TwoGates(workdir, issuer, admin_public) as venue:
+    with TwoGates(workdir, issuer, venue_keys) as venue:
         gates, lanes, admin_client = venue.GATES, venue.lanes, venue.watcher
 
         def held(gate: str) -> int:
@@ -356,7 +359,7 @@ def bench_trust(workdir: Path, issuer: SigningKey, revocations: int, deltas: int
                 return 0
 
         started = time.monotonic()
-        admin_client.publish("gate/v1/demo-venue/bundle", bundle, retain=True)
+        admin_client.publish(f"{ROOT}bundle", bundle, retain=True)
         applied: dict[str, float] = {}
         during: list[float] = []
         lane, scanner, n = lanes["gate-a"], venue.scanners["gate-a"], 0
@@ -384,7 +387,7 @@ def bench_trust(workdir: Path, issuer: SigningKey, revocations: int, deltas: int
             delta = signed.sign(signed.delta_payload("demo-venue", 100, version, time.time(), signed.pack_prefixes(revoked), b""), admin)
             marks = {g: lanes[g].mark() for g in gates}
             sent = time.monotonic()
-            admin_client.publish("gate/v1/demo-venue/bundle/delta", delta, retain=True)
+            admin_client.publish(f"{ROOT}bundle/delta", delta, retain=True)
             times = [lanes[g].wait_for(lambda e: e["event"] == "bundle" and e["what"] == "delta" and e["version"] == version,
                                        start=marks[g])["t"] for g in gates]
             effective.append((max(times) - sent) * 1000)

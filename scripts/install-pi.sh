@@ -71,6 +71,11 @@ run() {  # run DESCRIPTION COMMAND...: do it, or say it would be done
 }
 unchanged() { say "ok       $1"; }
 systemd_running() { [ -z "$ROOT" ] && [ -d /run/systemd/system ]; }  # not in a chroot, container or --root
+uid_of() {  # a user's number in the target system
+  local uid
+  uid=$(awk -F: -v n="$1" '$1 == n { print $3 }' "$ROOT/etc/passwd" 2>/dev/null || true)
+  printf '%s' "${uid:-0}"
+}
 gid_of() {  # a group's number in the target system (chown by name would ask this machine)
   local gid
   gid=$(awk -F: -v n="$1" '$1 == n { print $3 }' "$ROOT/etc/group" 2>/dev/null || true)
@@ -186,6 +191,17 @@ install_config() {
   put "$TMP/gate.toml" /etc/gate/gate.toml 0640 gate || true
 }
 
+install_identity() {
+  # The lane's own Ed25519 key: it signs every ledger record this lane puts on the venue bus.
+  # 32 random bytes (an Ed25519 seed), as `gate keygen --out` writes it; the gate user's alone.
+  # Never replaced: a new key means a new roster entry (`gate identity` prints it).
+  local key=$ROOT/etc/gate/identity.key
+  if [ -e "$key" ]; then unchanged "/etc/gate/identity.key (kept: the venue's roster names its public half)"; return; fi
+  run "make /etc/gate/identity.key (this lane's record-signing key, mode 0600, user gate)" sh -c \
+    "umask 077 && head -c 32 /dev/urandom | base64 > '$TMP/identity.key' \
+     && install -m 0600 -o '$(uid_of gate)' -g '$(gid_of gate)' '$TMP/identity.key' '$key'"
+}
+
 install_udev() {
   cp "$SRC/systemd/99-gate.rules" "$TMP/99-gate.rules"
   if [ -n "$SCANNER" ]; then
@@ -250,7 +266,7 @@ uninstall() {
     /usr/local/bin/gate "$PREFIX"
   if systemd_running && [ $DRY = 0 ]; then systemctl daemon-reload; fi
   if [ $PURGE = 1 ]; then
-    remove /etc/gate /var/lib/gate /usr/lib/sysusers.d/gate.conf
+    remove /etc/gate /var/lib/gate /usr/lib/sysusers.d/gate.conf  # (identity.key too: retire the lane in the roster)
     if grep -q '^gate:' "$ROOT/etc/passwd" 2>/dev/null; then run "remove user gate" userdel ${ROOT:+--prefix "$ROOT"} gate; fi
     if grep -q '^gate:' "$ROOT/etc/group" 2>/dev/null; then run "remove group gate" groupdel ${ROOT:+--prefix "$ROOT"} gate; fi
   else
@@ -268,6 +284,7 @@ else
   install_user
   install_software
   install_config
+  install_identity
   install_udev
   install_unit
   start_lane

@@ -48,13 +48,14 @@ def _make(args: argparse.Namespace) -> int:
     else:
         if args.restore or args.restored or args.previous or args.base is not None:
             raise UsageError("--restore, --restored, --previous and --base are for --delta")
+        roster = _read_roster(args.roster) if args.roster else None
         documents = []
         for path in args.documents:
             try:
                 documents.append(json.loads(Path(path).read_bytes()))
             except (OSError, ValueError) as exc:
                 raise UsageError(f"cannot read trust document {path}: {exc}") from None
-        payload = signed.bundle_payload(venue, version, time.time(), documents, signed.pack_prefixes(revoked))
+        payload = signed.bundle_payload(venue, version, time.time(), documents, signed.pack_prefixes(revoked), roster)
     _write(args.out, json.dumps(payload, separators=(",", ":")).encode() + b"\n")
     summary = {k: v for k, v in payload.items() if k in ("type", "venue", "version", "base")}
     summary["revoked"] = payload["revoked"]["count"]
@@ -62,8 +63,33 @@ def _make(args: argparse.Namespace) -> int:
         summary["restored"] = payload["restored"]["count"]
     else:
         summary["documents"] = len(payload["documents"])
+        summary["gates"] = len(payload.get("roster", []))
     print(json.dumps(summary), file=sys.stderr if args.out is None else sys.stdout)
     return EXIT_OK
+
+
+def _read_roster(path: str) -> list[dict[str, Any]]:
+    """The venue's gates from a roster file::
+
+        {"gates": [{"gate": "lane-1", "public_key": "<its identity key's public half>", "zone": "north",
+                    "directions": ["in", "out"], "retired": false}, ...]}
+    """
+    from gate.formats.trustdoc import Fields, decode_key
+    from gate.trust import signed
+
+    try:
+        doc = Fields(json.loads(Path(path).read_bytes()), "roster")
+        entries = []
+        for gate in doc.objects("gates"):
+            entries.append(signed.roster_entry(
+                gate.text("gate", max_len=64), decode_key(gate.text("public_key", max_len=100), f"{gate.path}.public_key"),
+                zone=gate.text("zone", None, max_len=64), directions=tuple(gate.texts("directions", ["in", "out"])),
+                retired=gate.boolean("retired", False)))
+            gate.done()
+        doc.done()
+    except (OSError, ValueError) as exc:  # TrustError is a ValueError: the field and what is wrong
+        raise UsageError(f"roster {path}: {exc}") from None
+    return entries
 
 
 def _sign(args: argparse.Namespace) -> int:
@@ -285,6 +311,7 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     make.add_argument("--venue", help="the venue (default: the config's)")
     make.add_argument("--version", type=int, help="bundle or delta version (default: now, in unix seconds)")
     make.add_argument("--documents", nargs="*", default=[], metavar="JSON", help="trust documents to carry")
+    make.add_argument("--roster", metavar="JSON", help="the venue's gates and their identity keys (docs/bundles.md)")
     make.add_argument("--revoke", action="append", default=[], metavar="TICKET", help="a ticket to revoke (repeat)")
     make.add_argument("--revoked", action="append", default=[], metavar="FILE", help="a file of tickets to revoke, one per line")
     make.add_argument("--delta", action="store_true", help="a revocation delta instead of a bundle")

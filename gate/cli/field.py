@@ -142,6 +142,9 @@ class StatusView:
             state = "connected" if sync.get("connected") else "NOT CONNECTED (deciding offline)"
             line(f"SYNC     {sync.get('broker')} {state}; outbox {sync.get('outbox')}, merged {sync.get('counters', {}).get('merged', 0)}, "
                  f"conflicts {sync.get('conflicts', 0)}")
+            refusals = sync.get("refusals") or {}
+            if refusals:  # peers' records refused: forged, unsigned, off the roster, out of order
+                line("REFUSED  peer records: " + ", ".join(f"{why} {count}" for why, count in sorted(refusals.items())))
         else:
             line("SYNC     off (a lone lane)")
         readers = []

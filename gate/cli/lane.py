@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import time
 from pathlib import Path
@@ -15,15 +16,43 @@ def cmd_run(args: argparse.Namespace) -> int:
     from gate.daemon import Daemon
     from gate.field import logsetup
 
-    config = load_config(args)
+    config = load_lane_config(args)
     logsetup.setup(config.log_level)
     return Daemon(config).run()
+
+
+def load_lane_config(args: argparse.Namespace) -> Any:
+    """The config of a lane (``gate run``, ``check-config``): what the admin's tools need and more."""
+    from gate.errors import ConfigError
+
+    config = load_config(args)
+    problems = config.sync.lane_problems() if config.sync is not None else []
+    if problems:
+        raise ConfigError(config.path, problems)
+    return config
+
+
+def cmd_identity(args: argparse.Namespace) -> int:
+    """This lane's entry for the venue's roster (``gate bundle make --roster``): its id and the
+    public half of its identity key, which signs its ledger records."""
+    from nacl.signing import SigningKey
+
+    config = load_config(args)
+    if config.sync is None or config.sync.identity is None:
+        raise UsageError("no [sync] identity_file in the config: this lane has no identity key (install-pi.sh makes one)")
+    public = SigningKey(config.sync.identity).verify_key
+    entry: dict[str, Any] = {"gate": config.gate_id, "public_key": base64.b64encode(bytes(public)).decode(),
+                             "directions": sorted(config.gpio.unlock)}
+    if config.engine.gate_policy.zone:
+        entry["zone"] = config.engine.gate_policy.zone
+    print(json.dumps(entry))
+    return EXIT_OK
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
     from gate import trust
 
-    config = load_config(args)
+    config = load_lane_config(args)
     print(f"{config.path}: ok (gate {config.gate_id}, venue {config.venue}, formats {', '.join(config.engine.formats)})")
     material = trust.build(list(config.trust_documents), config.gt1_keys)
     for name, line in trust.summary(material).items():
@@ -134,6 +163,9 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--dry-run", action="store_true", help="record nothing in the ledger")
     p.add_argument("--direction", choices=("in", "out"), default="in")
     p.set_defaults(fn=cmd_verify)
+
+    sub.add_parser("identity", parents=[common], help="this lane's entry for the venue's roster (its record-signing key)").set_defaults(
+        fn=cmd_identity)
 
     p = sub.add_parser("revoke", parents=[common], help="revoke tickets (text or FORMAT:ID_HEX)")
     p.add_argument("tickets", nargs="*")

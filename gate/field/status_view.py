@@ -72,5 +72,6 @@ class StatusView:
         if self.sync is not None:
             broker = f"{self.sync.settings.host}:{self.sync.settings.port}"
             sync = {"connected": self.sync.connected, "broker": broker, "outbox": self.sync.outbox_size(),
-                    "conflicts": self.store.ledger.conflict_count(), "counters": dict(self.sync.counters)}
+                    "conflicts": self.store.ledger.conflict_count(), "counters": dict(self.sync.counters),
+                    "refusals": dict(self.sync.refusals), "roster": len(self.sync.roster), "epoch": self.store.epoch}
         return {**self.lane_status(), "sync": sync, "ledger_seq": self.store.ledger.last_seq(), "recent": list(self.recent)}

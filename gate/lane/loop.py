@@ -361,7 +361,7 @@ class DecisionLoop:
             ticket_key=admission.ticket_key,
             format=admission.format,
             direction=admission.direction,
-            ref=(admission.origin, admission.seq),
+            ref=admission.key,
             details={"why": why},
         )
 
@@ -374,7 +374,7 @@ class DecisionLoop:
                 ticket_key=record.ticket_key,
                 format=record.format,
                 direction=direction,
-                ref=(record.origin, record.seq),
+                ref=record.key,
             )
         elif outcome == FORCED:
             self.counters["forced_passages"] += 1
@@ -419,6 +419,7 @@ def _admission_details(claims: Claims, decision: Decision) -> dict[str, Any]:
 def _record_dict(record: Record) -> dict[str, Any]:
     return {
         "origin": record.origin,
+        "epoch": record.epoch,
         "seq": record.seq,
         "kind": record.kind,
         "at": record.at,

@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 # the database the moment a bundle worker's chunk is committed.
 WRITE_LOCK = threading.RLock()
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 
 class StoreError(GateError):
@@ -113,7 +113,7 @@ class Database:
         import sqlite_utils
 
         db = sqlite_utils.Database(self.conn)
-        for target, step in ((1, _schema_1), (2, _schema_2), (3, _schema_3), (4, _schema_4)):
+        for target, step in ((1, _schema_1), (2, _schema_2), (3, _schema_3), (4, _schema_4), (5, _schema_5)):
             if version >= target:
                 continue
             with self.transaction():  # another process may have migrated meanwhile: ask again
@@ -184,6 +184,40 @@ def _schema_4(db: sqlite_utils.Database) -> None:
         if_not_exists=True,
     )
     db["command_nonces"].create({"nonce": str, "issued_at": float, "seen_at": float}, pk="nonce", if_not_exists=True)
+
+
+def _schema_5(db: sqlite_utils.Database) -> None:
+    """Venue ledger v2: records are keyed by ``(origin, epoch, seq)`` (a database's epoch is made
+    when it is created, so a gate restarted on an empty database never reuses a key) and carry the
+    exact text their origin gate signed and its signature, so that any gate can pass them on; a
+    ``meta`` table (this database's epoch) and the venue's ``roster`` of gates from the bundle.
+    Records of v1 (unsigned, epoch "v1") are kept for this gate's own decisions."""
+    conn = db.conn
+    conn.execute(
+        "CREATE TABLE ledger_v2 (origin TEXT NOT NULL, epoch TEXT NOT NULL, seq INTEGER NOT NULL, kind TEXT NOT NULL, "
+        "at FLOAT NOT NULL, ticket_key TEXT, format TEXT, direction TEXT, ref_origin TEXT, ref_epoch TEXT, ref_seq INTEGER, "
+        "details TEXT, proof_key TEXT, signed TEXT, signature BLOB, PRIMARY KEY (origin, epoch, seq))"
+    )
+    conn.execute(
+        "INSERT INTO ledger_v2 SELECT origin, 'v1', seq, kind, at, ticket_key, format, direction, ref_origin, "
+        "CASE WHEN ref_origin IS NULL THEN NULL ELSE 'v1' END, ref_seq, details, proof_key, NULL, NULL FROM ledger"
+    )
+    conn.execute("DROP TABLE ledger")
+    conn.execute("ALTER TABLE ledger_v2 RENAME TO ledger")
+    conn.execute("CREATE INDEX idx_ledger_ticket_key ON ledger (ticket_key)")
+    conn.execute("CREATE INDEX idx_ledger_proof_key ON ledger (proof_key)")
+    conn.execute("CREATE INDEX idx_ledger_ref ON ledger (ref_origin, ref_epoch, ref_seq)")
+    conn.execute("DROP TABLE conflicts")
+    conn.execute(
+        "CREATE TABLE conflicts (origin TEXT NOT NULL, epoch TEXT NOT NULL, seq INTEGER NOT NULL, ticket_key TEXT, "
+        "known INTEGER, found INTEGER, detected_at FLOAT, PRIMARY KEY (origin, epoch, seq))"
+    )
+    conn.execute("CREATE TABLE meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)")
+    conn.execute(
+        "CREATE TABLE roster (gate TEXT PRIMARY KEY, public_key BLOB NOT NULL, zone TEXT, directions TEXT NOT NULL, "
+        "retired INTEGER NOT NULL)"
+    )
+    conn.execute("DELETE FROM sync_state WHERE name = 'published'")  # the outbox starts again in the new format
 
 
 def create_prefix_table(conn: sqlite3.Connection, table: str) -> None:

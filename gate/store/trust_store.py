@@ -1,4 +1,4 @@
-"""Trust kept in the database: imported trust documents (``gate keys import`` and a bundle's,
+"""Trust kept in the database: the venue's roster of gates, imported trust documents (``gate keys import`` and a bundle's,
 stored as ``bundle/…``) as their JSON text, and which signed bundle and delta are held.
 
 Documents are kept as text and parsed by the caller (``gate.trust``): this module knows rows.
@@ -7,6 +7,7 @@ Documents are kept as text and parsed by the caller (``gate.trust``): this modul
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +33,17 @@ class Held:
     def as_dict(self) -> dict[str, Any]:
         return {"version": self.bundle_version, "delta": self.delta_version, "revoked": self.revoked,
                 "documents": self.documents, "delta_revoked": self.delta_revoked, "delta_restored": self.delta_restored}
+
+
+@dataclass(frozen=True)
+class RosterRow:
+    """One gate of the venue, as the admin's bundle names it (``gate.trust.roster`` reads it)."""
+
+    gate: str
+    public_key: bytes  # Ed25519: what its ledger records are signed with
+    zone: str | None
+    directions: tuple[str, ...]  # the directions it may admit in ("in", "out")
+    retired: bool  # its records are refused from the bundle that retires it on
 
 
 @dataclass(frozen=True)
@@ -86,6 +98,21 @@ class TrustStore:
             "FROM (SELECT name, sha256, imported_at FROM trust_documents ORDER BY name)"
         ).fetchone()
         return (row[0], row[1])
+
+    # --- the venue's roster of gates (from the bundle) -----------------------------------
+
+    def roster(self) -> list[RosterRow]:
+        """Every gate of the venue the held bundle names, by gate id."""
+        return [RosterRow(gate, bytes(key), zone, tuple(json.loads(directions)), bool(retired))
+                for gate, key, zone, directions, retired in self.db.conn.execute(
+                    "SELECT gate, public_key, zone, directions, retired FROM roster ORDER BY gate")]
+
+    def replace_roster(self, rows: list[RosterRow]) -> None:
+        """Inside the caller's transaction: a new bundle's roster replaces the previous one."""
+        conn = self.db.conn
+        conn.execute("DELETE FROM roster")
+        conn.executemany("INSERT INTO roster (gate, public_key, zone, directions, retired) VALUES (?, ?, ?, ?, ?)",
+                         [(r.gate, r.public_key, r.zone, json.dumps(list(r.directions)), int(r.retired)) for r in rows])
 
     # --- the signed bundle and delta held -------------------------------------------------
 

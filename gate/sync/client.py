@@ -19,13 +19,18 @@ import logging
 import queue
 import socket
 import time
+from collections import Counter
 from typing import Any, Callable
 
 from gate.config import SyncConfig
+from gate.errors import SignedError
 from gate.store import Store
+from gate.store.ledger import Record
 from gate.store.state import PUBLISHED_MARK
 from gate.sync import messages
 from gate.sync.messages import MessageError, Topics
+from gate.trust.records import open_record
+from gate.trust.roster import Roster
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +46,7 @@ class VenueSync:
         gate_id: str,
         store: Store,
         *,
+        venue: str = "",
         wake: Callable[[], None] = lambda: None,
         status: Callable[[], dict[str, Any]] = dict,
         on_bundle: Callable[[str, bytes], None] | None = None,
@@ -52,8 +58,13 @@ class VenueSync:
         (``gate.lane.control.LaneControl.on_command``); both are called on the loop's thread."""
         self.settings = settings
         self.gate_id = gate_id
+        self.venue = venue
+        self.store = store
         self.ledger = store.ledger
         self.state = store.state
+        self.epoch = store.epoch
+        self.roster = Roster(store.trust.roster())  # swapped whole when a bundle brings a new one
+        self._roster_changed = False
         self.topics = Topics(settings.topic_root, gate_id)
         self.wake = wake
         self.status = status
@@ -63,6 +74,7 @@ class VenueSync:
         self.on_bundle = on_bundle
         self.on_command = on_command
         self.counters = {"received": 0, "merged": 0, "duplicates": 0, "clashes": 0, "conflicts": 0, "refused": 0}
+        self.refusals: Counter[str] = Counter()  # refused peer records and messages, by why (the status shows them)
         self._events: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
         self._client: Any = None
         self._published = store.state.get(PUBLISHED_MARK)  # acknowledged by the broker
@@ -71,7 +83,7 @@ class VenueSync:
         self._acked_ranges: list[tuple[int, int]] = []
         self._send_from = self._published  # next publish starts above this seq
         self._inflight: dict[int, tuple[int, int]] = {}  # mid → (first, last) seq
-        self._peer_marks = {o: m for o, m in self.ledger.marks().items() if o != gate_id}
+        self._peer_marks = {k: m for k, m in self.ledger.marks().items() if k != (gate_id, self.epoch)}
         self._last_request = float("-inf")
         self._next_status = 0.0
         self._next_catch_up = float("inf")
@@ -130,8 +142,28 @@ class VenueSync:
         self.wake()
 
     def _on_message(self, client: Any, userdata: Any, message: Any) -> None:
-        self._events.put(("message", message.topic, bytes(message.payload)))
+        topic, payload = message.topic, bytes(message.payload)
+        sender = self.topics.sender(topic, "ledger")
+        if sender is not None and sender != self.gate_id:
+            # Verified here, off the decision loop: Ed25519 and JSON cost the lane nothing.
+            self._events.put(("records", sender, *self._open_records(sender, payload)))
+        else:
+            self._events.put(("message", topic, payload))
         self.wake()
+
+    def _open_records(self, sender: str, payload: bytes) -> tuple[list[Record], list[str]]:
+        """A peer's ledger message: the records its key signed, and why any others were refused."""
+        try:
+            sealed = messages.decode_records(payload, sender)
+        except MessageError as exc:
+            return [], [f"malformed: {exc}"]
+        roster, records, refused = self.roster, [], []
+        for text, signature in sealed:
+            try:
+                records.append(open_record(text, signature, roster, self.venue, sender))
+            except SignedError as exc:
+                refused.append(f"{exc.kind}: {exc}")
+        return records, refused
 
     def _on_publish(self, client: Any, userdata: Any, mid: int, reason: Any = None, properties: Any = None) -> None:
         self._events.put(("acked", mid))
@@ -142,6 +174,10 @@ class VenueSync:
     def pump(self, now: float | None = None) -> None:
         """Take in what the bus brought, publish what the ledger has that the bus does not."""
         now = time.monotonic() if now is None else now
+        if self._roster_changed:
+            self._roster_changed = False
+            self.roster = Roster(self.store.trust.roster())
+            log.info("venue roster taken in gates=%d", len(self.roster))
         while True:
             try:
                 event = self._events.get_nowait()
@@ -166,7 +202,10 @@ class VenueSync:
 
     def _handle(self, event: tuple[Any, ...], now: float) -> None:
         kind = event[0]
-        if kind == "message":
+        if kind == "records":
+            self.counters["received"] += 1
+            self._merge(event[1], event[2], event[3], now)
+        elif kind == "message":
             self._on_bus_message(event[1], event[2], now)
         elif kind == "acked":
             self._acknowledged(event[1])
@@ -184,11 +223,8 @@ class VenueSync:
 
     def _on_bus_message(self, topic: str, payload: bytes, now: float) -> None:
         self.counters["received"] += 1
-        sender = self.topics.sender(topic, "ledger")
-        if sender is not None:
-            if sender != self.gate_id:
-                self._merge(sender, payload, now)
-            return
+        if self.topics.sender(topic, "ledger") is not None:
+            return  # this gate's own records, back from the broker
         sender = self.topics.sender(topic, "sync/request")
         if sender is not None:
             if sender != self.gate_id:
@@ -215,14 +251,14 @@ class VenueSync:
             self._client.publish(self.topics.command_result, messages.encode_command_result(self.gate_id, **result), qos=1)
         self._next_status = 0.0  # a new mode shows on the status at once
 
-    def _merge(self, sender: str, payload: bytes, now: float) -> None:
-        try:
-            records = messages.decode_records(payload, sender)
-        except MessageError as exc:
-            self.counters["refused"] += 1
-            log.warning("ledger message refused sender=%s bytes=%d error=%r", sender, len(payload), str(exc))
+    def _merge(self, sender: str, records: list[Record], refused: list[str], now: float) -> None:
+        for why in refused:
+            self._refuse(sender, why)
+        if not records:
             return
         result = self.ledger.merge(records, time.time())
+        for record, why in result.refused:
+            self._refuse(sender, f"causality: {why}")
         self.counters["merged"] += len(result.added)
         if result.added:
             for listener in self.on_merged:
@@ -238,18 +274,21 @@ class VenueSync:
                 "conflict: ticket admitted at two gates cut off from each other ticket=%s origin=%s seq=%d "
                 "known=%d found=%d", conflict.ticket_key[:16], conflict.origin, conflict.seq, conflict.known, conflict.found,
             )
-        if result.conflicts:
+        if result.conflicts or result.refused:
             self._next_status = 0.0  # say so on the status topic now
-        mark = self._peer_marks.get(sender, 0)
-        top = max(r.seq for r in records)
-        if top <= mark:
-            return
-        if min(r.seq for r in records) <= mark + 1 and len({r.seq for r in records if r.seq > mark}) == top - mark:
-            self._peer_marks[sender] = top
-            return
-        self._peer_marks[sender] = self.ledger.marks().get(sender, 0)  # a gap, or filled one
-        if self._peer_marks[sender] < top:
+        for record in result.added:
+            self._peer_marks[(record.origin, record.epoch)] = record.seq
+        if result.gaps:
             self._request_catch_up(now, why=f"gap from {sender}")
+
+    def _refuse(self, sender: str, why: str) -> None:
+        """A peer's record or message not taken in: counted by why, logged (its first words)."""
+        kind = why.split(":", 1)[0]
+        self.counters["refused"] += 1
+        self.refusals[kind] += 1
+        if self.refusals[kind] <= 10 or self.refusals[kind] % 1000 == 0:  # a flood must not flood the journal
+            log.warning("peer record refused sender=%s why=%r refused_so_far=%d", sender, why[:200], self.refusals[kind])
+        self._next_status = 0.0
 
     def _answer(self, asker: str, payload: bytes) -> None:
         try:
@@ -258,7 +297,7 @@ class VenueSync:
             self.counters["refused"] += 1
             log.warning("sync request refused asker=%s error=%r", asker, str(exc))
             return
-        theirs = marks.get(self.gate_id, 0)
+        theirs = marks.get((self.gate_id, self.epoch), 0)
         if theirs < self._send_from:
             log.info("catch-up for %s: resending from seq %d", asker, theirs + 1)
             self._send_from = theirs
@@ -268,7 +307,7 @@ class VenueSync:
             return
         self._last_request = now
         self._next_catch_up = now + self.settings.catch_up_interval
-        marks = {o: m for o, m in self.ledger.marks().items() if o != self.gate_id}
+        marks = {k: m for k, m in self.ledger.marks().items() if k != (self.gate_id, self.epoch)}
         self._peer_marks.update(marks)
         if self._client is not None:
             self._client.publish(self.topics.sync_request, messages.encode_request(marks), qos=1)
@@ -277,13 +316,28 @@ class VenueSync:
     def _publish_outbox(self) -> None:
         assert self._client is not None
         while len(self._inflight) < MAX_INFLIGHT:
-            batch = self.ledger.records(self.gate_id, self._send_from, messages.MAX_BATCH)
+            batch = self.ledger.records(self.gate_id, self.epoch, self._send_from, messages.MAX_BATCH)
             if not batch:
                 return
-            info = self._client.publish(self.topics.ledger, messages.encode_records(self.gate_id, batch), qos=1)
+            sealed = [self._sealed(record) for record in batch]
+            info = self._client.publish(self.topics.ledger, messages.encode_records(self.gate_id, sealed), qos=1)
             self._inflight[info.mid] = (batch[0].seq, batch[-1].seq)
             self._send_from = batch[-1].seq
         # More waits for acknowledgements; each one wakes the loop, which comes back here.
+
+    def _sealed(self, record: Record) -> tuple[str, bytes]:
+        """A record of this gate's as signed when it was appended (or now, when it was not:
+        ``gate verify`` on a gate's database)."""
+        if record.signed is not None and record.signature is not None:
+            return record.signed, record.signature
+        if self.ledger.seal is None:
+            raise RuntimeError("this gate's records cannot be published: no gate key ([sync] key_file)")
+        return self.ledger.seal(record)
+
+    def roster_changed(self) -> None:
+        """A bundle with a new roster was applied (any thread): read it at the next turn."""
+        self._roster_changed = True
+        self.wake()
 
     def _acknowledged(self, mid: int) -> None:
         sent = self._inflight.pop(mid, None)
@@ -310,7 +364,7 @@ class VenueSync:
             **self.status(),
             "outbox": self.outbox_size(),
             "conflicts": self.ledger.conflict_count(),
-            "sync": dict(self.counters),
+            "sync": {**self.counters, "refusals": dict(self.refusals)},
             "at": round(time.time(), 3),
         }
         self._client.publish(self.topics.status, messages.encode_status(self.gate_id, "online", **fields), qos=1, retain=True)

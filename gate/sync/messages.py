@@ -8,22 +8,22 @@ bus are the ledger's ticket keys, which are SHA-256 hashes, never raw ticket sec
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
-import math
 import re
 from dataclasses import dataclass
 from typing import Any
 
-from gate.decision import DIRECTIONS
 from gate.errors import MessageError
-from gate.store.ledger import KINDS, Record
 from gate.strictjson import Fields, nesting
 
-PROTOCOL = 1
-MAX_PAYLOAD = 4 * 1024 * 1024  # a catch-up batch of MAX_BATCH records is well under 1 MB
+PROTOCOL = 2
+MAX_RECORD_TEXT = 4096  # gate.trust.records.MAX_RECORD
+MAX_PAYLOAD = 4 * 1024 * 1024  # a catch-up batch of MAX_BATCH sealed records is about 300 kB
 MAX_BATCH = 500  # records in one ledger message
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")  # gate ids and venues (config's rule)
-_HASH = re.compile(r"^[0-9a-f]{64}\Z")
+_EPOCH = re.compile(r"^[0-9a-z]{1,32}\Z")
 _LATEST = 2**53  # beyond any seq or unix time a gate will see; JSON-safe integers
 
 
@@ -33,7 +33,7 @@ class _Fields(Fields):
 
 @dataclass(frozen=True)
 class Topics:
-    """Topic names under ``root`` (``gate/v1/<venue>/``), for gate ``gate``."""
+    """Topic names under ``root`` (``gate/v2/<venue>/``), for gate ``gate``."""
 
     root: str
     gate: str
@@ -111,29 +111,19 @@ def _check_version(doc: _Fields) -> None:
         raise MessageError(f"{doc.path}.v: protocol {doc.data.get('v')!r} is not {PROTOCOL}")
 
 
-# --- ledger/<gate>: {"v": 1, "origin": "A", "records": [{...}, ...]} ------------------------
+# --- ledger/<gate>: {"v": 2, "origin": "A", "records": [{"signed": "<record text>", "sig": "<b64>"}]} --
 
 
-def record_dict(record: Record) -> dict[str, Any]:
-    out: dict[str, Any] = {"seq": record.seq, "kind": record.kind, "at": record.at}
-    for name in ("ticket_key", "format", "direction", "proof_key", "details"):
-        value = getattr(record, name)
-        if value is not None:
-            out[name] = value
-    if record.ref is not None:
-        out["ref"] = list(record.ref)
-    return out
+def encode_records(origin: str, sealed: list[tuple[str, bytes]]) -> bytes:
+    """A batch of ``origin``'s sealed records (``gate.trust.records``: the signed text, the signature)."""
+    return _dumps({"v": PROTOCOL, "origin": origin,
+                   "records": [{"signed": text, "sig": base64.b64encode(sig).decode()} for text, sig in sealed]})
 
 
-def encode_records(origin: str, records: list[Record]) -> bytes:
-    if any(r.origin != origin for r in records):
-        raise ValueError("a ledger message carries one origin's records")
-    return _dumps({"v": PROTOCOL, "origin": origin, "records": [record_dict(r) for r in records]})
-
-
-def decode_records(payload: bytes, sender: str) -> list[Record]:
-    """A ledger message from ``sender`` (its topic): its records, each checked field by field.
-    A record claiming another origin than its sender's is refused: a gate speaks for itself."""
+def decode_records(payload: bytes, sender: str) -> list[tuple[str, bytes]]:
+    """A ledger message from ``sender`` (its topic): its sealed records, not yet verified (the
+    caller opens each against the roster, ``gate.trust.records.open_record``). A message claiming
+    another origin than its sender's is refused: a gate's topic carries its records."""
     doc = _Fields(_loads(payload, "ledger message"), "ledger")
     _check_version(doc)
     origin = doc.text("origin", max_len=64)
@@ -143,78 +133,39 @@ def decode_records(payload: bytes, sender: str) -> list[Record]:
     doc.done()
     if not 1 <= len(items) <= MAX_BATCH:
         raise MessageError(f"ledger.records: 1-{MAX_BATCH} records, got {len(items)}")
-    return [_read_record(origin, item) for item in items]
+    sealed = []
+    for item in items:
+        text = item.text("signed", max_len=MAX_RECORD_TEXT)
+        try:
+            signature = base64.b64decode(item.text("sig", max_len=100), validate=True)
+        except binascii.Error:
+            raise MessageError(f"{item.path}.sig: not base64") from None
+        item.done()
+        sealed.append((text, signature))
+    return sealed
 
 
-def _read_record(origin: str, item: _Fields) -> Record:
-    seq = item.integer("seq", minval=1)
-    kind = item.text("kind", max_len=32)
-    at = item.get("at", None)
-    ticket_key = item.text("ticket_key", None, max_len=64)
-    fmt = item.text("format", None, max_len=32)
-    direction = item.text("direction", None, max_len=8)
-    proof_key = item.text("proof_key", None, max_len=64)
-    ref = item.array("ref", None, max_len=2)
-    details = item.get("details", None)
-    item.done()
-    where = item.path
-    if seq >= _LATEST:
-        raise MessageError(f"{where}.seq: out of range")
-    if kind not in KINDS:
-        raise MessageError(f"{where}.kind: {kind!r} is not one of {', '.join(KINDS)}")
-    if isinstance(at, bool) or not isinstance(at, (int, float)) or not math.isfinite(at) or not 0 <= at < _LATEST:
-        raise MessageError(f"{where}.at: must be a unix time")
-    for name, value in (("ticket_key", ticket_key), ("proof_key", proof_key)):
-        if value is not None and not _HASH.match(value):
-            raise MessageError(f"{where}.{name}: must be 64 lower-case hex digits (a SHA-256)")
-    if fmt is not None and not _NAME.match(fmt):
-        raise MessageError(f"{where}.format: not a format name")
-    if direction is not None and direction not in DIRECTIONS:
-        raise MessageError(f"{where}.direction: must be one of {', '.join(DIRECTIONS)}")
-    ref_origin = ref_seq = None
-    if ref is not None:
-        if len(ref) != 2 or not isinstance(ref[0], str) or not _NAME.match(ref[0]) or isinstance(ref[1], bool) \
-                or not isinstance(ref[1], int) or not 1 <= ref[1] < _LATEST:
-            raise MessageError(f"{where}.ref: must be [origin, seq]")
-        ref_origin, ref_seq = ref
-    if details is not None:
-        _check_details(details, f"{where}.details")
-    return Record(origin, seq, kind, float(at), ticket_key, fmt, direction, ref_origin, ref_seq, details or None, proof_key)
+# --- sync/request/<gate>: {"v": 2, "marks": [["A", "3f9a…", 12], ["B", "77c0…", 40]]} --------
 
 
-def _check_details(details: Any, where: str) -> None:
-    """Details are a small flat object of scalars (why, proof kind, known, limit, ...)."""
-    if not isinstance(details, dict) or len(details) > 16:
-        raise MessageError(f"{where}: must be an object of at most 16 fields")
-    for key, value in details.items():
-        if len(key) > 32 or not (
-            value is None
-            or isinstance(value, (bool, int))
-            or (isinstance(value, float) and math.isfinite(value))
-            or (isinstance(value, str) and len(value) <= 256)
-        ):
-            raise MessageError(f"{where}.{key[:32]}: must be a short text, number or boolean")
+def encode_request(marks: dict[tuple[str, str], int]) -> bytes:
+    return _dumps({"v": PROTOCOL, "marks": [[origin, epoch, seq] for (origin, epoch), seq in sorted(marks.items())]})
 
 
-# --- sync/request/<gate>: {"v": 1, "marks": {"A": 12, "B": 40}} -----------------------------
-
-
-def encode_request(marks: dict[str, int]) -> bytes:
-    return _dumps({"v": PROTOCOL, "marks": marks})
-
-
-def decode_request(payload: bytes) -> dict[str, int]:
-    """A catch-up request: for each origin, the seq up to which the asker holds every record."""
+def decode_request(payload: bytes) -> dict[tuple[str, str], int]:
+    """A catch-up request: for each (origin, epoch), the seq up to which the asker holds every record."""
     doc = _Fields(_loads(payload, "sync request"), "request")
     _check_version(doc)
-    marks = doc.get("marks", None)
+    marks = doc.array("marks", max_len=10_000)
     doc.done()
-    if not isinstance(marks, dict) or len(marks) > 10_000:
-        raise MessageError("request.marks: must be an object of origin → seq")
-    for origin, seq in marks.items():
-        if not _NAME.match(origin) or isinstance(seq, bool) or not isinstance(seq, int) or not 0 <= seq < _LATEST:
-            raise MessageError(f"request.marks.{origin[:64]}: must be a gate name → seq ≥ 0")
-    return marks
+    out: dict[tuple[str, str], int] = {}
+    for i, mark in enumerate(marks):
+        if (not isinstance(mark, list) or len(mark) != 3 or not isinstance(mark[0], str) or not _NAME.match(mark[0])
+                or not isinstance(mark[1], str) or not _EPOCH.match(mark[1]) or isinstance(mark[2], bool)
+                or not isinstance(mark[2], int) or not 0 <= mark[2] < _LATEST):
+            raise MessageError(f"request.marks[{i}]: must be [gate, epoch, seq ≥ 0]")
+        out[(mark[0], mark[1])] = mark[2]
+    return out
 
 
 # --- gates/<gate>/status (retained) and scans/<gate> -----------------------------------------

@@ -101,9 +101,10 @@ def _apply_bundle(store: Store, bundle: Bundle, sources: Any, now: float) -> str
     started = time.monotonic()
     held = HeldMessage(bundle.version, 0, bundle.issued_at, bundle.sha256, bundle.revoked_count, 0, len(documents))
     store.install_bundle(bundle.revoked, documents, held, now,
-                         check=lambda current: _check_newer(bundle.version, current.bundle_version, "bundle"))
-    log.info("bundle applied version=%d documents=%d revoked=%d seconds=%.2f",
-             bundle.version, len(documents), bundle.revoked_count, time.monotonic() - started)
+                         check=lambda current: _check_newer(bundle.version, current.bundle_version, "bundle"),
+                         roster=bundle.roster)
+    log.info("bundle applied version=%d documents=%d revoked=%d gates=%d seconds=%.2f",
+             bundle.version, len(documents), bundle.revoked_count, len(bundle.roster), time.monotonic() - started)
     return Outcome.APPLIED
 
 

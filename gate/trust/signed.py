@@ -35,6 +35,7 @@ from nacl.signing import SigningKey, VerifyKey
 
 from gate.decision import MODES, PREFIX_BYTES
 from gate.errors import SignedError
+from gate.store.trust_store import RosterRow
 from gate.strictjson import Fields, nesting
 
 PROTOCOL = 1
@@ -61,6 +62,7 @@ class Bundle:
     documents: tuple[dict[str, Any], ...]  # trust documents (docs/trust-documents.md)
     revoked: bytes  # PREFIX_BYTES each
     sha256: str = field(default="", compare=False)  # of the whole signed message
+    roster: tuple[RosterRow, ...] = ()  # the venue's gates: whose ledger records are taken in
 
     @property
     def revoked_count(self) -> int:
@@ -110,8 +112,10 @@ def pack_prefixes(prefixes: set[bytes] | list[bytes]) -> bytes:
 # --- writing (gate bundle make / sign, gate command) --------------------------------------
 
 
-def bundle_payload(venue: str, version: int, issued_at: float, documents: list[dict[str, Any]], revoked: bytes) -> dict[str, Any]:
-    return {
+def bundle_payload(venue: str, version: int, issued_at: float, documents: list[dict[str, Any]], revoked: bytes,
+                   roster: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """``roster``: the venue's gates as ``roster_entry`` gives them."""
+    payload = {
         "v": PROTOCOL,
         "type": "bundle",
         "venue": venue,
@@ -120,6 +124,20 @@ def bundle_payload(venue: str, version: int, issued_at: float, documents: list[d
         "documents": documents,
         "revoked": _prefix_field(revoked),
     }
+    if roster:
+        payload["roster"] = roster
+    return payload
+
+
+def roster_entry(gate: str, public_key: bytes, *, zone: str | None = None, directions: tuple[str, ...] = ("in", "out"),
+                 retired: bool = False) -> dict[str, Any]:
+    """One gate of the roster as a bundle carries it."""
+    entry: dict[str, Any] = {"gate": gate, "public_key": base64.b64encode(public_key).decode(), "directions": list(directions)}
+    if zone is not None:
+        entry["zone"] = zone
+    if retired:
+        entry["retired"] = True
+    return entry
 
 
 def delta_payload(venue: str, base: int, version: int, issued_at: float, revoked: bytes, restored: bytes) -> dict[str, Any]:
@@ -301,6 +319,7 @@ def read(data: bytes, admin_key: bytes | None, venue: str) -> Bundle | Delta | C
                 tuple(_documents(doc)),
                 _prefixes(doc, "revoked"),
                 sha,
+                _roster(doc),
             )
         elif kind == "delta":
             message = Delta(
@@ -342,6 +361,36 @@ def _documents(doc: _Fields) -> list[dict[str, Any]]:
         if not isinstance(item, dict):
             raise ValueError(f"payload.documents[{i}]: must be a trust document (an object)")
     return documents
+
+
+MAX_ROSTER = 10_000  # gates in one venue
+
+
+def _roster(doc: _Fields) -> tuple[RosterRow, ...]:
+    rows, seen = [], set()
+    for entry in doc.objects("roster", []):
+        if len(rows) >= MAX_ROSTER:
+            raise ValueError(f"payload.roster: more than {MAX_ROSTER} gates")
+        gate = entry.text("gate", max_len=64)
+        if not _NAME.match(gate):
+            raise ValueError(f"{entry.path}.gate: not a gate id")
+        if gate in seen:
+            raise ValueError(f"{entry.path}.gate: {gate!r} named twice")
+        seen.add(gate)
+        try:
+            public_key = base64.b64decode(entry.text("public_key", max_len=64), validate=True)
+        except binascii.Error:
+            raise ValueError(f"{entry.path}.public_key: not base64") from None
+        if len(public_key) != 32:
+            raise ValueError(f"{entry.path}.public_key: an Ed25519 public key is 32 bytes")
+        zone = entry.text("zone", None, max_len=64)
+        directions = tuple(entry.texts("directions", ["in", "out"], max_len=8))
+        if not directions or any(d not in ("in", "out") for d in directions) or len(set(directions)) != len(directions):
+            raise ValueError(f"{entry.path}.directions: in and/or out")
+        retired = entry.boolean("retired", False)
+        entry.done()
+        rows.append(RosterRow(gate, public_key, zone, directions, retired))
+    return tuple(rows)
 
 
 def _prefixes(doc: _Fields, key: str) -> bytes:

@@ -27,30 +27,32 @@ from hwsim.control import ControlClient
 from hwsim.lane_config import EVENT, write_config
 from hwsim.scanner import SimulatedScanner
 from hwsim.timing import wait
+from hwsim.venue_keys import VenueKeys
 
 VENUE = "demo-venue"  # the demo config's venue
-STATUS = f"gate/v1/{VENUE}/gates/+/status"
+ROOT = f"gate/v2/{VENUE}/"
+STATUS = f"{ROOT}gates/+/status"
 
 
-def venue_gate_config(
-    workdir: Path, issuer_public: str, gate_id: str, port: int, *, walk: float, timeout: float, admin_key: str = ""
-) -> Path:
-    """One lane of the venue: the demo lane's config with its own id and a ``[sync]`` table
-    (and the venue admin's public key, for signed bundles and commands)."""
+def venue_gate_config(workdir: Path, issuer_public: str, gate_id: str, port: int, keys: VenueKeys, *, walk: float,
+                      timeout: float) -> Path:
+    """One lane of the venue: the demo lane's config with its own id, its identity key and a
+    ``[sync]`` table, and the venue admin's public key (signed bundles, the roster, commands)."""
     home = workdir / gate_id
     home.mkdir(parents=True, exist_ok=True)
     config = write_config(home, issuer_public, walk=walk, timeout=timeout, pulse_ms=20)
     text = config.read_text().replace('id = "demo-lane"', f'id = "{gate_id}"')
-    text += f'\n[sync]\nhost = "127.0.0.1"\nport = {port}\nkeepalive = 5\nstatus_interval = 1\n'
-    if admin_key:
-        text += f'\n[trust]\nadmin_key = "{admin_key}"\n'
+    identity = keys.identity_file(gate_id, home)
+    text += (f'\n[sync]\nhost = "127.0.0.1"\nport = {port}\nkeepalive = 5\nstatus_interval = 1\n'
+             f'identity_file = "{identity}"\n')
+    text += f'\n[trust]\nadmin_key = "{keys.admin_public_hex}"\n'
     config.write_text(text)
     return config
 
 
 def gate_status(watcher: Watcher, gate: str) -> dict[str, Any]:
     """What ``gate`` last said on its status topic, as a watcher saw it ({} before it spoke)."""
-    return watcher.last_json(f"gate/v1/{VENUE}/gates/{gate}/status")
+    return watcher.last_json(f"{ROOT}gates/{gate}/status")
 
 
 class Gate:
@@ -120,14 +122,18 @@ class VenueDemo:
         print(f"gate venue demo: {len(self.names)} lanes (real daemons), one real mosquitto\n")
         public = base64.b64encode(bytes(self.issuer.verify_key)).decode()
         broker = Mosquitto(self.workdir / "broker")
-        configs = [venue_gate_config(self.workdir, public, n, broker.port, walk=self.walk, timeout=2.0) for n in self.names]
+        keys = VenueKeys(VENUE, self.names)
+        configs = [venue_gate_config(self.workdir, public, n, broker.port, keys, walk=self.walk, timeout=2.0) for n in self.names]
         gates: list[Gate] = []
         watcher = None
         try:
             gates = [Gate(n, c) for n, c in zip(self.names, configs)]
             watcher = Watcher(broker.port, [STATUS])
-            wait(lambda: all(gate_status(watcher, g.name).get("state") == "online" for g in gates), "gates online")
-            print("every gate is online on the venue bus\n")
+            watcher.publish(f"{ROOT}bundle", keys.bundle(), retain=True)  # the venue admin's: the roster of gates
+            wait(lambda: all(gate_status(watcher, g.name).get("state") == "online"
+                             and gate_status(watcher, g.name).get("bundle", {}).get("version") == 1 for g in gates),
+                 "gates online, holding the venue's roster")
+            print("every gate is online on the venue bus and holds the roster of gates\n")
 
             print("copies of one ticket at different gates (a screenshot passed back over the fence):")
             for i in range(4):

@@ -84,3 +84,39 @@ def test_usage_errors_exit_2(setup):
     assert gate("verify", "--config", config, "x", "--at", "yesterday", check_rc=2).stderr.startswith("gate: not a time")
     assert "cannot read key file" in gate("issue", "--key", str(tmp / "nope.key"), "--event", "e", check_rc=2).stderr
     gate("verify", check_rc=2)  # argparse: token missing
+
+
+def test_a_lane_s_identity_goes_into_the_roster_of_a_signed_bundle(setup, config_data):
+    """As a technician does it: the lane prints its roster entry, the admin makes, signs and the
+    lane loads the bundle; the lane then holds the roster. A lane on the bus without an identity
+    key is a config error (exit 2)."""
+    tmp, _ = setup
+    config_data["sync"] = {"host": "127.0.0.1"}
+    no_key = write_config(tmp / "no-key.toml", config_data)
+    assert "sync.identity_file" in gate("check-config", "--config", str(no_key), check_rc=2).stderr
+    gate("keygen", "--out", str(tmp / "identity.key"))
+    admin = json.loads(gate("keygen", "--out", str(tmp / "admin.key")).stdout)
+    config_data["sync"]["identity_file"] = str(tmp / "identity.key")
+    config_data["trust"]["admin_key"] = admin["public_key"]
+    config = str(write_config(tmp / "gate.toml", config_data))
+    gate("check-config", "--config", config)
+    entry = json.loads(gate("identity", "--config", config).stdout)
+    assert entry["gate"] == "lane-1" and entry["directions"] == ["in", "out"]
+    (tmp / "roster.json").write_text(json.dumps({"gates": [entry, {**entry, "gate": "lane-0", "retired": True}]}))
+    made = gate("bundle", "make", "--config", config, "--version", "3", "--roster", str(tmp / "roster.json"), "--out", str(tmp / "b.json"))
+    assert json.loads(made.stdout)["gates"] == 2
+    gate("bundle", "sign", str(tmp / "b.json"), "--key", str(tmp / "admin.key"), "--out", str(tmp / "s.json"))
+    loaded = json.loads(gate("bundle", "load", "--config", config, str(tmp / "s.json")).stdout)
+    assert loaded["outcome"] == "applied"
+
+    from gate.store import Store
+
+    store = Store(tmp / "state" / "gate.db", "lane-1", read_only=True)
+    try:
+        rows = {row.gate: row for row in store.trust.roster()}
+    finally:
+        store.close()
+    assert set(rows) == {"lane-0", "lane-1"} and rows["lane-0"].retired and not rows["lane-1"].retired
+    (tmp / "bad-roster.json").write_text(json.dumps({"gates": [{**entry, "public_key": "short"}]}))
+    bad = gate("bundle", "make", "--config", config, "--roster", str(tmp / "bad-roster.json"), check_rc=2)
+    assert "roster" in bad.stderr and "public_key" in bad.stderr

@@ -3,6 +3,7 @@ and into a throwaway root directory (install, run again, uninstall, purge)."""
 
 from __future__ import annotations
 
+import base64
 import os
 import re
 import shutil
@@ -137,6 +138,11 @@ def test_install_into_a_throwaway_root(installed: tuple[Path, str]) -> None:
     check = subprocess.run([str(gate), "check-config", "--config", str(config)], capture_output=True, text=True)
     assert check.returncode == 2 and "trust.gt1_issuers[0]" in check.stderr, "the skeleton asks for the issuer's key"
 
+    identity = root / "etc/gate/identity.key"  # the lane's record-signing key: the gate user's alone
+    gate_uid = int(re.search(r"^gate:x:(\d+):", passwd, re.M).group(1))
+    assert identity.stat().st_mode & 0o777 == 0o600 and (identity.stat().st_uid, identity.stat().st_gid) == (gate_uid, gate_gid)
+    assert len(base64.b64decode(identity.read_text().strip(), validate=True)) == 32
+
 
 @needs_root
 @needs_analyze
@@ -153,7 +159,7 @@ def test_a_second_run_changes_nothing_and_keeps_the_config(installed: tuple[Path
     before = files_under(root)
     out = installer("--root", str(root)).stdout
     assert "do  " not in out, out
-    assert "ok       /etc/gate/gate.toml (kept" in out
+    assert "ok       /etc/gate/gate.toml (kept" in out and "ok       /etc/gate/identity.key (kept" in out
     assert files_under(root) == before, "nothing rewritten; the scanner added earlier is kept"
 
 

@@ -85,7 +85,7 @@ class JournalLedger(Ledger):
     and fails with ``fail`` when it is set (a full disk)."""
 
     def __init__(self, store: Store, journal: list[tuple[Any, ...]]) -> None:
-        super().__init__(store.db, ORIGIN)
+        super().__init__(store.db, ORIGIN, store.epoch)
         self.journal = journal
         self.fail: Exception | None = None
 

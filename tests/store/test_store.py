@@ -17,6 +17,7 @@ from gate.store.db import SCHEMA_VERSION, inspect
 from gate.store.ledger import ADMISSION, PASSAGE, REVERT, Record
 
 ORIGIN, PEER = "lane-1", "lane-2"
+EPOCH = "e1"  # the peers' epoch in these tests
 KEY, OTHER = ticket_key("gt1", b"ticket-1"), ticket_key("gt1", b"ticket-2")
 AT = 1_780_000_000.0
 
@@ -35,7 +36,14 @@ def store(path: Path) -> Iterator[Store]:
 
 def admission(origin: str, seq: int, key: str = KEY, **details: int) -> Record:
     """A peer's entry admission; ``known``/``limit`` as its gate saw them."""
-    return Record(origin, seq, ADMISSION, AT + seq, ticket_key=key, format="gt1", direction="in", details=details or None)
+    return Record(origin, seq, ADMISSION, AT + seq, ticket_key=key, format="gt1", direction="in", details=details or None,
+                  epoch=EPOCH)
+
+
+def settling(kind: str, origin: str, seq: int, ref_seq: int, ref_origin: str | None = None) -> Record:
+    """A peer's passage or revert of its admission ``ref_seq`` (or, forged, another gate's)."""
+    return Record(origin, seq, kind, AT, ticket_key=KEY, direction="in", ref_origin=ref_origin or origin, ref_seq=ref_seq,
+                  epoch=EPOCH, ref_epoch=EPOCH)
 
 
 def held(version: int, base: int = 0) -> HeldMessage:
@@ -81,10 +89,10 @@ def test_an_unknown_record_kind_is_refused(store: Store) -> None:
 
 def test_entries_and_exits_count_admissions_and_leave_out_reverted_ones(store: Store) -> None:
     first = store.ledger.append(ADMISSION, AT, ticket_key=KEY, direction="in")
-    store.ledger.append(PASSAGE, AT, ticket_key=KEY, direction="in", ref=(ORIGIN, first.seq))
+    store.ledger.append(PASSAGE, AT, ticket_key=KEY, direction="in", ref=first.key)
     store.ledger.append(ADMISSION, AT, ticket_key=KEY, direction="out")
     second = store.ledger.append(ADMISSION, AT, ticket_key=KEY, direction="in")
-    store.ledger.append(REVERT, AT, ticket_key=KEY, direction="in", ref=(ORIGIN, second.seq))
+    store.ledger.append(REVERT, AT, ticket_key=KEY, direction="in", ref=second.key)
     store.ledger.merge([admission(PEER, 1)], AT)
     state = store.ticket_state(KEY)
     assert (state.entries, state.exits, state.revoked, state.proof_used) == (2, 1, False, False)
@@ -131,7 +139,7 @@ def test_a_proof_is_used_once_admitted_and_free_again_after_its_revert(store: St
     record = store.ledger.append(ADMISSION, AT, ticket_key=KEY, direction="in", proof_key="proof-1")
     assert store.ticket_state(KEY, "proof-1").proof_used and store.ledger.proof_used("proof-1")
     assert not store.ticket_state(KEY, "proof-2").proof_used
-    store.ledger.append(REVERT, AT, ticket_key=KEY, ref=(ORIGIN, record.seq))
+    store.ledger.append(REVERT, AT, ticket_key=KEY, ref=record.key)
     assert not store.ticket_state(KEY, "proof-1").proof_used and not store.ledger.proof_used("proof-1")
 
 
@@ -139,7 +147,7 @@ def test_a_proof_is_used_once_admitted_and_free_again_after_its_revert(store: St
 
 
 def test_merging_the_same_records_again_adds_nothing_and_counts_duplicates(store: Store) -> None:
-    records = [admission(PEER, 1), Record(PEER, 2, PASSAGE, AT, ticket_key=KEY, ref_origin=PEER, ref_seq=1)]
+    records = [admission(PEER, 1), settling(PASSAGE, PEER, 2, 1)]
     assert store.ledger.merge(records, AT).added == records
     again = store.ledger.merge(reversed(records), AT)
     assert (again.added, again.duplicates, again.clashes) == ([], 2, [])
@@ -149,10 +157,10 @@ def test_merging_the_same_records_again_adds_nothing_and_counts_duplicates(store
 def test_a_different_record_under_a_held_key_is_a_clash_and_the_held_one_stays(store: Store) -> None:
     original = admission(PEER, 1)
     store.ledger.merge([original], AT)
-    impostor = Record(PEER, 1, PASSAGE, AT + 99)
+    impostor = Record(PEER, 1, ADMISSION, AT + 99, ticket_key=OTHER, direction="in", epoch=EPOCH)
     result = store.ledger.merge([impostor], AT)
     assert result.clashes == [(original, impostor)] and result.added == [] and result.duplicates == 0
-    assert store.ledger.record(PEER, 1) == original
+    assert store.ledger.record(PEER, EPOCH, 1) == original
 
 
 def test_a_single_entry_ticket_admitted_at_two_cut_off_gates_is_a_conflict(store: Store) -> None:
@@ -172,23 +180,72 @@ def test_a_second_admission_the_ticket_allows_is_no_conflict(store: Store, detai
 
 def test_a_reverted_admission_does_not_make_a_conflict(store: Store) -> None:
     mine = store.ledger.append(ADMISSION, AT, ticket_key=KEY, direction="in")
-    store.ledger.append(REVERT, AT, ticket_key=KEY, ref=(ORIGIN, mine.seq))
+    store.ledger.append(REVERT, AT, ticket_key=KEY, ref=mine.key)
     assert store.ledger.merge([admission(PEER, 1, known=0, limit=1)], AT).conflicts == []
 
 
-def test_a_peer_record_with_this_gates_origin_is_refused_and_nothing_is_merged(store: Store) -> None:
-    with pytest.raises(ValueError, match="origin"):
-        store.ledger.merge([admission(PEER, 1), admission(ORIGIN, 1)], AT)
-    assert store.ledger.count() == 0, "the batch is one transaction"
+def test_a_record_with_this_gates_own_origin_and_epoch_is_refused(store: Store) -> None:
+    mine = Record(ORIGIN, 1, ADMISSION, AT, ticket_key=KEY, direction="in", epoch=store.epoch)
+    result = store.ledger.merge([admission(PEER, 1), mine], AT)
+    assert [r.origin for r in result.added] == [PEER] and [r for r, _ in result.refused] == [mine]
+    assert store.ledger.count(ORIGIN) == 0
 
 
-def test_marks_stop_below_a_gap_until_it_is_filled(store: Store) -> None:
+def test_this_gates_records_of_an_earlier_epoch_come_back_in(store: Store) -> None:
+    """An emptied gate asks the venue for its own past: its origin, another epoch."""
+    past = Record(ORIGIN, 1, ADMISSION, AT, ticket_key=KEY, direction="in", epoch="old")
+    assert store.ledger.merge([past], AT).added == [past]
+    assert store.ticket_state(KEY).entries == 1
+
+
+def test_records_beyond_a_gap_wait_until_it_is_filled(store: Store) -> None:
     for _ in range(3):
         store.ledger.append(PASSAGE, AT)
-    store.ledger.merge([admission(PEER, 1), admission(PEER, 2), admission(PEER, 4), admission("lane-3", 2)], AT)
-    assert store.ledger.marks() == {ORIGIN: 3, PEER: 2, "lane-3": 0}
-    store.ledger.merge([admission(PEER, 3)], AT)
-    assert store.ledger.marks()[PEER] == 4
+    result = store.ledger.merge([admission(PEER, 1), admission(PEER, 2), admission(PEER, 4), admission("lane-3", 2)], AT)
+    assert result.gaps == {(PEER, EPOCH): 3, ("lane-3", EPOCH): 1}
+    assert store.ledger.marks() == {(ORIGIN, store.epoch): 3, (PEER, EPOCH): 2}
+    store.ledger.merge([admission(PEER, 3), admission(PEER, 4)], AT)
+    assert store.ledger.marks()[(PEER, EPOCH)] == 4
+
+
+def test_a_database_has_its_own_epoch_and_a_new_one_gets_another(tmp_path: Path) -> None:
+    first, second = Store(tmp_path / "a.db", ORIGIN), Store(tmp_path / "b.db", ORIGIN)
+    try:
+        assert first.created and first.epoch and first.epoch != second.epoch
+        record = first.ledger.append(ADMISSION, AT, ticket_key=KEY, direction="in")
+        assert record.key == (ORIGIN, first.epoch, 1)
+    finally:
+        first.close()
+        second.close()
+    again = Store(tmp_path / "a.db", ORIGIN)
+    try:
+        assert not again.created and again.epoch == first.epoch
+    finally:
+        again.close()
+
+
+# --- the venue's causality rules (a stolen gate's credentials) ------------------------------------
+
+
+def test_a_passage_or_revert_of_another_gates_admission_is_refused(store: Store) -> None:
+    store.ledger.merge([admission(PEER, 1)], AT)
+    forged = settling(REVERT, "lane-3", 1, 1, ref_origin=PEER)
+    result = store.ledger.merge([forged], AT)
+    assert result.added == [] and "its own gate" in result.refused[0][1]
+    assert store.ticket_state(KEY).entries == 1, "the admission stands"
+
+
+def test_a_revert_of_an_admission_not_held_is_refused(store: Store) -> None:
+    result = store.ledger.merge([admission(PEER, 1, key=OTHER), settling(REVERT, PEER, 2, 7)], AT)
+    assert [r.seq for r in result.added] == [1] and "no admission held" in result.refused[0][1]
+    assert result.gaps == {(PEER, EPOCH): 2}, "the stream stops at the refused record"
+
+
+def test_an_admission_is_settled_once(store: Store) -> None:
+    store.ledger.merge([admission(PEER, 1), settling(PASSAGE, PEER, 2, 1)], AT)
+    result = store.ledger.merge([settling(REVERT, PEER, 3, 1)], AT)
+    assert result.added == [] and "already settled" in result.refused[0][1]
+    assert store.ticket_state(KEY).entries == 1, "a revert after the passage gives nothing back"
 
 
 # --- bundles and trust documents --------------------------------------------------------------

@@ -21,6 +21,7 @@ import re
 import tempfile
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Callable
 
 import cbor2
@@ -32,12 +33,13 @@ from gate import trust
 from gate.config import ConfigError, SyncConfig
 from gate.formats import TrustError, b45, gt1
 from gate.lane.engine import DecisionEngine, EngineSettings, TrustSources
-from gate.store import Store
+from gate.store import RosterRow, Store
 from gate.store import ledger as records
 from gate.sync import messages
 from gate.sync.client import VenueSync
 from gate.trust import bundles, signed
 from gate.trust.commands import CommandGuard
+from gate.trust.records import sealer
 from gate.trust.signed import Command, SignedError
 from tests.support import vendors
 from tests.support.lanes import ALL_FORMATS, EVENT, base_config
@@ -46,6 +48,8 @@ NOW = 1_790_000_000
 GATE = "lane-1"
 VENUE = "test-venue"
 ADMIN = SigningKey(b"\x07" * 32)
+PEER = "gate-2"
+PEER_KEY = SigningKey(b"\x05" * 32)
 ISSUER = SigningKey(b"\x01" * 32)
 HOLDER = SigningKey(b"\x02" * 32)
 NONCE = bytes(range(16))
@@ -88,12 +92,15 @@ class Targets:
         self.commands = [signed.sign(signed.command_payload(Command(VENUE, GATE, "set_mode", issued, "n" * 32, mode="locked")), ADMIN)]
         self.signed_texts = {json.loads(m)["signed"] for m in self.signed_messages + self.commands}
         self.guard = CommandGuard(self.store.state, GATE, VENUE, self.admin_public, max_age=10**9)
-        self.sync = VenueSync(SyncConfig(host="127.0.0.1", topic_root=f"gate/v1/{VENUE}/"), GATE, self.store,
+        with self.store.db.transaction():  # a peer on the roster, whose sealed records the bus seeds carry
+            self.store.trust.replace_roster([RosterRow(PEER, bytes(PEER_KEY.verify_key), None, ("in", "out"), False)])
+        self.sync = VenueSync(SyncConfig(host="127.0.0.1", topic_root=f"gate/v2/{VENUE}/"), GATE, self.store, venue=VENUE,
                               on_bundle=lambda kind, payload: self._check_signed(payload), on_command=self._command_result)
         self.config_text = _toml(base_config(workdir, ISSUER))
         self.records = [
-            messages.encode_records("gate-2", [records.Record("gate-2", 1, records.ADMISSION, NOW, "ef" * 32, "gt1", "in")]),
-            messages.encode_request({"gate-2": 3, GATE: 1}),
+            messages.encode_records(PEER, [sealer(PEER_KEY, VENUE)(
+                records.Record(PEER, 1, records.ADMISSION, NOW, "ef" * 32, "gt1", "in", epoch="e1"))]),
+            messages.encode_request({(PEER, "e1"): 3, (GATE, self.store.epoch): 1}),
         ]
 
     def close(self) -> None:
@@ -145,11 +152,12 @@ class Targets:
     def bus(self, data: bytes) -> None:
         """A message on the venue bus, on any topic a gate subscribes to."""
         kept = self._kept()
-        topics = [f"gate/v1/{VENUE}/ledger/gate-2", f"gate/v1/{VENUE}/ledger/{GATE}", f"gate/v1/{VENUE}/sync/request/gate-2",
-                  f"gate/v1/{VENUE}/bundle", f"gate/v1/{VENUE}/bundle/delta", f"gate/v1/{VENUE}/gates/{GATE}/cmd",
-                  f"gate/v1/{VENUE}/ledger/../{GATE}", f"gate/v1/{VENUE}/elsewhere"]
+        topics = [f"gate/v2/{VENUE}/ledger/gate-2", f"gate/v2/{VENUE}/ledger/{GATE}", f"gate/v2/{VENUE}/sync/request/gate-2",
+                  f"gate/v2/{VENUE}/bundle", f"gate/v2/{VENUE}/bundle/delta", f"gate/v2/{VENUE}/gates/{GATE}/cmd",
+                  f"gate/v2/{VENUE}/ledger/../{GATE}", f"gate/v2/{VENUE}/elsewhere"]
         topic = topics[data[0] % len(topics)] if data else topics[0]
-        self.sync._on_bus_message(topic, data[1:], NOW)
+        self.sync._on_message(None, None, SimpleNamespace(topic=topic, payload=data[1:]))  # as paho's thread delivers it
+        self.sync.pump(NOW)
         assert self._kept() == kept, "a bus message changed this gate's own records or revocations"
 
     def signed_message(self, data: bytes) -> None:

@@ -7,13 +7,16 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-from hwsim.broker import Mosquitto
+from hwsim.broker import Mosquitto, Watcher
+from hwsim.venue_keys import VenueKeys
 from nacl.signing import SigningKey
 
 from tests.support.lanes import Lane, base_config
 
 ADMIN = SigningKey(b"\x07" * 32)
 STRANGER = SigningKey(b"\x08" * 32)
+VENUE = "test-venue"
+KEYS = VenueKeys(VENUE, [], admin=ADMIN)  # each gate's identity key, made from its name
 
 
 def gt1_document(issuer: SigningKey) -> dict[str, Any]:
@@ -29,7 +32,7 @@ def held_version(lane: Lane) -> tuple[int, int]:
     return rows.get("bundle", 0), rows.get("delta", 0)
 
 
-ROOT = "gate/v1/test-venue/"
+ROOT = f"gate/v2/{VENUE}/"
 
 
 def gate_config(tmp_path: Path, issuer: SigningKey, gate_id: str, broker: Mosquitto, **sync: Any) -> dict[str, Any]:
@@ -40,8 +43,33 @@ def gate_config(tmp_path: Path, issuer: SigningKey, gate_id: str, broker: Mosqui
     data["gate"]["id"] = gate_id
     data["turnstile"].update({"pulse_ms": 20, "deny_display": 0.0})
     data["simulator"]["walk_time"] = 0.01
-    data["sync"] = broker.sync_table(**sync)
+    data["sync"] = broker.sync_table(identity_file=str(KEYS.identity_file(gate_id, home)), **sync)
+    data["trust"]["admin_key"] = KEYS.admin_public_hex
     return data
 
 
-ACL = Path(__file__).resolve().parents[2] / "config" / "mosquitto" / "acl"
+def publish_roster(broker: Mosquitto, gates: list[str], *, version: int = 1, retired: tuple[str, ...] = (),
+                   username: str | None = None, password: str | None = None) -> None:
+    """The venue admin's bundle naming ``gates`` (retained on the broker): what lets gates take
+    in each other's records."""
+    for gate in gates:
+        KEYS.add(gate)
+    watcher = Watcher(broker.port, [], username=username, password=password)
+    try:
+        watcher.publish(f"{ROOT}bundle", KEYS.bundle(version, retired=retired), retain=True)
+    finally:
+        watcher.close()
+
+
+def holds_roster(lane: Lane, version: int = 1) -> bool:
+    return held_version(lane)[0] >= version
+
+
+SHIPPED_ACL = Path(__file__).resolve().parents[2] / "config" / "mosquitto" / "acl"
+
+
+def venue_acl(folder: Path) -> Path:
+    """The shipped ACL made for this venue, as docs/mqtt.md tells the technician to."""
+    path = folder / "gate-acl"
+    path.write_text(SHIPPED_ACL.read_text().replace("VENUE", VENUE))
+    return path

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import sqlite3
 from pathlib import Path
@@ -12,7 +13,7 @@ from hwsim.broker import Mosquitto, Watcher, mosquitto_binary
 from nacl.signing import SigningKey
 
 from tests.support.lanes import Lane, Tickets, wait_until
-from tests.support.venue import ACL, ROOT, gate_config
+from tests.support.venue import ROOT, gate_config, holds_roster, publish_roster, venue_acl
 
 pytestmark = pytest.mark.skipif(mosquitto_binary() is None, reason="mosquitto not installed (scripts/test installs it)")
 
@@ -20,15 +21,19 @@ pytestmark = pytest.mark.skipif(mosquitto_binary() is None, reason="mosquitto no
 
 
 
+GATES = ["gate-a", "gate-b", "gate-c"]
+
+
 @pytest.fixture
 def venue(tmp_path: Path, issuer: SigningKey, broker: Mosquitto, start_lane: Callable[..., Lane]) -> Callable[..., Lane]:
     configs: dict[str, dict[str, Any]] = {}
+    publish_roster(broker, GATES)
 
     def start(gate_id: str, connected: bool = True, **sync: Any) -> Lane:
         configs.setdefault(gate_id, gate_config(tmp_path, issuer, gate_id, broker, **sync))
         lane = start_lane(configs[gate_id])
         if connected:
-            wait_until(lambda: lane.daemon.sync.connected, 10)
+            wait_until(lambda: lane.daemon.sync.connected and holds_roster(lane), 10)
         return lane
 
     return start
@@ -68,7 +73,7 @@ def test_records_on_the_bus_carry_no_ticket_text(venue: Callable[..., Lane], tic
     wait_until(lambda: watcher.on(ROOT + "ledger/gate-a") and watcher.on(ROOT + "scans/gate-a"), 5)
     everything = b"".join(p for _, p, _ in watcher.messages)
     assert ticket[4:].encode() not in everything and ticket[4:20].encode() not in everything
-    records = [r for p in watcher.on(ROOT + "ledger/gate-a") for r in json.loads(p)["records"]]
+    records = [json.loads(r["signed"]) for p in watcher.on(ROOT + "ledger/gate-a") for r in json.loads(p)["records"]]
     admission = next(r for r in records if r["kind"] == "admission")
     assert admission["ticket_key"] == a.records("admission")[0]["ticket_key"]  # the SHA-256 key
     watcher.close()
@@ -146,24 +151,34 @@ def test_a_re_entry_the_gate_knew_about_is_no_conflict(
     assert a.present(ticket, walks=None)["reason"] == "already_used"
 
 
+def _sealed(record: dict[str, Any], signature: bytes = b"\x00" * 64, origin: str = "gate-a") -> bytes:
+    """A ledger message carrying ``record`` as its signed text, with ``signature``."""
+    text = json.dumps({"v": 2, "venue": "test-venue", "origin": "gate-a", "epoch": "e1", "seq": 1, "kind": "admission",
+                       "at": 1, **record})
+    return json.dumps({"v": 2, "origin": origin, "records": [{"signed": text, "sig": base64.b64encode(signature).decode()}]}).encode()
+
+
 MALFORMED: list[tuple[str, bytes]] = [
     ("ledger/gate-a", b"not json"),
     ("ledger/gate-a", b"\xff\xfe"),
     ("ledger/gate-a", b"[]"),
     ("ledger/gate-a", b'{"v": 2, "origin": "gate-a", "records": []}'),
-    ("ledger/gate-a", b'{"v": 1, "origin": "gate-x", "records": [{"seq": 1, "kind": "admission", "at": 1}]}'),
-    ("ledger/gate-a", b'{"v": 1, "origin": "gate-a", "records": [{"seq": 0, "kind": "admission", "at": 1}]}'),
-    ("ledger/gate-a", b'{"v": 1, "origin": "gate-a", "records": [{"seq": 1, "kind": "party", "at": 1}]}'),
-    ("ledger/gate-a", b'{"v": 1, "origin": "gate-a", "records": [{"seq": 1, "kind": "admission", "at": 1, "ticket_key": "RAW-SECRET"}]}'),
-    ("ledger/gate-a", b'{"v": 1, "origin": "gate-a", "records": [{"seq": 1, "kind": "admission", "at": 1, "extra": 1}]}'),
-    ("ledger/gate-a", b'{"v": 1, "origin": "gate-a", "records": [{"seq": 1, "kind": "admission", "at": NaN}]}'),
-    ("ledger/gate-a", b'{"v": 1, "origin": "gate-a", "records": [{"seq": 1, "kind": "admission", "at": 1, "details": {"a": [1]}}]}'),
+    ("ledger/gate-a", b'{"v": 1, "origin": "gate-a", "records": [{"seq": 1, "kind": "admission", "at": 1}]}'),
+    ("ledger/gate-a", _sealed({}, origin="gate-x")),
+    ("ledger/gate-a", _sealed({"seq": 0})),
+    ("ledger/gate-a", _sealed({"kind": "party"})),
+    ("ledger/gate-a", _sealed({"ticket_key": "RAW-SECRET"})),
+    ("ledger/gate-a", _sealed({"extra": 1})),
+    ("ledger/gate-a", _sealed({"at": float("nan")})),
+    ("ledger/gate-a", _sealed({"details": {"a": [1]}})),
+    ("ledger/gate-a", _sealed({})),  # well formed, not signed by gate-a's key
+    ("ledger/gate-a", _sealed({}, signature=b"short")),
     ("ledger/gate-a", b"[" * 100_000),
-    ("ledger/gate-a", b'{"v": 1, "origin": "gate-a", "records": [' + b'{"seq": 1, "kind": "admission", "at": 1},' * 600 + b"1]}"),
-    ("ledger/gate-b", b'{"v": 1, "origin": "gate-b", "records": [{"seq": 1, "kind": "admission", "at": 1}]}'),
+    ("ledger/gate-a", b'{"v": 2, "origin": "gate-a", "records": [' + b'{"signed": "{}", "sig": ""},' * 600 + b"1]}"),
+    ("ledger/gate-b", _sealed({}, origin="gate-b")),
     ("ledger/../gate-a", b"{}"),
-    ("sync/request/gate-a", b'{"v": 1, "marks": {"gate-b": -1}}'),
-    ("sync/request/gate-a", b'{"v": 1, "marks": []}'),
+    ("sync/request/gate-a", b'{"v": 2, "marks": [["gate-b", "e1", -1]]}'),
+    ("sync/request/gate-a", b'{"v": 2, "marks": {}}'),
     ("sync/request/gate-a", b"\x00" * 10),
 ]
 
@@ -196,22 +211,22 @@ def test_with_the_shipped_acl_gate_b_cannot_write_into_a_s_ledger(
     passwords = tmp_path / "passwd"
     for i, user in enumerate(("gate-a", "gate-b", "venue-admin")):
         subprocess.run(["mosquitto_passwd", "-b", *(["-c"] if i == 0 else []), str(passwords), user, f"pw-{user}"], check=True)
-    broker = Mosquitto(tmp_path / "broker", password_file=passwords, acl_file=ACL)
+    broker = Mosquitto(tmp_path / "broker", password_file=passwords, acl_file=venue_acl(tmp_path))
     try:
         lanes = {}
+        publish_roster(broker, ["gate-a", "gate-b"], username="venue-admin", password="pw-venue-admin")
         for gate in ("gate-a", "gate-b"):
             (tmp_path / f"{gate}.pw").write_text(f"pw-{gate}\n")
             data = gate_config(tmp_path, issuer, gate, broker, password_file=str(tmp_path / f"{gate}.pw"))
             lanes[gate] = start_lane(data)
-            wait_until(lambda: lanes[gate].daemon.sync.connected, 10)
+            wait_until(lambda: lanes[gate].daemon.sync.connected and holds_roster(lanes[gate]), 10)
         a, b = lanes["gate-a"], lanes["gate-b"]
         admin = Watcher(broker.port, [ROOT + "ledger/+"], "venue-admin", "pw-venue-admin")
         ticket = tickets.static()
         admit(a, ticket)  # the ACL lets the gates do their work
         wait_until(lambda: ledger_rows(b, "gate-a", "admission"), 5)
 
-        forged = b'{"v": 1, "origin": "gate-a", "records": [{"seq": 999, "kind": "admission", "at": 1, "direction": "in",' \
-                 b' "ticket_key": "' + b"ab" * 32 + b'"}]}'
+        forged = b'{"v": 2, "origin": "gate-a", "records": [{"signed": "{}", "sig": ""}]}'
         with_b_credentials = Watcher(broker.port, [], "gate-b", "pw-gate-b")
         with_b_credentials.publish(ROOT + "ledger/gate-a", forged)
         with_b_credentials.publish(ROOT + "ledger/gate-b", b"{}")  # its own topic: delivered (and refused as malformed)

@@ -18,7 +18,7 @@ from nacl.signing import SigningKey
 from gate.cli import main as cli
 from gate.trust import signed
 from tests.support.lanes import Lane, Tickets, wait_until, write_config
-from tests.support.venue import ACL, ADMIN, ROOT, STRANGER, gate_config
+from tests.support.venue import ADMIN, ROOT, STRANGER, gate_config, venue_acl
 from tests.support.venue import held_version as held
 
 pytestmark = pytest.mark.skipif(mosquitto_binary() is None, reason="mosquitto not installed (scripts/test installs it)")
@@ -214,7 +214,7 @@ def test_with_the_shipped_acl_only_the_admin_sends_bundles_and_commands(
     for i, user in enumerate(("gate-a", "gate-b", "venue-admin")):
         subprocess.run(["mosquitto_passwd", "-b", *(["-c"] if i == 0 else []), str(passwords), user, f"pw-{user}"], check=True)
         (tmp_path / f"{user}.pw").write_text(f"pw-{user}\n")
-    protected = Mosquitto(tmp_path / "broker", password_file=passwords, acl_file=ACL)
+    protected = Mosquitto(tmp_path / "broker", password_file=passwords, acl_file=venue_acl(tmp_path))
     try:
         venue = Venue(tmp_path, issuer, protected, start_lane, capsys)
         venue.config("gate-a")["sync"]["password_file"] = str(tmp_path / "gate-a.pw")

@@ -96,5 +96,5 @@ def test_sync_defaults_follow_the_gate(config_data, tmp_path):
     (tmp_path / "pw").write_text("s3cret\n")
     config_data["sync"] = {"host": "broker", "password_file": str(tmp_path / "pw")}
     sync = config.parse(config_data).sync
-    assert (sync.topic_root, sync.username, sync.password, sync.tls) == ("gate/v1/test-venue/", "lane-1", "s3cret", False)
+    assert (sync.topic_root, sync.username, sync.password, sync.tls) == ("gate/v2/test-venue/", "lane-1", "s3cret", False)
     assert "s3cret" not in repr(sync)  # a logged config never shows the password

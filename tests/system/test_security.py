@@ -26,8 +26,8 @@ from hwsim.scanner import SimulatedScanner
 
 from tests.support.lanes import base_config, wait_until, write_config
 from tests.support.parsers import ISSUER, NOW, every_format_trust_and_scans
+from tests.support.venue import KEYS, venue_acl
 
-ACL = Path(__file__).resolve().parents[2] / "config" / "mosquitto" / "acl"
 PASSWORD = "Xq7-lane-password-9f2c81d7e4"
 
 
@@ -50,7 +50,7 @@ def test_no_secret_in_logs_on_the_bus_or_on_the_status_socket(tmp_path):
     passwords = tmp_path / "passwd"
     subprocess.run(["mosquitto_passwd", "-b", "-c", str(passwords), "lane-1", PASSWORD], check=True)
     subprocess.run(["mosquitto_passwd", "-b", str(passwords), "venue-admin", "admin-pw"], check=True)
-    broker = Mosquitto(tmp_path / "broker", password_file=passwords, acl_file=ACL)
+    broker = Mosquitto(tmp_path / "broker", password_file=passwords, acl_file=venue_acl(tmp_path))
     docs, scans = every_format_trust_and_scans()
     files = []
     for i, doc in enumerate(docs[1:]):  # GT1's issuer is in the config
@@ -61,10 +61,11 @@ def test_no_secret_in_logs_on_the_bus_or_on_the_status_socket(tmp_path):
     data["gate"]["log_level"] = "debug"
     data["policy"] = {"formats": ["gt1", "jws", "totp", "eth_qr", "pretix_sig1", "pretix_random"], "reentry": "allow"}
     data["trust"]["files"] = files
-    data["sync"] = broker.sync_table(password_file=str(tmp_path / "mqtt.pw"), status_interval=0.5)
+    data["sync"] = broker.sync_table(password_file=str(tmp_path / "mqtt.pw"), status_interval=0.5,
+                                     identity_file=str(KEYS.identity_file("lane-1", tmp_path)))
     data["simulator"]["walk_time"] = 0.02
     config = write_config(tmp_path / "gate.toml", data)
-    bus = Watcher(broker.port, ["gate/v1/#"], "venue-admin", "admin-pw")
+    bus = Watcher(broker.port, ["gate/v2/#"], "venue-admin", "admin-pw")
     scanner = SimulatedScanner(data["scanner"]["port"])
     log = tmp_path / "gate.log"
     # The lane decides at the real time: the time-bound scans (made for NOW) are refused for

@@ -112,7 +112,9 @@ def run(workdir: Path, faults: int = 60, gates: int = 3, seed: int = 1, progress
             lane.spawn()
         for lane in lanes:
             lane.wait_ready()
-        wait(lambda: all(bus.status(lane.name).get("state") == "online" for lane in lanes), "gates online")
+        bus.publish_roster([lane.name for lane in lanes])
+        wait(lambda: all(bus.status(lane.name).get("state") == "online" and bus.holds_roster(lane.name) for lane in lanes),
+             "gates online, holding the roster")
         crowds = [Crowd(lane, tickets, admitted, clock, random.Random(rng.random()), report) for lane in lanes]
         for crowd in crowds:
             crowd.start()

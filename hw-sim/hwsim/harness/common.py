@@ -33,10 +33,11 @@ from hwsim.broker import Watcher
 from hwsim.control import ControlClient
 from hwsim.lane_config import EVENT
 from hwsim.scanner import SimulatedScanner
-from hwsim.venue import VENUE, gate_status, venue_gate_config
+from hwsim.venue import ROOT, VENUE, gate_status, venue_gate_config
+from hwsim.venue_keys import VenueKeys
 
-LEDGER_TOPICS = f"gate/v1/{VENUE}/ledger/+"
-STATUS_TOPICS = f"gate/v1/{VENUE}/gates/+/status"
+LEDGER_TOPICS = f"{ROOT}ledger/+"
+STATUS_TOPICS = f"{ROOT}gates/+/status"
 
 
 class Tickets:
@@ -79,7 +80,8 @@ class SimLane:
             self.config = write_config(self.home, tickets.public, walk=walk, timeout=passage_timeout, pulse_ms=20)
             self.config.write_text(self.config.read_text().replace('id = "demo-lane"', f'id = "{name}"'))
         else:
-            self.config = venue_gate_config(workdir, tickets.public, name, broker_port, walk=walk, timeout=passage_timeout)
+            self.config = venue_gate_config(workdir, tickets.public, name, broker_port, VenueKeys(VENUE, [name]), walk=walk,
+                                            timeout=passage_timeout)
             self.home = self.config.parent
         if extra:
             self.config.write_text(self.config.read_text() + extra)
@@ -247,9 +249,10 @@ class BusRecorder:
             for topic, payload, _retained in new:
                 if "/ledger/" not in topic:
                     continue
-                for record in messages.decode_records(payload, topic.rsplit("/", 1)[1]):
-                    key = (record.origin, record.seq)
-                    value = (record.kind, record.ticket_key, record.at)
+                for text, _signature in messages.decode_records(payload, topic.rsplit("/", 1)[1]):
+                    record = json.loads(text)  # as an auditor reads it (gate.trust.records: the signed text)
+                    key = (record["origin"], record["seq"])
+                    value = (record["kind"], record.get("ticket_key"), record["at"])
                     old = self.records.setdefault(key, value)
                     if old != value:
                         self.clashes.append(f"{key}: {old} then {value}")
@@ -264,6 +267,14 @@ class BusRecorder:
     def status(self, gate: str) -> dict[str, Any]:
         assert self._watcher is not None
         return gate_status(self._watcher, gate)
+
+    def publish_roster(self, gates: list[str]) -> None:
+        """The venue admin's bundle naming ``gates`` (retained): gates take in each other's records."""
+        assert self._watcher is not None
+        self._watcher.publish(f"{ROOT}bundle", VenueKeys(VENUE, gates).bundle(), retain=True)
+
+    def holds_roster(self, gate: str) -> bool:
+        return self.status(gate).get("bundle", {}).get("version", 0) >= 1
 
     def close(self) -> None:
         if self._watcher is not None:

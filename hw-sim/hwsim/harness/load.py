@@ -88,7 +88,9 @@ def run(workdir: Path, minutes: float = 10.0, rate: float = 100.0, peer_restart:
             gate.spawn()
         for gate in (lane, peer):
             gate.wait_ready()
-        wait(lambda: all(bus.status(g.name).get("state") == "online" for g in (lane, peer)), "gates online")
+        bus.publish_roster([lane.name, peer.name])
+        wait(lambda: all(bus.status(g.name).get("state") == "online" and bus.holds_roster(g.name) for g in (lane, peer)),
+             "gates online, holding the roster")
         # Tickets to show again: admitted at the peer, so the lane knows them from the bus.
         for _ in range(50):
             ticket = tickets.new()

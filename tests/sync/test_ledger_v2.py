@@ -1,0 +1,164 @@
+"""Venue ledger v2 against a real mosquitto with the shipped ACL: records are signed by their
+gate's own key and taken in only from gates on the admin's roster, so a stolen gate's broker
+password (or even its key) changes nothing at any other gate beyond what that gate could do at
+its own lane, and every refusal is counted on the status."""
+
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+from hwsim.broker import Mosquitto, Watcher, mosquitto_binary
+from nacl.signing import SigningKey
+
+from gate.store.ledger import ADMISSION, PASSAGE, REVERT, Record
+from gate.trust.records import sealer
+from tests.support.lanes import Lane, Tickets, wait_until
+from tests.support.venue import KEYS, ROOT, VENUE, gate_config, holds_roster, venue_acl
+
+pytestmark = pytest.mark.skipif(mosquitto_binary() is None, reason="mosquitto not installed (scripts/test installs it)")
+
+USERS = ("gate-a", "gate-b", "venue-admin", "venue-monitor")
+
+
+class Venue:
+    """gate-a as a running lane, and gate-b as an attacker: its broker password and its key."""
+
+    def __init__(self, tmp_path: Path, issuer: SigningKey, start_lane: Callable[..., Lane]) -> None:
+        passwords = tmp_path / "passwd"
+        for i, user in enumerate(USERS):
+            subprocess.run(["mosquitto_passwd", "-b", *(["-c"] if i == 0 else []), str(passwords), user, f"pw-{user}"], check=True)
+            (tmp_path / f"{user}.pw").write_text(f"pw-{user}\n")
+        self.broker = Mosquitto(tmp_path / "broker", password_file=passwords, acl_file=venue_acl(tmp_path))
+        self.roster(directions={"gate-b": ("in",)})
+        data = gate_config(tmp_path, issuer, "gate-a", self.broker, password_file=str(tmp_path / "gate-a.pw"), status_interval=0.5)
+        self.a = start_lane(data)
+        wait_until(lambda: self.a.daemon.sync.connected and holds_roster(self.a), 10)
+        self.as_b = Watcher(self.broker.port, [], "gate-b", "pw-gate-b")  # B's stolen broker password
+        self.monitor = Watcher(self.broker.port, [ROOT + "gates/+/status"], "venue-monitor", "pw-venue-monitor")
+        self.b_key = KEYS.add("gate-b")
+
+    def roster(self, version: int = 1, retired: tuple[str, ...] = (), directions: dict[str, tuple[str, ...]] | None = None) -> None:
+        for gate in ("gate-a", "gate-b"):
+            KEYS.add(gate)
+        admin = Watcher(self.broker.port, [], "venue-admin", "pw-venue-admin")
+        try:
+            payload = KEYS.bundle(version, retired=retired, directions=directions)
+            admin.publish(ROOT + "bundle", payload, retain=True)
+        finally:
+            admin.close()
+
+    def send_as_b(self, topic_gate: str, records: list[tuple[str, bytes]]) -> None:
+        payload = json.dumps({"v": 2, "origin": topic_gate, "records": [
+            {"signed": text, "sig": base64.b64encode(sig).decode()} for text, sig in records]}).encode()
+        self.as_b.publish(f"{ROOT}ledger/{topic_gate}", payload)
+
+    def refusals(self) -> dict[str, int]:
+        return dict(self.a.daemon.sync.refusals)
+
+    def published_refusals(self) -> dict[str, int]:
+        status = self.monitor.last_json(ROOT + "gates/gate-a/status")
+        return status.get("sync", {}).get("refusals", {})
+
+    def close(self) -> None:
+        self.as_b.close()
+        self.monitor.close()
+        self.broker.stop()
+
+
+@pytest.fixture
+def venue(tmp_path: Path, issuer: SigningKey, start_lane: Callable[..., Lane]) -> Any:
+    venue = Venue(tmp_path, issuer, start_lane)
+    yield venue
+    venue.close()
+
+
+def b_record(kind: str, seq: int, *, origin: str = "gate-b", ref: tuple[str, str, int] | None = None, key: str | None = None,
+             direction: str = "in", signer: SigningKey | None = None, epoch: str = "b1") -> tuple[str, bytes]:
+    """A record as gate-b's key (or ``signer``) seals it."""
+    record = Record(origin, seq, kind, time.time(), ticket_key=key, format="gt1" if key else None, direction=direction,
+                    ref_origin=ref[0] if ref else None, ref_seq=ref[2] if ref else None, epoch=epoch,
+                    ref_epoch=ref[1] if ref else None)
+    return sealer(signer or KEYS.add("gate-b"), VENUE)(record)
+
+
+def admitted(lane: Lane, tickets: Tickets) -> tuple[str, Any]:
+    ticket = tickets.static()
+    decision = lane.present(ticket)
+    assert decision["accepted"], decision
+    row = next(r for r in lane.records("admission") if r["ticket_key"] == decision["ticket_key"])
+    wait_until(lambda: [r for r in lane.records("passage") if r["ref_seq"] == row["seq"]], 5)  # the person went through
+    return ticket, row
+
+
+def test_records_forged_with_a_stolen_gate_s_password_and_key_change_nothing_at_other_gates(venue: Venue, tickets: Tickets) -> None:
+    a = venue.a
+    used, row = admitted(a, tickets)
+    before = [tuple(r) for r in a.records()]
+    a_ref = ("gate-a", row["epoch"], row["seq"])
+    # On A's own topic: the broker drops it (the shipped ACL); on B's topic with A's origin: wrong_origin.
+    venue.send_as_b("gate-a", [b_record(REVERT, 1, origin="gate-a", ref=a_ref, signer=venue.b_key)])
+    venue.send_as_b("gate-b", [b_record(REVERT, 1, origin="gate-a", ref=a_ref)])
+    # B's own key, B's own topic: a revert of A's admission, an admission that makes a fresh
+    # ticket used, an exit (B's roster entry allows "in" only).
+    venue.send_as_b("gate-b", [b_record(REVERT, 1, ref=a_ref)])
+    venue.send_as_b("gate-b", [b_record(ADMISSION, 1, key="ab" * 32, direction="out")])
+    # Signed by another key as gate-b; unsigned; for another venue.
+    venue.send_as_b("gate-b", [b_record(ADMISSION, 1, key="cd" * 32, signer=SigningKey(b"\x0b" * 32))])
+    text, _ = b_record(ADMISSION, 1, key="cd" * 32)
+    venue.send_as_b("gate-b", [(text, b"\x00" * 64)])
+    wait_until(lambda: sum(venue.refusals().values()) >= 5, 10)
+    refusals = venue.refusals()
+    assert refusals.get("wrong_origin") == 1 and refusals.get("bad_signature") == 2 and refusals.get("direction") == 1
+    assert refusals.get("causality") == 1, refusals  # B's revert of A's admission
+    assert [tuple(r) for r in a.records()] == before, "nothing entered A's ledger"
+    assert a.present(used, walks=None)["reason"] == "already_used"
+    assert sum(refusals.values()) == 5, "the record on A's own topic never reached A"
+    wait_until(lambda: sum(venue.published_refusals().values()) == 5, 10)  # and the venue sees them
+
+
+def test_a_flood_of_forged_records_does_not_grow_the_ledger_and_is_counted(venue: Venue, tickets: Tickets) -> None:
+    a = venue.a
+    size_before = a.daemon.store.ledger.count()
+    stranger = SigningKey(b"\x0c" * 32)
+    for batch in range(20):
+        venue.send_as_b("gate-b", [b_record(ADMISSION, batch * 100 + i + 1, key=f"{batch:02x}{i:062x}", signer=stranger)
+                                   for i in range(100)])
+    wait_until(lambda: venue.refusals().get("bad_signature", 0) == 2000, 20)
+    assert a.daemon.store.ledger.count() == size_before
+    ticket, _ = admitted(a, tickets)  # the lane goes on
+    assert a.present(ticket, walks=None)["reason"] == "already_used"
+
+
+def test_a_retired_gate_s_records_are_refused_from_the_bundle_that_retires_it(venue: Venue, tickets: Tickets) -> None:
+    a = venue.a
+    ticket = tickets.static()
+    key = a.present(ticket, walks=None)["ticket_key"]
+    a.idle()
+    venue.send_as_b("gate-b", [b_record(ADMISSION, 1, key=key)])  # B admits it (a real gate could)
+    wait_until(lambda: a.daemon.store.ledger.count("gate-b") == 1, 10)
+    assert a.present(ticket, walks=None)["reason"] == "already_used"
+    venue.roster(version=2, retired=("gate-b",))
+    wait_until(lambda: a.daemon.store.trust.held().bundle_version == 2 and len(a.daemon.sync.roster) == 2, 10)
+    other = tickets.static()
+    other_key = a.present(other, walks=None)["ticket_key"]
+    a.idle()
+    venue.send_as_b("gate-b", [b_record(ADMISSION, 2, key=other_key)])
+    wait_until(lambda: venue.refusals().get("retired", 0) == 1, 10)
+    assert a.daemon.store.ledger.count("gate-b") == 1
+    assert a.present(other, walks=True)["accepted"], "the retired gate's admission counts for nothing"
+
+
+def test_a_gate_records_are_taken_in_only_in_order_and_a_passage_only_for_its_own_admission(venue: Venue, tickets: Tickets) -> None:
+    a = venue.a
+    venue.send_as_b("gate-b", [b_record(PASSAGE, 2, ref=("gate-b", "b1", 1))])  # before its admission: waits
+    time_to_merge = time.monotonic()
+    venue.send_as_b("gate-b", [b_record(ADMISSION, 1, key="ef" * 32), b_record(PASSAGE, 2, ref=("gate-b", "b1", 1))])
+    wait_until(lambda: a.daemon.store.ledger.count("gate-b") == 2, 10)
+    assert [r["kind"] for r in a.records() if r["origin"] == "gate-b"] == ["admission", "passage"]
+    assert time.monotonic() - time_to_merge < 10

@@ -192,6 +192,11 @@ class SyncConfig:
     status_interval: float = 10.0
     catch_up_interval: float = 30.0
     identity: bytes | None = field(default=None, repr=False)  # this gate's Ed25519 key: signs its ledger records
+    # A new (or emptied) database first learns the venue's records, this gate's own past
+    # included; "wait": it admits nobody until it has (or a signed end_recovery command);
+    # "admit": it admits again after recovery_wait seconds, caught up or not.
+    recovery: str = "wait"
+    recovery_wait: float = 60.0
 
     def lane_problems(self) -> list[str]:
         """What a lane on the bus needs beyond what the admin's tools need."""
@@ -534,6 +539,8 @@ def _read_sync(sec: _Section, base: Path, gate_id: str, venue: str) -> SyncConfi
     status_interval = sec.get("status_interval", float, 10.0, minval=0.5, maxval=3600.0)
     catch_up_interval = sec.get("catch_up_interval", float, 30.0, minval=1.0, maxval=3600.0)
     identity_file = sec.get("identity_file", str, "")
+    recovery = sec.get("recovery", str, "wait", choices=("wait", "admit"))
+    recovery_wait = sec.get("recovery_wait", float, 60.0, minval=0.0, maxval=86400.0)
     sec.finish()
     identity = None
     if identity_file:
@@ -574,6 +581,8 @@ def _read_sync(sec: _Section, base: Path, gate_id: str, venue: str) -> SyncConfi
         status_interval=status_interval,
         catch_up_interval=catch_up_interval,
         identity=identity,
+        recovery=recovery,
+        recovery_wait=recovery_wait,
     )
 
 

@@ -80,6 +80,10 @@ class Daemon:
 
             seal = sealer(SigningKey(config.sync.identity), config.venue)
         self.store = store = Store(config.database, config.gate_id, seal=seal)
+        if store.created and config.sync is not None:  # a new or emptied database: learn the venue's past first
+            from gate.sync.client import RECOVERING
+
+            store.state.set(RECOVERING, 1)
         self.engine = engine = DecisionEngine(config.engine, config.trust_sources(), store)
         hardware = self.hardware = self.hardware or load_provider(config.hardware, config)
         lane = self.lane = GpioLane(config.gpio, pin_factory=hardware.pin_factory())
@@ -151,7 +155,9 @@ class Daemon:
         )
         control.on_trust_reloaded.append(worker.trust_reloaded)
         sync = VenueSync(config.sync, config.gate_id, store, venue=config.venue, wake=lambda: loop.post(WAKE),
-                         status=self._lane_status, on_bundle=worker.offer, on_command=control.on_command)
+                         status=self._lane_status, on_bundle=worker.offer, on_command=control.on_command,
+                         on_hold=loop.hold_admissions)
+        control.end_recovery = sync.end_recovery
         loop.after_turn.append(sync.pump)
         sync.on_merged.append(loop.peer_records)
         loop.listeners.append(lambda kind, payload: sync.publish_scan(payload) if kind == "decision" else None)

@@ -31,6 +31,7 @@ class Reason(StrEnum):
     EMERGENCY = "emergency"
     BUSY = "busy"
     ERROR = "error"
+    RECOVERING = "recovering"  # the lane's database is new: it learns the venue's records before it admits
 
 
 IN = "in"

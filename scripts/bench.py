@@ -34,7 +34,8 @@ from hwsim.control import ControlClient  # noqa: E402
 from hwsim.lane_config import EVENT, write_config  # noqa: E402
 from hwsim.scanner import SimulatedScanner  # noqa: E402
 from hwsim.timing import percentile  # noqa: E402
-from hwsim.venue import ROOT, VENUE, gate_status, venue_gate_config  # noqa: E402
+from hwsim.venue import ROOT as TOPIC_ROOT  # noqa: E402
+from hwsim.venue import VENUE, ready_on_bus, venue_gate_config  # noqa: E402
 from hwsim.venue_keys import VenueKeys  # noqa: E402
 
 from gate.decision import Denial, revocation_prefix  # noqa: E402
@@ -221,11 +222,11 @@ class TwoGates:
 
     def __enter__(self) -> "TwoGates":
         self.lanes = {g: ControlClient(str(self.workdir / g / "sim.sock"), timeout=20) for g in self.GATES}
-        self.watcher = Watcher(self.broker.port, [f"{ROOT}gates/+/status"])
-        self.watcher.publish(f"{ROOT}bundle", self.keys.bundle(), retain=True)  # the roster: gates take in each other's records
+        self.watcher = Watcher(self.broker.port, [f"{TOPIC_ROOT}gates/+/status"])
+        roster = VenueKeys(VENUE, list(self.GATES), admin=self.keys.admin)  # these two gates (same keys: from their names)
+        self.watcher.publish(f"{TOPIC_ROOT}bundle", roster.bundle(), retain=True)  # gates take in each other's records
         deadline = time.monotonic() + 20
-        while not all(gate_status(self.watcher, g).get("state") == "online"
-                      and gate_status(self.watcher, g).get("bundle", {}).get("version", 0) >= 1 for g in self.GATES):
+        while not all(ready_on_bus(self.watcher, g) for g in self.GATES):
             assert time.monotonic() < deadline, "gates did not come online holding the roster"
             time.sleep(0.05)
         assert self.scanners["gate-a"].wait_until_opened(20)
@@ -338,13 +339,13 @@ def bench_trust(workdir: Path, issuer: SigningKey, revocations: int, deltas: int
     out["load_s"], out["load_rss_mb"] = time.monotonic() - started, peak
 
     store = Store(workdir / "gate-load" / "state" / "gate.db", "gate-load")
-    revocations = store.revocations
+    lists = store.revocations
     for name, sample in (("lookup_hit_us", keys[:: max(1, revocations // 20000)]),
                          ("lookup_miss_us", [hashlib.sha256(b"x%d" % i).hexdigest() for i in range(20000)])):
-        assert all(revocations.is_revoked(k) == (name == "lookup_hit_us") for k in sample[:100])
+        assert all(lists.is_revoked(k) == (name == "lookup_hit_us") for k in sample[:100])
         started = time.perf_counter()
         for key in sample:
-            revocations.is_revoked(key)
+            lists.is_revoked(key)
         out[name] = (time.perf_counter() - started) / len(sample) * 1e6
     store.close()
 
@@ -359,7 +360,7 @@ def bench_trust(workdir: Path, issuer: SigningKey, revocations: int, deltas: int
                 return 0
 
         started = time.monotonic()
-        admin_client.publish(f"{ROOT}bundle", bundle, retain=True)
+        admin_client.publish(f"{TOPIC_ROOT}bundle", bundle, retain=True)
         applied: dict[str, float] = {}
         during: list[float] = []
         lane, scanner, n = lanes["gate-a"], venue.scanners["gate-a"], 0
@@ -387,7 +388,7 @@ def bench_trust(workdir: Path, issuer: SigningKey, revocations: int, deltas: int
             delta = signed.sign(signed.delta_payload("demo-venue", 100, version, time.time(), signed.pack_prefixes(revoked), b""), admin)
             marks = {g: lanes[g].mark() for g in gates}
             sent = time.monotonic()
-            admin_client.publish(f"{ROOT}bundle/delta", delta, retain=True)
+            admin_client.publish(f"{TOPIC_ROOT}bundle/delta", delta, retain=True)
             times = [lanes[g].wait_for(lambda e: e["event"] == "bundle" and e["what"] == "delta" and e["version"] == version,
                                        start=marks[g])["t"] for g in gates]
             effective.append((max(times) - sent) * 1000)

@@ -331,7 +331,7 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
 
     p = sub.add_parser("command", parents=[common, broker], help="send a signed command to a gate and wait for its answer")
     p.add_argument("gate", help="the gate id")
-    p.add_argument("action", choices=("set_mode", "open_once", "reload"))
+    p.add_argument("action", choices=("set_mode", "open_once", "reload", "end_recovery"))
     p.add_argument("mode", nargs="?", choices=("normal", "free", "locked"), help="set_mode: the mode")
     p.add_argument("--direction", choices=("in", "out"), default="in", help="open_once: which way")
     p.add_argument("--key", required=True, help="the admin's private key file")

@@ -52,6 +52,7 @@ class LaneControl:
         self.guard = guard
         self.read_trust = read_trust  # raises Refused when the config cannot be read
         self.on_trust_reloaded: list[Callable[[TrustReload], None]] = []  # the bundle worker
+        self.end_recovery: Callable[[str], str] | None = None  # the venue sync's, when the lane has one
 
     def start_mode(self, configured: str) -> str:
         """The config's mode, unless a signed command set another one (it outlives restarts)."""
@@ -77,6 +78,10 @@ class LaneControl:
             return self.loop.open_once(direction, note)
         if action == "reload":
             return self.reload()
+        if action == "end_recovery":
+            if self.end_recovery is None:
+                raise Refused("this lane is not on a venue bus")
+            return self.end_recovery(f"a signed command ({note})")
         raise Refused(f"unknown command {action!r}")
 
     def reload(self) -> str:

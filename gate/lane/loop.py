@@ -111,6 +111,7 @@ class DecisionLoop:
         self._clock_checked = float("-inf")
         self.listeners: list[Listener] = []
         self.after_turn: list[Callable[[], None]] = []  # run after every turn (the venue sync's pump)
+        self.held = ""  # why admissions are held (a new database recovering the venue's records)
         self.counters: Counter[str] = Counter()
         self.crashed: BaseException | None = None
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
@@ -231,6 +232,7 @@ class DecisionLoop:
         return {
             "mode": self.turnstile.mode,
             "emergency": self.turnstile.emergency,
+            "held": self.held or None,
             "clock": self.clock_status(),
             "counters": dict(self.counters),
         }
@@ -269,6 +271,16 @@ class DecisionLoop:
         log.info("mode set mode=%s", mode)
         self._emit("mode", {"mode": mode})
 
+    def hold_admissions(self, reason: str | None) -> None:
+        """Refuse every ticket with ``recovering`` and ``reason`` (on this thread), or decide
+        again (None). Staff's open_once, free mode and the fire alarm are not held."""
+        self.held = reason or ""
+        if reason:
+            log.warning("admissions held: %s", reason)
+        else:
+            log.info("admissions no longer held")
+        self._emit("hold", {"held": self.held})
+
     def open_once(self, direction: str, note: str) -> str:
         """Let one person through without a ticket (staff decision). Recorded like an admission
         without a ticket, durable before the relay moves; a missing passage reverts it."""
@@ -296,6 +308,8 @@ class DecisionLoop:
             decision = Decision.deny(Reason.GATE_CLOSED, "lane is locked", direction=scan.direction)
         elif self.turnstile.busy:
             decision = Decision.deny(Reason.BUSY, "waiting for the previous person to pass", direction=scan.direction)
+        elif self.held and self.turnstile.mode != "free":
+            decision = Decision.deny(Reason.RECOVERING, self.held, direction=scan.direction)
         elif isinstance(scan, Tap):
             decision, claims = self.engine.decide_tap(scan.answer, scan.nonce, scan.gate_id, scan.direction, self.clock.now())
         else:

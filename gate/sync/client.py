@@ -37,6 +37,9 @@ log = logging.getLogger(__name__)
 MAX_INFLIGHT = 8  # ledger messages handed to paho and not yet acknowledged
 MARK_SAVE_INTERVAL = 1.0  # seconds; a mark lost in a crash only means a few duplicates
 REQUEST_MIN_INTERVAL = 1.0  # seconds between catch-up requests triggered by gaps
+ANSWER_MIN_INTERVAL = 1.0  # seconds: one answer per asker at most this often (a flood of requests costs one)
+REPLY_MESSAGES_PER_TURN = 4  # reply batches published per turn of the loop: a scan never waits behind an answer
+RECOVERING = "recovering"  # state: this database is new; its gate's past is asked of the venue
 
 
 class VenueSync:
@@ -51,11 +54,14 @@ class VenueSync:
         status: Callable[[], dict[str, Any]] = dict,
         on_bundle: Callable[[str, bytes], None] | None = None,
         on_command: Callable[[bytes], dict[str, Any]] | None = None,
+        on_hold: Callable[[str | None], None] = lambda reason: None,
         client_id: str | None = None,
     ) -> None:
         """``on_bundle`` takes signed bundles and deltas (``"bundle" | "delta"``, payload: the
         bundle worker); ``on_command`` carries out a signed command and gives the reply's fields
-        (``gate.lane.control.LaneControl.on_command``); both are called on the loop's thread."""
+        (``gate.lane.control.LaneControl.on_command``); ``on_hold`` holds the lane's admissions
+        with a reason, or lets them go (None), while a new database recovers the gate's past;
+        all are called on the loop's thread."""
         self.settings = settings
         self.gate_id = gate_id
         self.venue = venue
@@ -87,6 +93,19 @@ class VenueSync:
         self._last_request = float("-inf")
         self._next_status = 0.0
         self._next_catch_up = float("inf")
+        self.online: set[str] = set()  # peers whose retained status says online
+        self._want_catch_up = False  # connected, and no peer was online to ask yet
+        self._new_peers: set[str] = set()  # peers that answered while recovering themselves
+        self._asked = ""  # the peer the last request went to
+        self._answers: dict[str, list[list[Any]]] = {}  # asker → streams still to send: [origin, epoch, after, top]
+        self._answer_holds: dict[str, dict[tuple[str, str], int]] = {}
+        self._answered_at: dict[str, float] = {}
+        self.on_hold = on_hold
+        self.recovering = store.state.get(RECOVERING, 0) == 1
+        self._recovery_began = time.monotonic()
+        self.recovery_note = "recovering: starting" if self.recovering else ""
+        if self.recovering:
+            on_hold("recovering: this gate's database is new; its records are asked of the venue first")
 
     # --- lifecycle (daemon thread) ---------------------------------------------------------
 
@@ -133,6 +152,8 @@ class VenueSync:
             (self.topics.bundle, 1),  # retained: the newest bundle arrives on every connect
             (self.topics.bundle_delta, 1),  # retained too: deltas are cumulative
             (self.topics.command, 1),
+            (self.topics.sync_reply(self.gate_id), 1),  # answers to this gate's catch-up requests
+            (self.topics.status_all, 1),  # retained: which peers are online (whom to ask)
         ])
         self._events.put(("connected", bool(getattr(flags, "session_present", False))))
         self.wake()
@@ -144,12 +165,33 @@ class VenueSync:
     def _on_message(self, client: Any, userdata: Any, message: Any) -> None:
         topic, payload = message.topic, bytes(message.payload)
         sender = self.topics.sender(topic, "ledger")
-        if sender is not None and sender != self.gate_id:
-            # Verified here, off the decision loop: Ed25519 and JSON cost the lane nothing.
-            self._events.put(("records", sender, *self._open_records(sender, payload)))
-        else:
-            self._events.put(("message", topic, payload))
+        try:
+            if sender is not None and sender != self.gate_id:
+                # Verified here, off the decision loop: Ed25519 and JSON cost the lane nothing.
+                self._events.put(("records", sender, *self._open_records(sender, payload)))
+            elif topic == self.topics.sync_reply(self.gate_id):
+                self._events.put(("reply", *self._open_reply(payload)))
+            else:
+                self._events.put(("message", topic, payload))
+        except Exception as exc:  # a bug must not end paho's network thread: refused, counted, logged
+            log.exception("bus message not read topic=%s bytes=%d", topic[:200], len(payload))
+            self._events.put(("records", sender or "?", [], [f"error: {exc.__class__.__name__}"]))
         self.wake()
+
+    def _open_reply(self, payload: bytes) -> tuple[str, list[Record], list[str], dict[tuple[str, str], int] | None, bool]:
+        """An answer to this gate's request: records of any origin, each opened with its own
+        origin's key."""
+        try:
+            reply = messages.decode_reply(payload)
+        except MessageError as exc:
+            return "?", [], [f"malformed: {exc}"], None, False
+        records, refused = [], []
+        for text, signature in reply.sealed:
+            try:
+                records.append(open_record(text, signature, self.roster, self.venue, None))
+            except SignedError as exc:
+                refused.append(f"{exc.kind}: {exc}")
+        return reply.responder, records, refused, reply.holds, reply.recovering
 
     def _open_records(self, sender: str, payload: bytes) -> tuple[list[Record], list[str]]:
         """A peer's ledger message: the records its key signed, and why any others were refused."""
@@ -194,6 +236,8 @@ class VenueSync:
             self._publish_status(now)
         if now >= self._next_catch_up:
             self._request_catch_up(now, why="periodic")
+        self._send_answers()
+        self._check_recovery(now)
         self._save_mark()
 
     def publish_scan(self, decision: dict[str, Any]) -> None:
@@ -205,6 +249,12 @@ class VenueSync:
         if kind == "records":
             self.counters["received"] += 1
             self._merge(event[1], event[2], event[3], now)
+        elif kind == "reply":
+            self.counters["received"] += 1
+            responder, records, refused, holds, recovering = event[1:]
+            self._merge(responder, records, refused, now)
+            if holds is not None:
+                self._answer_done(responder, holds, recovering, now)
         elif kind == "message":
             self._on_bus_message(event[1], event[2], now)
         elif kind == "acked":
@@ -215,6 +265,7 @@ class VenueSync:
             self._send_from = self._published  # whatever was in flight goes again
             log.info("broker connected session_present=%s outbox=%d", event[1], self.outbox_size())
             self._publish_status(now)
+            self._want_catch_up = True
             self._request_catch_up(now, why="connected")
         elif kind == "disconnected":
             if self.connected:
@@ -225,6 +276,10 @@ class VenueSync:
         self.counters["received"] += 1
         if self.topics.sender(topic, "ledger") is not None:
             return  # this gate's own records, back from the broker
+        peer = self.topics.status_of(topic)
+        if peer is not None:
+            self._peer_status(peer, payload, now)
+            return
         sender = self.topics.sender(topic, "sync/request")
         if sender is not None:
             if sender != self.gate_id:
@@ -278,8 +333,9 @@ class VenueSync:
             self._next_status = 0.0  # say so on the status topic now
         for record in result.added:
             self._peer_marks[(record.origin, record.epoch)] = record.seq
-        if result.gaps:
-            self._request_catch_up(now, why=f"gap from {sender}")
+        if result.gaps:  # asked of the gap's own gate when it is online: it surely holds its records
+            origin = sorted(result.gaps)[0][0]
+            self._request_catch_up(now, why=f"gap in {origin}'s records", prefer=origin)
 
     def _refuse(self, sender: str, why: str) -> None:
         """A peer's record or message not taken in: counted by why, logged (its first words)."""
@@ -290,28 +346,154 @@ class VenueSync:
             log.warning("peer record refused sender=%s why=%r refused_so_far=%d", sender, why[:200], self.refusals[kind])
         self._next_status = 0.0
 
-    def _answer(self, asker: str, payload: bytes) -> None:
-        try:
-            marks = messages.decode_request(payload)
-        except MessageError as exc:
-            self.counters["refused"] += 1
-            log.warning("sync request refused asker=%s error=%r", asker, str(exc))
-            return
-        theirs = marks.get((self.gate_id, self.epoch), 0)
-        if theirs < self._send_from:
-            log.info("catch-up for %s: resending from seq %d", asker, theirs + 1)
-            self._send_from = theirs
+    # --- catch-up: one named peer answers, to the asker only ---------------------------------
 
-    def _request_catch_up(self, now: float, why: str) -> None:
+    def _answer(self, asker: str, payload: bytes) -> None:
+        """A peer asks for what it lacks. Only the gate it names answers, once per interval per
+        asker, on a topic only the asker reads, a few batches per turn of the loop."""
+        try:
+            request = messages.decode_request(payload)
+        except MessageError as exc:
+            self._refuse(asker, f"malformed: {exc}")
+            return
+        if request.to != self.gate_id:
+            return
+        now = time.monotonic()
+        if now - self._answered_at.get(asker, float("-inf")) < ANSWER_MIN_INTERVAL:
+            self.counters["requests_dropped"] = self.counters.get("requests_dropped", 0) + 1
+            if self.counters["requests_dropped"] <= 10 or self.counters["requests_dropped"] % 1000 == 0:
+                log.warning("catch-up request dropped asker=%s why=more than one per %.0f s dropped_so_far=%d",
+                            asker, ANSWER_MIN_INTERVAL, self.counters["requests_dropped"])
+            return
+        self._answered_at[asker] = now
+        holds = self.ledger.marks()
+        streams = []
+        for (origin, epoch), top in sorted(holds.items()):
+            theirs = request.marks.get((origin, epoch))
+            if theirs is None and not request.all:
+                continue
+            if (theirs or 0) < top:
+                streams.append([origin, epoch, theirs or 0, top])
+        self._answers[asker] = streams
+        self._answer_holds[asker] = holds
+        log.info("catch-up answer for %s streams=%d records=%d", asker, len(streams), sum(s[3] - s[2] for s in streams))
+
+    def _send_answers(self) -> None:
+        """Publish a few batches of the answers under way (bounded work per turn)."""
+        budget = REPLY_MESSAGES_PER_TURN
+        for asker in list(self._answers):
+            streams = self._answers[asker]
+            while budget > 0 and streams:
+                origin, epoch, after, top = streams[0]
+                batch = [r for r in self.ledger.records(origin, epoch, after, messages.MAX_BATCH) if r.seq <= top]
+                sealed = [self._sealed(r) for r in batch if r.signature is not None or r.origin == self.gate_id]
+                if not batch or batch[-1].seq >= top:
+                    streams.pop(0)
+                else:
+                    streams[0][2] = batch[-1].seq
+                if sealed and self._client is not None:
+                    self._client.publish(self.topics.sync_reply(asker), messages.encode_reply(self.gate_id, sealed), qos=1)
+                    budget -= 1
+            if streams:
+                return
+            if self._client is not None:
+                self._client.publish(self.topics.sync_reply(asker), messages.encode_reply(
+                    self.gate_id, [], self._answer_holds.pop(asker, {}), recovering=self.recovering), qos=1)
+            del self._answers[asker]
+
+    def _request_catch_up(self, now: float, why: str, prefer: str | None = None) -> None:
         if now - self._last_request < REQUEST_MIN_INTERVAL and why.startswith("gap"):
+            return
+        responder = prefer if prefer in self.online and prefer in self._active_peers() else self._responder()
+        if responder is None:
+            log.debug("catch-up not requested why=%s: no peer online", why)
+            self._next_catch_up = now + 1.0 if self.recovering else now + self.settings.catch_up_interval
             return
         self._last_request = now
         self._next_catch_up = now + self.settings.catch_up_interval
-        marks = {k: m for k, m in self.ledger.marks().items() if k != (self.gate_id, self.epoch)}
+        self._want_catch_up = False
+        marks = self.ledger.marks()
+        marks.pop((self.gate_id, self.epoch), None)
         self._peer_marks.update(marks)
+        self._asked = responder
         if self._client is not None:
-            self._client.publish(self.topics.sync_request, messages.encode_request(marks), qos=1)
-        log.debug("catch-up requested why=%s origins=%d", why, len(marks))
+            request = messages.Request(responder, marks, all=True)
+            self._client.publish(self.topics.sync_request, messages.encode_request(request), qos=1)
+        log.debug("catch-up requested why=%s of=%s streams=%d", why, responder, len(marks))
+
+    def _peer_status(self, peer: str, payload: bytes, now: float) -> None:
+        if peer == self.gate_id:
+            return
+        try:
+            state = messages.decode_status_state(payload)
+        except MessageError:
+            return  # a status is only a hint of whom to ask; the records speak for themselves
+        if state == "online":
+            self.online.add(peer)
+            if self._want_catch_up:
+                self._request_catch_up(now, why=f"{peer} online")
+        else:
+            self.online.discard(peer)
+
+    def _active_peers(self) -> set[str]:
+        """The other gates of the roster that are not retired."""
+        return {g for g, e in self.roster.gates.items() if g != self.gate_id and not e.retired}
+
+    def _responder(self) -> str | None:
+        """The next online peer on the roster, in turn."""
+        peers = sorted(self.online & self._active_peers())
+        if not peers:
+            return None
+        later = [g for g in peers if g > self._asked]
+        return later[0] if later else peers[0]
+
+    def _answer_done(self, responder: str, holds: dict[tuple[str, str], int], recovering: bool, now: float) -> None:
+        """A peer's answer is complete: does this gate now hold all the peer held? (A peer whose
+        own database is new vouches for nothing: when every other gate of the roster says so,
+        the whole venue is new and there is nothing to recover.)"""
+        if recovering:
+            self._new_peers.add(responder)
+            if self.recovering and self._active_peers() <= self._new_peers:
+                self._end_recovery("every other gate's database is new too: nothing to recover")
+            else:
+                self._next_catch_up = now + REQUEST_MIN_INTERVAL  # ask the next peer
+            return
+        marks = self.ledger.marks()
+        missing = {k: v for k, v in holds.items() if marks.get(k, 0) < v and k != (self.gate_id, self.epoch)}
+        if not missing:
+            if self.recovering:
+                self._end_recovery(f"caught up from {responder}: {self.ledger.count()} records")
+            return
+        log.info("catch-up from %s left %d streams short; asking again", responder, len(missing))
+        self._next_catch_up = now + REQUEST_MIN_INTERVAL
+
+    # --- recovery of a gate whose database is new ------------------------------------------
+
+    def _check_recovery(self, now: float) -> None:
+        if not self.recovering:
+            return
+        waited = now - self._recovery_began
+        self.recovery_note = f"recovering: {self.ledger.count()} records so far, {waited:.0f} s"
+        if len(self.roster) and not self._active_peers():
+            self._end_recovery("no other gate on the venue's roster: nothing to recover")
+            return
+        if waited >= self.settings.recovery_wait and self.settings.recovery == "admit":
+            self._end_recovery(f"not caught up within {self.settings.recovery_wait:.0f} s: admitting ([sync] recovery = admit)")
+
+    def end_recovery(self, why: str = "a signed command") -> str:
+        """A technician's override (loop thread): the lane decides again, caught up or not."""
+        if not self.recovering:
+            return "not recovering"
+        self._end_recovery(f"ended by {why}")
+        return "recovery ended: the lane decides again"
+
+    def _end_recovery(self, why: str) -> None:
+        self.recovering = False
+        self.recovery_note = ""
+        self.state.set(RECOVERING, 0)
+        self.on_hold(None)
+        self._next_status = 0.0
+        log.warning("recovery over: %s", why)
 
     def _publish_outbox(self) -> None:
         assert self._client is not None
@@ -362,6 +544,7 @@ class VenueSync:
             return
         fields = {
             **self.status(),
+            "recovering": self.recovery_note if self.recovering else None,
             "outbox": self.outbox_size(),
             "conflicts": self.ledger.conflict_count(),
             "sync": {**self.counters, "refusals": dict(self.refusals)},

@@ -22,6 +22,7 @@ PROTOCOL = 2
 MAX_RECORD_TEXT = 4096  # gate.trust.records.MAX_RECORD
 MAX_PAYLOAD = 4 * 1024 * 1024  # a catch-up batch of MAX_BATCH sealed records is about 300 kB
 MAX_BATCH = 500  # records in one ledger message
+MAX_STREAMS = 100_000  # (origin, epoch) pairs in one request or reply
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")  # gate ids and venues (config's rule)
 _EPOCH = re.compile(r"^[0-9a-z]{1,32}\Z")
 _LATEST = 2**53  # beyond any seq or unix time a gate will see; JSON-safe integers
@@ -62,6 +63,14 @@ class Topics:
     def sync_request_all(self) -> str:
         return f"{self.root}sync/request/+"
 
+    def sync_reply(self, asker: str) -> str:
+        """Where the answer to ``asker``'s request goes: the broker's ACL lets only it read there."""
+        return f"{self.root}sync/reply/{asker}"
+
+    @property
+    def status_all(self) -> str:
+        return f"{self.root}gates/+/status"
+
     @property
     def bundle(self) -> str:
         return f"{self.root}bundle"
@@ -77,6 +86,14 @@ class Topics:
     @property
     def command_result(self) -> str:
         return f"{self.root}gates/{self.gate}/cmd/result"
+
+    def status_of(self, topic: str) -> str | None:
+        """The gate a ``gates/<gate>/status`` topic belongs to."""
+        prefix = f"{self.root}gates/"
+        if not topic.startswith(prefix) or not topic.endswith("/status"):
+            return None
+        name = topic[len(prefix) : -len("/status")]
+        return name if _NAME.match(name) else None
 
     def sender(self, topic: str, kind: str) -> str | None:
         """The gate a ``ledger/<gate>`` or ``sync/request/<gate>`` topic belongs to (the broker's
@@ -133,42 +150,115 @@ def decode_records(payload: bytes, sender: str) -> list[tuple[str, bytes]]:
     doc.done()
     if not 1 <= len(items) <= MAX_BATCH:
         raise MessageError(f"ledger.records: 1-{MAX_BATCH} records, got {len(items)}")
-    sealed = []
-    for item in items:
-        text = item.text("signed", max_len=MAX_RECORD_TEXT)
-        try:
-            signature = base64.b64decode(item.text("sig", max_len=100), validate=True)
-        except binascii.Error:
-            raise MessageError(f"{item.path}.sig: not base64") from None
-        item.done()
-        sealed.append((text, signature))
-    return sealed
+    return [_sealed(item) for item in items]
 
 
-# --- sync/request/<gate>: {"v": 2, "marks": [["A", "3f9a…", 12], ["B", "77c0…", 40]]} --------
+def _sealed(item: _Fields) -> tuple[str, bytes]:
+    text = item.text("signed", max_len=MAX_RECORD_TEXT)
+    try:
+        signature = base64.b64decode(item.text("sig", max_len=100), validate=True)
+    except (binascii.Error, ValueError):  # non-ASCII text is a plain ValueError (found by scripts/fuzz)
+        raise MessageError(f"{item.path}.sig: not base64") from None
+    item.done()
+    return text, signature
 
 
-def encode_request(marks: dict[tuple[str, str], int]) -> bytes:
-    return _dumps({"v": PROTOCOL, "marks": [[origin, epoch, seq] for (origin, epoch), seq in sorted(marks.items())]})
+# --- sync/request/<gate>: {"v": 2, "to": "B", "all": false, "marks": [["A", "3f9a…", 12], ...]} ----
 
 
-def decode_request(payload: bytes) -> dict[tuple[str, str], int]:
-    """A catch-up request: for each (origin, epoch), the seq up to which the asker holds every record."""
+@dataclass(frozen=True)
+class Request:
+    """A catch-up request. ``to``: the one gate asked to answer (the others ignore it, so a
+    request costs the venue one answer). ``marks``: for each (origin, epoch), the seq up to which
+    the asker holds every record. ``all``: also every stream the asker does not list (a gate
+    that lost its database asks for everything, its own origin's past included)."""
+
+    to: str
+    marks: dict[tuple[str, str], int]
+    all: bool = False
+
+
+def encode_request(request: Request) -> bytes:
+    return _dumps({"v": PROTOCOL, "to": request.to, "all": request.all,
+                   "marks": [[origin, epoch, seq] for (origin, epoch), seq in sorted(request.marks.items())]})
+
+
+def decode_request(payload: bytes) -> Request:
     doc = _Fields(_loads(payload, "sync request"), "request")
     _check_version(doc)
-    marks = doc.array("marks", max_len=10_000)
+    to = doc.text("to", max_len=64)
+    everything = doc.boolean("all", False)
+    marks = doc.array("marks", max_len=MAX_STREAMS)
     doc.done()
+    if not _NAME.match(to):
+        raise MessageError("request.to: not a gate id")
+    return Request(to, _marks(marks, "request.marks"), everything)
+
+
+def _marks(marks: list[Any], where: str) -> dict[tuple[str, str], int]:
     out: dict[tuple[str, str], int] = {}
     for i, mark in enumerate(marks):
         if (not isinstance(mark, list) or len(mark) != 3 or not isinstance(mark[0], str) or not _NAME.match(mark[0])
                 or not isinstance(mark[1], str) or not _EPOCH.match(mark[1]) or isinstance(mark[2], bool)
                 or not isinstance(mark[2], int) or not 0 <= mark[2] < _LATEST):
-            raise MessageError(f"request.marks[{i}]: must be [gate, epoch, seq ≥ 0]")
+            raise MessageError(f"{where}[{i}]: must be [gate, epoch, seq ≥ 0]")
         out[(mark[0], mark[1])] = mark[2]
     return out
 
 
+# --- sync/reply/<asker>: {"v": 2, "from": "B", "records": [...], "done": false} --------------------
+# Records of any origin (each verified against its own origin's key); the last message of an
+# answer has "done": true and "holds": what the responder held when it answered.
+
+
+def encode_reply(responder: str, sealed: list[tuple[str, bytes]], holds: dict[tuple[str, str], int] | None = None,
+                 recovering: bool = False) -> bytes:
+    message: dict[str, Any] = {"v": PROTOCOL, "from": responder,
+                               "records": [{"signed": text, "sig": base64.b64encode(sig).decode()} for text, sig in sealed],
+                               "done": holds is not None}
+    if holds is not None:
+        message["holds"] = [[origin, epoch, seq] for (origin, epoch), seq in sorted(holds.items())]
+        message["recovering"] = recovering  # the responder's own database is new too
+    return _dumps(message)
+
+
+@dataclass(frozen=True)
+class Reply:
+    responder: str
+    sealed: list[tuple[str, bytes]]
+    holds: dict[tuple[str, str], int] | None  # with the last message of an answer
+    recovering: bool = False
+
+
+def decode_reply(payload: bytes) -> Reply:
+    doc = _Fields(_loads(payload, "sync reply"), "reply")
+    _check_version(doc)
+    responder = doc.text("from", max_len=64)
+    items = doc.objects("records")
+    done = doc.boolean("done", False)
+    holds = doc.array("holds", None, max_len=MAX_STREAMS)
+    recovering = doc.boolean("recovering", False)
+    doc.done()
+    if not _NAME.match(responder):
+        raise MessageError("reply.from: not a gate id")
+    if len(items) > MAX_BATCH:
+        raise MessageError(f"reply.records: at most {MAX_BATCH} records, got {len(items)}")
+    if done != (holds is not None):
+        raise MessageError("reply: holds comes with done, and only with it")
+    return Reply(responder, [_sealed(item) for item in items], _marks(holds, "reply.holds") if holds is not None else None,
+                 recovering)
+
+
 # --- gates/<gate>/status (retained) and scans/<gate> -----------------------------------------
+
+
+def decode_status_state(payload: bytes) -> str:
+    """``online`` or ``offline``: all a gate reads of a peer's status (whom to ask for records)."""
+    doc = _loads(payload, "status")
+    state = doc.get("state") if isinstance(doc, dict) else None
+    if state not in ("online", "offline"):
+        raise MessageError("status.state: must be online or offline")
+    return str(state)
 
 
 def encode_status(gate: str, state: str, **fields: Any) -> bytes:

@@ -65,14 +65,15 @@ def sealer(key: SigningKey, venue: str) -> Callable[[Record], tuple[str, bytes]]
     return seal
 
 
-def open_record(text: str, signature: bytes, roster: Roster, venue: str, sender: str) -> Record:
-    """A sealed record from ``sender``'s topic, taken in only when it is well formed, for this
-    venue, from ``sender`` itself, on the roster and not retired, signed by that gate's key, and
+def open_record(text: str, signature: bytes, roster: Roster, venue: str, sender: str | None) -> Record:
+    """A sealed record from ``sender``'s topic (None: passed on by a peer answering a catch-up
+    request), taken in only when it is well formed, for this venue, from ``sender`` itself, on
+    the roster and not retired, signed by its origin gate's key, and
     (an admission) in a direction that gate may admit in. ``SignedError`` names the refusal:
     ``malformed``, ``wrong_venue``, ``wrong_origin``, ``unknown_gate``, ``retired``,
     ``bad_signature``, ``direction``."""
     record, their_venue = _parse(text)
-    if record.origin != sender:
+    if sender is not None and record.origin != sender:
         raise SignedError("wrong_origin", f"a record of {record.origin!r} sent on {sender!r}'s topic")
     entry = roster.entry(record.origin)
     if entry is None:

@@ -50,6 +50,12 @@ def venue_gate_config(workdir: Path, issuer_public: str, gate_id: str, port: int
     return config
 
 
+def ready_on_bus(watcher: Watcher, gate: str) -> bool:
+    """Online, holding the admin's roster, and done learning the venue's records (a new database)."""
+    status = gate_status(watcher, gate)
+    return status.get("state") == "online" and status.get("bundle", {}).get("version", 0) >= 1 and not status.get("recovering")
+
+
 def gate_status(watcher: Watcher, gate: str) -> dict[str, Any]:
     """What ``gate`` last said on its status topic, as a watcher saw it ({} before it spoke)."""
     return watcher.last_json(f"{ROOT}gates/{gate}/status")
@@ -130,10 +136,8 @@ class VenueDemo:
             gates = [Gate(n, c) for n, c in zip(self.names, configs)]
             watcher = Watcher(broker.port, [STATUS])
             watcher.publish(f"{ROOT}bundle", keys.bundle(), retain=True)  # the venue admin's: the roster of gates
-            wait(lambda: all(gate_status(watcher, g.name).get("state") == "online"
-                             and gate_status(watcher, g.name).get("bundle", {}).get("version") == 1 for g in gates),
-                 "gates online, holding the venue's roster")
-            print("every gate is online on the venue bus and holds the roster of gates\n")
+            wait(lambda: all(ready_on_bus(watcher, g.name) for g in gates), "gates online, holding the venue's roster, recovered")
+            print("every gate is online on the venue bus, holds the roster of gates and has learnt the venue's records\n")
 
             print("copies of one ticket at different gates (a screenshot passed back over the fence):")
             for i in range(4):

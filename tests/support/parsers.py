@@ -100,7 +100,7 @@ class Targets:
         self.records = [
             messages.encode_records(PEER, [sealer(PEER_KEY, VENUE)(
                 records.Record(PEER, 1, records.ADMISSION, NOW, "ef" * 32, "gt1", "in", epoch="e1"))]),
-            messages.encode_request({(PEER, "e1"): 3, (GATE, self.store.epoch): 1}),
+            messages.encode_request(messages.Request(GATE, {(PEER, "e1"): 3, (GATE, self.store.epoch): 1}, all=True)),
         ]
 
     def close(self) -> None:
@@ -154,7 +154,8 @@ class Targets:
         kept = self._kept()
         topics = [f"gate/v2/{VENUE}/ledger/gate-2", f"gate/v2/{VENUE}/ledger/{GATE}", f"gate/v2/{VENUE}/sync/request/gate-2",
                   f"gate/v2/{VENUE}/bundle", f"gate/v2/{VENUE}/bundle/delta", f"gate/v2/{VENUE}/gates/{GATE}/cmd",
-                  f"gate/v2/{VENUE}/ledger/../{GATE}", f"gate/v2/{VENUE}/elsewhere"]
+                  f"gate/v2/{VENUE}/ledger/../{GATE}", f"gate/v2/{VENUE}/elsewhere", f"gate/v2/{VENUE}/sync/reply/{GATE}",
+                  f"gate/v2/{VENUE}/gates/gate-2/status"]
         topic = topics[data[0] % len(topics)] if data else topics[0]
         self.sync._on_message(None, None, SimpleNamespace(topic=topic, payload=data[1:]))  # as paho's thread delivers it
         self.sync.pump(NOW)

@@ -43,7 +43,10 @@ def gate_config(tmp_path: Path, issuer: SigningKey, gate_id: str, broker: Mosqui
     data["gate"]["id"] = gate_id
     data["turnstile"].update({"pulse_ms": 20, "deny_display": 0.0})
     data["simulator"]["walk_time"] = 0.01
-    data["sync"] = broker.sync_table(identity_file=str(KEYS.identity_file(gate_id, home)), **sync)
+    # recovery: a new database (every test lane's) decides at once, caught up or not; the
+    # recovery tests ask for "wait"
+    data["sync"] = broker.sync_table(**{"identity_file": str(KEYS.identity_file(gate_id, home)), "recovery": "admit",
+                                        "recovery_wait": 0, **sync})
     data["trust"]["admin_key"] = KEYS.admin_public_hex
     return data
 

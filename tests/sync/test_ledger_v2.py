@@ -19,7 +19,7 @@ from nacl.signing import SigningKey
 from gate.store.ledger import ADMISSION, PASSAGE, REVERT, Record
 from gate.trust.records import sealer
 from tests.support.lanes import Lane, Tickets, wait_until
-from tests.support.venue import KEYS, ROOT, VENUE, gate_config, holds_roster, venue_acl
+from tests.support.venue import KEYS, ROOT, VENUE, gate_config, holds_roster, publish_roster, venue_acl
 
 pytestmark = pytest.mark.skipif(mosquitto_binary() is None, reason="mosquitto not installed (scripts/test installs it)")
 
@@ -87,12 +87,12 @@ def b_record(kind: str, seq: int, *, origin: str = "gate-b", ref: tuple[str, str
     return sealer(signer or KEYS.add("gate-b"), VENUE)(record)
 
 
-def admitted(lane: Lane, tickets: Tickets) -> tuple[str, Any]:
-    ticket = tickets.static()
+def admitted(lane: Lane, tickets: Tickets | None = None, ticket_text: str | None = None) -> tuple[str, Any]:
+    ticket = ticket_text or tickets.static()  # type: ignore[union-attr]
     decision = lane.present(ticket)
     assert decision["accepted"], decision
     row = next(r for r in lane.records("admission") if r["ticket_key"] == decision["ticket_key"])
-    wait_until(lambda: [r for r in lane.records("passage") if r["ref_seq"] == row["seq"]], 5)  # the person went through
+    wait_until(lambda: [r for r in lane.records("passage") if (r["ref_epoch"], r["ref_seq"]) == (row["epoch"], row["seq"])], 5)
     return ticket, row
 
 
@@ -162,3 +162,41 @@ def test_a_gate_records_are_taken_in_only_in_order_and_a_passage_only_for_its_ow
     wait_until(lambda: a.daemon.store.ledger.count("gate-b") == 2, 10)
     assert [r["kind"] for r in a.records() if r["origin"] == "gate-b"] == ["admission", "passage"]
     assert time.monotonic() - time_to_merge < 10
+
+
+def test_a_gate_restarted_on_an_emptied_database_lets_in_none_of_its_old_tickets_and_no_copies_of_its_new(
+    tmp_path: Path, issuer: SigningKey, tickets: Tickets, broker: Mosquitto, start_lane: Callable[..., Lane]
+) -> None:
+    """docs/technicians.md's advice after an SD-card failure: start with an empty ledger. The new
+    database has a new epoch (its records never reuse a key), holds its admissions until it has
+    its own past back from the venue, and then knows every ticket it let in before."""
+    publish_roster(broker, ["gate-a", "gate-b"])
+    configs = {g: gate_config(tmp_path, issuer, g, broker, recovery="wait", recovery_wait=60) for g in ("gate-a", "gate-b")}
+    a, b = start_lane(configs["gate-a"]), start_lane(configs["gate-b"])
+    for lane in (a, b):  # a new venue: each learns that the other's database is new too
+        wait_until(lambda lane=lane: lane.daemon.sync.connected and not lane.daemon.loop.held, 15)
+    old = [tickets.static() for _ in range(5)]
+    for ticket in old:
+        admitted(a, ticket_text=ticket)
+    wait_until(lambda: b.daemon.store.ledger.count("gate-a") >= 10, 10)  # admissions and passages
+    old_epoch = a.daemon.store.epoch
+
+    a.stop()
+    for suffix in ("", "-wal", "-shm"):
+        Path(str(a.daemon.config.database) + suffix).unlink(missing_ok=True)
+    a = start_lane(configs["gate-a"])
+    assert a.daemon.store.epoch != old_epoch
+    held = a.present(old[0], walks=None)
+    if held["reason"] == "recovering":  # asked before the venue answered: nobody gets in meanwhile
+        assert not held["accepted"] and a.pulses("unlock_in") == 0
+    wait_until(lambda: a.daemon.sync.connected and not a.daemon.loop.held, 15)
+    assert a.daemon.store.ledger.count("gate-a") >= 10, "its own past came back from gate-b"
+    assert [a.present(t, walks=None)["reason"] for t in old] == ["already_used"] * 5
+    assert a.pulses("unlock_in") == 0
+
+    new = [tickets.static() for _ in range(5)]
+    for ticket in new:
+        admitted(a, ticket_text=ticket)
+    wait_until(lambda: b.daemon.store.ledger.count("gate-a") >= 20, 10)
+    assert [b.present(t, walks=None)["reason"] for t in new] == ["already_used"] * 5
+    assert b.daemon.sync.counters["clashes"] == 0

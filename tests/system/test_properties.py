@@ -205,3 +205,13 @@ def test_names_with_a_trailing_newline_are_refused():
     assert topics.sender("gate/v2/v/ledger/gate-2\n", "ledger") is None
     with pytest.raises(messages.MessageError):
         messages.decode_records(b'{"v": 1, "origin": "gate-2\\n", "records": []}', "gate-2\n")
+
+
+def test_a_signature_with_non_ascii_text_is_a_refusal_not_a_crash_of_the_bus_thread():
+    """b64decode refuses non-ASCII text with a plain ValueError, which escaped a ledger message's
+    reading on paho's network thread (found by scripts/fuzz, target bus)."""
+    payload = '{"v": 2, "origin": "gate-2", "records": [{"signed": "{}", "sig": "AAÄÄ"}]}'.encode()
+    with pytest.raises(messages.MessageError, match="sig: not base64"):
+        messages.decode_records(payload, "gate-2")
+    with pytest.raises(messages.MessageError, match="sig: not base64"):
+        messages.decode_reply(payload.replace(b'"origin"', b'"from"'))

@@ -62,7 +62,8 @@ def test_no_secret_in_logs_on_the_bus_or_on_the_status_socket(tmp_path):
     data["policy"] = {"formats": ["gt1", "jws", "totp", "eth_qr", "pretix_sig1", "pretix_random"], "reentry": "allow"}
     data["trust"]["files"] = files
     data["sync"] = broker.sync_table(password_file=str(tmp_path / "mqtt.pw"), status_interval=0.5,
-                                     identity_file=str(KEYS.identity_file("lane-1", tmp_path)))
+                                     identity_file=str(KEYS.identity_file("lane-1", tmp_path)), recovery="admit",
+                                     recovery_wait=0)  # alone on the bus: decide from the start
     data["simulator"]["walk_time"] = 0.02
     config = write_config(tmp_path / "gate.toml", data)
     bus = Watcher(broker.port, ["gate/v2/#"], "venue-admin", "admin-pw")

@@ -33,7 +33,7 @@ from hwsim.broker import Watcher
 from hwsim.control import ControlClient
 from hwsim.lane_config import EVENT
 from hwsim.scanner import SimulatedScanner
-from hwsim.venue import ROOT, VENUE, gate_status, venue_gate_config
+from hwsim.venue import ROOT, VENUE, gate_status, ready_on_bus, venue_gate_config
 from hwsim.venue_keys import VenueKeys
 
 LEDGER_TOPICS = f"{ROOT}ledger/+"
@@ -274,7 +274,9 @@ class BusRecorder:
         self._watcher.publish(f"{ROOT}bundle", VenueKeys(VENUE, gates).bundle(), retain=True)
 
     def holds_roster(self, gate: str) -> bool:
-        return self.status(gate).get("bundle", {}).get("version", 0) >= 1
+        """Online, holding the roster, and done learning the venue's records."""
+        assert self._watcher is not None
+        return ready_on_bus(self._watcher, gate)
 
     def close(self) -> None:
         if self._watcher is not None:

@@ -50,6 +50,12 @@ def run(workdir: Path, kills: int = 300, seed: int = 1, max_delay: float = 1.5, 
     recheck: str | None = None  # the ticket in flight at the last kill, if its relay moved
     started = time.monotonic()
     try:
+        # One clean first start: the lane's new database learns the venue (only itself on the
+        # roster here) before any kill; every later start finds its database and its epoch.
+        bus.publish_roster([GATE])
+        lane.start()
+        wait(lambda: bus.holds_roster(GATE), "the lane online, holding the roster")
+        lane.stop()
         for round_no in range(1, kills + 1):
             spawned = time.monotonic()
             lane.spawn()

@@ -229,6 +229,7 @@ class VenueSync:
                 self._handle(event, now)
             except Exception:  # one bad event must not stop the bus, nor the lane
                 log.exception("sync event failed kind=%s", event[0])
+        self._check_recovery(now)  # the broker may be the thing that is away
         if not self.connected:
             return
         self._publish_outbox()
@@ -237,7 +238,6 @@ class VenueSync:
         if now >= self._next_catch_up:
             self._request_catch_up(now, why="periodic")
         self._send_answers()
-        self._check_recovery(now)
         self._save_mark()
 
     def publish_scan(self, decision: dict[str, Any]) -> None:

@@ -22,28 +22,10 @@ from gate.lane.turnstile import TurnstileController, TurnstileSettings
 from gate.policy import GatePolicy
 from gate.store import Store
 from gate.store.ledger import Ledger, Record
-from tests.support.lanes import EVENT, Tickets
+from tests.support.lanes import EVENT, ManualClock, Tickets
 
 ORIGIN = "lane-1"
 SETTINGS = TurnstileSettings(unlock_mode="level", passage_timeout=8.0, deny_display=1.5)
-
-
-class ManualClock:
-    """``gate.clock.Clock`` that moves only when told to."""
-
-    def __init__(self, now: float = 1_780_000_000.0, monotonic: float = 1_000.0) -> None:
-        self.wall = now
-        self.mono = monotonic
-
-    def now(self) -> float:
-        return self.wall
-
-    def monotonic(self) -> float:
-        return self.mono
-
-    def advance(self, seconds: float) -> None:
-        self.wall += seconds
-        self.mono += seconds
 
 
 class RecordingOutputs:

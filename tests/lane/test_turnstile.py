@@ -12,6 +12,7 @@ from gpiozero.pins.mock import MockFactory
 from drivers.gpio import GpioLane
 from gate.config import GpioConfig, OutputPin
 from gate.lane.turnstile import CONFIRMED, FORCED, FREE_EXIT, IGNORED, Pending, TurnstileController, TurnstileSettings
+from tests.support.lanes import ManualClock
 
 UNLOCK_IN, UNLOCK_OUT, GREEN, RED, AMBER, BUZZER = 17, 18, 27, 22, 23, 24
 WIRING = GpioConfig(
@@ -23,24 +24,6 @@ WIRING = GpioConfig(
 PULSE = TurnstileSettings(unlock_mode="pulse", pulse=0.3, passage_timeout=8.0, deny_display=1.5)
 LEVEL = TurnstileSettings(unlock_mode="level", pulse=0.3, passage_timeout=8.0, deny_display=1.5)
 ADMISSION = object()  # what the loop would hand over (a ledger record); opaque to the controller
-
-
-class ManualClock:
-    """``gate.clock.Clock`` that moves only when told to."""
-
-    def __init__(self, now: float = 1_780_000_000.0, monotonic: float = 1_000.0) -> None:
-        self.wall = now
-        self.mono = monotonic
-
-    def now(self) -> float:
-        return self.wall
-
-    def monotonic(self) -> float:
-        return self.mono
-
-    def advance(self, seconds: float) -> None:
-        self.wall += seconds
-        self.mono += seconds
 
 
 class Rig:

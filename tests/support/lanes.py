@@ -169,3 +169,21 @@ class Verifier:
             self.ledger.append(ADMISSION, at, ticket_key=claims.ticket_key, format=claims.format,
                                direction=direction, proof_key=claims.proof.key if claims.proof else None)
         return decision
+
+
+class ManualClock:
+    """``gate.clock.Clock`` that moves only when told to."""
+
+    def __init__(self, now: float = 1_780_000_000.0, monotonic: float = 1_000.0) -> None:
+        self.wall = now
+        self.mono = monotonic
+
+    def now(self) -> float:
+        return self.wall
+
+    def monotonic(self) -> float:
+        return self.mono
+
+    def advance(self, seconds: float) -> None:
+        self.wall += seconds
+        self.mono += seconds

@@ -200,3 +200,16 @@ def test_a_gate_restarted_on_an_emptied_database_lets_in_none_of_its_old_tickets
     wait_until(lambda: b.daemon.store.ledger.count("gate-a") >= 20, 10)
     assert [b.present(t, walks=None)["reason"] for t in new] == ["already_used"] * 5
     assert b.daemon.sync.counters["clashes"] == 0
+
+
+def test_with_the_broker_away_a_new_database_admits_again_only_when_recovery_says_admit(
+    tmp_path: Path, issuer: SigningKey, tickets: Tickets, broker: Mosquitto, start_lane: Callable[..., Lane]
+) -> None:
+    port = broker.port
+    broker.stop()  # nobody to learn from
+    data = gate_config(tmp_path, issuer, "gate-a", broker, recovery="admit", recovery_wait=0.5)
+    data["sync"]["port"] = port
+    a = start_lane(data)
+    assert a.daemon.loop.held or not a.daemon.sync.recovering
+    wait_until(lambda: not a.daemon.loop.held, 10)  # after recovery_wait, offline
+    assert not a.daemon.sync.connected and a.present(tickets.static())["accepted"]

@@ -44,8 +44,12 @@ def ledger_rows(lane: Lane, origin: str, kind: str | None = None) -> list[sqlite
 
 
 def admit(lane: Lane, ticket: str) -> None:
+    """Someone is let in and walks through: returns once the passage is in the ledger (the
+    lights go back to idle a moment before the loop writes it)."""
     decision = lane.present(ticket)
     assert decision["accepted"], decision
+    admission = next(r for r in lane.records("admission") if r["ticket_key"] == decision["ticket_key"])
+    wait_until(lambda: [r for r in lane.records("passage") if (r["ref_epoch"], r["ref_seq"]) == (admission["epoch"], admission["seq"])], 5)
     lane.idle()
 
 

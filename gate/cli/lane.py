@@ -135,7 +135,7 @@ def cmd_keys(args: argparse.Namespace) -> int:
         if args.action == "import":
             replaced = {d.name for d, _ in documents}
             try:  # together with what is already held and the config's: no contradictions
-                stored = [trust.parse_document(body, name) for name, body in store.trust.documents()]
+                stored = trust.parse_stored(store.trust.documents())
                 trust.build([*config.trust_documents, *[d for d in stored if d.name not in replaced], *(d for d, _ in documents)], config.gt1_keys)
             except TrustError as exc:
                 raise UsageError(f"trust document refused, nothing imported: {exc}") from None

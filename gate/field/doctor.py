@@ -241,7 +241,7 @@ class Doctor:
             return unreadable
         if config.database.exists():
             with closing(Store(config.database, config.gate_id, read_only=True)) as store:
-                stored = [trust.parse_document(body, name) for name, body in store.trust.documents()]
+                stored = trust.parse_stored(store.trust.documents())
         material = trust.build([*config.trust_documents, *stored], config.gt1_keys)
         lines = trust.summary(material)
         missing = [name for name in config.engine.formats if _trust_name(name) not in material]

@@ -69,7 +69,7 @@ class DecisionEngine:
             if generation == self._trust_generation and not force:
                 return
             self._trust_generation = generation  # a bad document is reported once, not every second
-            stored = [trust.parse_document(body, name) for name, body in self.store.trust.documents()]
+            stored = trust.parse_stored(self.store.trust.documents())
             self.trust = trust.build([*self.sources.documents, *stored], self.sources.gt1_keys)
         except Exception as exc:  # the lane keeps deciding with the trust it has
             log.error("trust documents not taken in, previous trust kept error=%r", str(exc))

@@ -17,25 +17,21 @@ from typing import Callable, Sequence
 from gate.decision import revocation_prefix
 from gate.policy import TicketState
 from gate.store.db import Database, StoreError, private_database
-from gate.store.ledger import ADMISSION, REVERT, Ledger, Seal
+from gate.store.ledger import ADMISSION, NOT_REVERTED, REVERT, Ledger, Seal
 from gate.store.revocations import IS_REVOKED, Revocations
 from gate.store.state import State
 from gate.store.trust_store import Held, HeldMessage, RosterRow, TrustStore
 
 __all__ = ["Held", "HeldMessage", "RosterRow", "Store", "StoreError", "private_database"]
 
-_PROOF_USED = (  # ?5 the proof key: admitted with it (?4) and not reverted (?3)
-    "EXISTS (SELECT 1 FROM ledger AS a WHERE a.proof_key = ?5 AND a.kind = ?4 AND NOT EXISTS ("
-    "SELECT 1 FROM ledger AS r WHERE r.kind = ?3 AND r.ref_origin = a.origin AND r.ref_epoch = a.epoch "
-    "AND r.ref_seq = a.seq))"
-)
+# ?5 the proof key: admitted with it (?4) and not reverted (the ledger's rule, ?3 the revert kind)
+_PROOF_USED = f"EXISTS (SELECT 1 FROM ledger AS a WHERE a.proof_key = ?5 AND a.kind = ?4 AND {NOT_REVERTED})"
 
 
 class Store:
     def __init__(self, path: Path | str, origin: str, *, read_only: bool = False, seal: Seal | None = None) -> None:
         """``seal`` signs this gate's own records as they are appended (venue sync)."""
         self.db = Database(path, read_only=read_only)
-        self.path = self.db.path
         self.state = State(self.db)
         self.created = False  # this open made the database's epoch: it is new (or was emptied)
         self.epoch = self.state.text("epoch")

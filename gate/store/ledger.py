@@ -287,10 +287,6 @@ class Ledger:
     def conflict_count(self) -> int:
         return int(self.conn.execute("SELECT COUNT(*) FROM conflicts").fetchone()[0])
 
-    def counts(self) -> dict[str, int]:
-        """How many records of each kind, all origins (the demo, the harnesses, doctor)."""
-        return dict(self.conn.execute("SELECT kind, COUNT(*) FROM ledger GROUP BY kind").fetchall())
-
     def count(self, origin: str | None = None) -> int:
         """How many records this ledger holds (of one origin, or all)."""
         if origin is None:
@@ -298,7 +294,7 @@ class Ledger:
         return int(self.conn.execute("SELECT COUNT(*) FROM ledger WHERE origin = ?", (origin,)).fetchone()[0])
 
 
-# An admission that no revert names (?3: the revert kind).
+# An admission (alias a) that no revert names (?3: the revert kind); Store.ticket_state uses it too.
 NOT_REVERTED = ("NOT EXISTS (SELECT 1 FROM ledger AS r WHERE r.kind = ?3 AND r.ref_origin = a.origin "
                 "AND r.ref_epoch = a.epoch AND r.ref_seq = a.seq)")
 

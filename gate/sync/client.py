@@ -89,7 +89,6 @@ class VenueSync:
         self._acked_ranges: list[tuple[int, int]] = []
         self._send_from = self._published  # next publish starts above this seq
         self._inflight: dict[int, tuple[int, int]] = {}  # mid → (first, last) seq
-        self._peer_marks = {k: m for k, m in self.ledger.marks().items() if k != (gate_id, self.epoch)}
         self._last_request = float("-inf")
         self._next_status = 0.0
         self._next_catch_up = float("inf")
@@ -331,8 +330,6 @@ class VenueSync:
             )
         if result.conflicts or result.refused:
             self._next_status = 0.0  # say so on the status topic now
-        for record in result.added:
-            self._peer_marks[(record.origin, record.epoch)] = record.seq
         if result.gaps:  # asked of the gap's own gate when it is online: it surely holds its records
             origin = sorted(result.gaps)[0][0]
             self._request_catch_up(now, why=f"gap in {origin}'s records", prefer=origin)
@@ -414,7 +411,6 @@ class VenueSync:
         self._want_catch_up = False
         marks = self.ledger.marks()
         marks.pop((self.gate_id, self.epoch), None)
-        self._peer_marks.update(marks)
         self._asked = responder
         if self._client is not None:
             request = messages.Request(responder, marks, all=True)

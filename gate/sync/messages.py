@@ -17,6 +17,7 @@ from typing import Any
 
 from gate.errors import MessageError
 from gate.strictjson import Fields, nesting
+from gate.trust.records import EPOCH
 
 PROTOCOL = 2
 MAX_RECORD_TEXT = 4096  # gate.trust.records.MAX_RECORD
@@ -24,7 +25,6 @@ MAX_PAYLOAD = 4 * 1024 * 1024  # a catch-up batch of MAX_BATCH sealed records is
 MAX_BATCH = 500  # records in one ledger message
 MAX_STREAMS = 100_000  # (origin, epoch) pairs in one request or reply
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")  # gate ids and venues (config's rule)
-_EPOCH = re.compile(r"^[0-9a-z]{1,32}\Z")
 _LATEST = 2**53  # beyond any seq or unix time a gate will see; JSON-safe integers
 
 
@@ -199,7 +199,7 @@ def _marks(marks: list[Any], where: str) -> dict[tuple[str, str], int]:
     out: dict[tuple[str, str], int] = {}
     for i, mark in enumerate(marks):
         if (not isinstance(mark, list) or len(mark) != 3 or not isinstance(mark[0], str) or not _NAME.match(mark[0])
-                or not isinstance(mark[1], str) or not _EPOCH.match(mark[1]) or isinstance(mark[2], bool)
+                or not isinstance(mark[1], str) or not EPOCH.match(mark[1]) or isinstance(mark[2], bool)
                 or not isinstance(mark[2], int) or not 0 <= mark[2] < _LATEST):
             raise MessageError(f"{where}[{i}]: must be [gate, epoch, seq ≥ 0]")
         out[(mark[0], mark[1])] = mark[2]

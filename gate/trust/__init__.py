@@ -13,7 +13,8 @@ from gate.trust.documents import (
     build,
     document_from,
     parse_document,
+    parse_stored,
     summary,
 )
 
-__all__ = ["MAX_DOCUMENT_BYTES", "MAX_DOCUMENT_DEPTH", "TrustDocument", "build", "document_from", "parse_document", "summary"]
+__all__ = ["MAX_DOCUMENT_BYTES", "MAX_DOCUMENT_DEPTH", "TrustDocument", "build", "document_from", "parse_document", "parse_stored", "summary"]

@@ -139,7 +139,7 @@ def _documents(store: Store, bundle: Bundle, sources: Any) -> list[tuple[str, st
             document = trust.document_from(body, name)
             parsed.append(document)
             documents.append((name, document.format, json.dumps(body, separators=(",", ":"))))
-        others = [trust.parse_document(text, name) for name, text in store.trust.documents() if not name.startswith(BUNDLE_DOCUMENTS)]
+        others = trust.parse_stored(row for row in store.trust.documents() if not row[0].startswith(BUNDLE_DOCUMENTS))
         config_documents = list(sources.documents) if sources is not None else []
         gt1_keys = sources.gt1_keys if sources is not None else None
         trust.build([*config_documents, *others, *parsed], gt1_keys)

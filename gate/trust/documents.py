@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Iterable
 
 from gate import formats
 from gate.formats import TrustError
@@ -40,6 +40,12 @@ def parse_document(data: bytes | str, name: str) -> TrustDocument:
     except (ValueError, UnicodeDecodeError) as exc:
         raise TrustError(f"{name}: not valid JSON ({exc})") from None
     return document_from(body, name)
+
+
+def parse_stored(rows: Iterable[tuple[str, str]]) -> list[TrustDocument]:
+    """The documents a store holds (``TrustStore.documents``: name and JSON text), parsed again
+    (they were valid when stored; ``TrustError`` if one no longer is)."""
+    return [parse_document(text, name) for name, text in rows]
 
 
 def document_from(body: Any, name: str) -> TrustDocument:

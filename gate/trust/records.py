@@ -33,13 +33,9 @@ CONTEXT = b"gate/v2 record\n"
 MAX_RECORD = 4096  # bytes of one record's text: details are at most 16 short values
 MAX_DEPTH = 4
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")
-_EPOCH = re.compile(r"^[0-9a-z]{1,32}\Z")
+EPOCH = re.compile(r"^[0-9a-z]{1,32}\Z")  # a database's epoch as records and the bus carry it
 _HASH = re.compile(r"^[0-9a-f]{64}\Z")
 _LATEST = 2**53
-
-
-class _Fields(Fields):
-    error = ValueError  # turned into SignedError("malformed", ...)
 
 
 def record_text(record: Record, venue: str) -> str:
@@ -96,7 +92,7 @@ def _parse(text: str) -> tuple[Record, str]:
         raise SignedError("malformed", "record: nested too deeply")
     try:
         data = json.loads(text)
-        item = _Fields(data, "record")
+        item = Fields(data, "record")  # its ValueError becomes SignedError("malformed")
         if item.integer("v") != PROTOCOL:
             raise ValueError(f"record.v: protocol {data.get('v')!r} is not {PROTOCOL}")
         venue = item.text("venue", max_len=64)
@@ -126,7 +122,7 @@ def _problem(origin: str, epoch: str, seq: int, kind: str, at: Any, ticket_key: 
              direction: Any, ref: Any, details: Any) -> str:
     if not _NAME.match(origin):
         return "origin is not a gate id"
-    if not _EPOCH.match(epoch):
+    if not EPOCH.match(epoch):
         return "epoch must be 1-32 lower-case letters and digits"
     if seq >= _LATEST:
         return "seq out of range"
@@ -142,7 +138,7 @@ def _problem(origin: str, epoch: str, seq: int, kind: str, at: Any, ticket_key: 
     if direction is not None and direction not in DIRECTIONS:
         return f"direction must be one of {', '.join(DIRECTIONS)}"
     if ref is not None and (len(ref) != 3 or not isinstance(ref[0], str) or not _NAME.match(ref[0])
-                            or not isinstance(ref[1], str) or not _EPOCH.match(ref[1]) or isinstance(ref[2], bool)
+                            or not isinstance(ref[1], str) or not EPOCH.match(ref[1]) or isinstance(ref[2], bool)
                             or not isinstance(ref[2], int) or not 1 <= ref[2] < _LATEST):
         return "ref must be [origin, epoch, seq]"
     if details is not None:

@@ -46,13 +46,6 @@ class VenueKeys:
                                     directions=(directions or {}).get(gate, ("in", "out")))
                 for gate, key in sorted(self.gates.items())]
 
-    def roster_file(self, path: Path, retired: tuple[str, ...] = ()) -> Path:
-        """The roster as ``gate bundle make --roster`` reads it."""
-        import json
-
-        path.write_text(json.dumps({"gates": self.roster(retired)}))
-        return path
-
     def bundle(self, version: int = 1, *, documents: list[dict[str, Any]] | None = None, revoked: bytes = b"",
                retired: tuple[str, ...] = (), directions: dict[str, tuple[str, ...]] | None = None) -> bytes:
         """The admin's signed bundle naming every gate (``retired`` ones retired)."""

@@ -22,7 +22,7 @@ from gate.lane.turnstile import TurnstileController, TurnstileSettings
 from gate.policy import GatePolicy
 from gate.store import Store
 from gate.store.ledger import Ledger, Record
-from tests.support.lanes import EVENT, ManualClock, Tickets
+from tests.support.lanes import EVENT, ManualClock, Tickets, ledger_rows
 
 ORIGIN = "lane-1"
 SETTINGS = TurnstileSettings(unlock_mode="level", passage_timeout=8.0, deny_display=1.5)
@@ -98,17 +98,7 @@ class Rig:
 
     def rows(self, kind: str | None = None) -> list[sqlite3.Row]:
         """The ledger as anyone reads it: a connection of its own."""
-        return read_rows(self.store.path, kind)
-
-
-def read_rows(path: Path, kind: str | None = None) -> list[sqlite3.Row]:
-    conn = sqlite3.connect(path)
-    conn.row_factory = sqlite3.Row
-    try:
-        rows = conn.execute("SELECT * FROM ledger ORDER BY origin, seq").fetchall()
-    finally:
-        conn.close()
-    return [row for row in rows if kind is None or row["kind"] == kind]
+        return ledger_rows(self.store.db.path, kind)
 
 
 def issuer_document(issuer: Any) -> trust.TrustDocument:

@@ -106,14 +106,15 @@ class Lane:
         return sum(1 for n, on in self.output_log if n == name and on)
 
     def records(self, kind: str | None = None) -> list[sqlite3.Row]:
-        """Read the ledger file as anyone would: a separate SQLite connection."""
-        conn = sqlite3.connect(self.daemon.config.database)
-        conn.row_factory = sqlite3.Row
-        try:
-            rows = conn.execute("SELECT * FROM ledger ORDER BY origin, seq").fetchall()
-        finally:
-            conn.close()
-        return [r for r in rows if kind is None or r["kind"] == kind]
+        return ledger_rows(self.daemon.config.database, kind)
+
+    def passed(self, decision: dict[str, Any]) -> sqlite3.Row:
+        """The admission of an accepted ``decision``, once its passage is in the ledger too (the
+        lights go back to idle a moment before the loop writes it)."""
+        admission = next(r for r in self.records("admission") if r["ticket_key"] == decision["ticket_key"])
+        wait_until(lambda: [r for r in self.records("passage")
+                            if (r["ref_epoch"], r["ref_seq"]) == (admission["epoch"], admission["seq"])], 5)
+        return admission
 
     def stop(self) -> None:
         """Stop the daemon as SIGTERM does (the fixture then leaves it alone)."""
@@ -125,6 +126,17 @@ class Lane:
     def idle(self, timeout: float = 5.0) -> None:
         """Wait until no passage is pending and the lights are back to idle."""
         wait_until(lambda: not self.daemon.loop.turnstile.busy and not self.output("red") and not self.output("green"), timeout)
+
+
+def ledger_rows(path: Path, kind: str | None = None) -> list[sqlite3.Row]:
+    """Read a ledger file as anyone would: a separate SQLite connection."""
+    conn = sqlite3.connect(path)
+    conn.row_factory = sqlite3.Row
+    try:
+        rows = conn.execute("SELECT * FROM ledger ORDER BY origin, seq").fetchall()
+    finally:
+        conn.close()
+    return [r for r in rows if kind is None or r["kind"] == kind]
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float = 5.0, interval: float = 0.01) -> Any:

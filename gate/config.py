@@ -181,6 +181,9 @@ class SyncConfig:
 
     host: str
     port: int = 1883
+    # Failover: the brokers in the order tried ((host, port); the first is host:port). A gate
+    # that loses its broker connects to the next (bridged brokers, or an EMQX cluster's nodes).
+    brokers: tuple[tuple[str, int], ...] = ()
     topic_root: str = ""  # "gate/v2/<venue>/" unless set
     username: str = ""  # the gate id unless set: the shipped ACL matches on it
     password: str = field(default="", repr=False)
@@ -197,6 +200,13 @@ class SyncConfig:
     # "admit": it admits again after recovery_wait seconds, caught up or not.
     recovery: str = "wait"
     recovery_wait: float = 60.0
+
+    def warnings(self) -> list[str]:
+        """What works but should not be so on a real venue (check-config prints it, the lane logs it)."""
+        if self.password and not self.tls:
+            return ["sync: a password over plain text (tls = false): anyone on the venue network can read it "
+                    "and publish as this gate; set ca_file (docs/mqtt.md, 'TLS for the venue bus')"]
+        return []
 
     def lane_problems(self) -> list[str]:
         """What a lane on the bus needs beyond what the admin's tools need."""
@@ -525,10 +535,28 @@ def _read_status(sec: _Section) -> StatusConfig:
     return StatusConfig(socket=socket_path, metrics=metrics)
 
 
+def _read_brokers(sec: _Section, items: list[str], port: int) -> list[tuple[str, int]]:
+    """``brokers = ["mqtt-1.venue.lan", "mqtt-2.venue.lan:8883"]``: a port missing is ``port``'s."""
+    brokers: list[tuple[str, int]] = []
+    for item in items[:16]:
+        host, _, port_text = item.rpartition(":") if ":" in item else (item, "", "")
+        if not host or any(c in host for c in " /#+:"):
+            sec._error("brokers", f"each entry is 'host' or 'host:port', got {str(item)[:60]!r}")
+            continue
+        if port_text and not (port_text.isdigit() and 1 <= int(port_text) <= 65535):
+            sec._error("brokers", f"port of {item[:60]!r} must be 1-65535")
+            continue
+        brokers.append((host, int(port_text) if port_text else port))
+    if len(items) > 16:
+        sec._error("brokers", f"at most 16 brokers, got {len(items)}")
+    return brokers or [("localhost", port)]
+
+
 def _read_sync(sec: _Section, base: Path, gate_id: str, venue: str) -> SyncConfig | None:
     enabled = sec.get("enabled", bool, True)
     host = sec.get("host", str, "localhost")
     port = sec.get("port", int, 1883, minval=1, maxval=65535)
+    broker_list = sec.get("brokers", list, [])
     topic_root = sec.get("topic_root", str, f"gate/v2/{venue}/")
     username = sec.get("username", str, gate_id)
     password_file = sec.get("password_file", str, "")
@@ -565,11 +593,17 @@ def _read_sync(sec: _Section, base: Path, gate_id: str, venue: str) -> SyncConfi
             sec._error(key, f"no such file {path}")
     if (paths["cert_file"] == "") != (paths["key_file"] == ""):
         sec._error("cert_file", "cert_file and key_file go together (a client certificate)")
+    brokers = [(host, port)]
+    if broker_list:
+        if "host" in sec.data:
+            sec._error("brokers", "give either host (one broker) or brokers (a list, for failover), not both")
+        brokers = _read_brokers(sec, broker_list, port)
     if not enabled:
         return None
     return SyncConfig(
-        host=host,
-        port=port,
+        host=brokers[0][0],
+        port=brokers[0][1],
+        brokers=tuple(brokers),
         topic_root=topic_root,
         username=username,
         password=password,

@@ -72,6 +72,8 @@ class Daemon:
 
         config = self.config
         private_database(config.database)
+        for warning in config.sync.warnings() if config.sync is not None else ():
+            log.warning("config: %s", warning)
         seal = None
         if config.sync is not None and config.sync.identity is not None:
             from nacl.signing import SigningKey
@@ -198,10 +200,12 @@ class Daemon:
         self.notifier.stopping()
         if self.readers is not None:
             self.readers.stop()
+        loop_busy = False
         if self.loop is not None:
             self.loop.stop()  # falls safe in its own finally
+            loop_busy = self.loop.alive  # stuck: the database stays its own (SQLite must not close under it)
         if self.sync is not None:
-            self.sync.stop()  # after the loop: its last records had their chance to go out
+            self.sync.stop(save_mark=not loop_busy)  # after the loop: its last records had their chance to go out
         if self.bundle_worker is not None:
             self.bundle_worker.stop()
         if self.lane is not None:
@@ -213,7 +217,9 @@ class Daemon:
             self.hardware.close()
         if self.lane is not None:
             self.lane.close()
-        if self.store is not None:
+        if loop_busy:
+            log.error("decision loop still busy at stop: database left open, closed by the process's exit")
+        elif self.store is not None:
             self.store.close()
         log.info("lane stopped, outputs safe gate=%s", self.config.gate_id)
 

@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 # the database the moment a bundle worker's chunk is committed.
 WRITE_LOCK = threading.RLock()
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 
 class StoreError(GateError):
@@ -113,7 +113,7 @@ class Database:
         import sqlite_utils
 
         db = sqlite_utils.Database(self.conn)
-        for target, step in ((1, _schema_1), (2, _schema_2), (3, _schema_3), (4, _schema_4), (5, _schema_5)):
+        for target, step in ((1, _schema_1), (2, _schema_2), (3, _schema_3), (4, _schema_4), (5, _schema_5), (6, _schema_6)):
             if version >= target:
                 continue
             with self.transaction():  # another process may have migrated meanwhile: ask again
@@ -218,6 +218,12 @@ def _schema_5(db: sqlite_utils.Database) -> None:
         "retired INTEGER NOT NULL)"
     )
     conn.execute("DELETE FROM sync_state WHERE name = 'published'")  # the outbox starts again in the new format
+
+
+def _schema_6(db: sqlite_utils.Database) -> None:
+    """A retired gate's retirement time: its records made before it stay the venue's past (a
+    catch-up still passes them on), those after it are refused."""
+    db.conn.execute("ALTER TABLE roster ADD COLUMN retired_at FLOAT")
 
 
 def create_prefix_table(conn: sqlite3.Connection, table: str) -> None:

@@ -142,7 +142,10 @@ class Ledger:
     def merge(self, offered: Iterable[Record], now: float) -> MergeResult:
         """Take in peers' records (already verified against their origin's key): idempotent.
 
-        One transaction for the batch. Each origin's records (per epoch) are taken in order with
+        One transaction for the batch, without an fsync of its own (``synchronous = NORMAL``):
+        peers' records are held durably by their own gates, a power cut loses at most the last
+        merges (SQLite stays consistent) and the catch-up brings them back; this gate's next
+        own record, written with a full sync, makes them durable too. Each origin's records (per epoch) are taken in order with
         no gap: a record beyond the next one expected is left out and its gap reported (the
         caller asks for the missing ones). A record already held is a duplicate when it is the
         same fact and a clash when not. A revert or passage must name an admission of the same
@@ -157,7 +160,7 @@ class Ledger:
         refused: list[tuple[Record, str]] = []
         gaps: dict[tuple[str, str], int] = {}
         tops: dict[tuple[str, str], int] = {}
-        with self.db.transaction():
+        with self.db.relaxed_durability(), self.db.transaction():
             for record in sorted(offered, key=lambda r: r.key):
                 if record.origin == self.origin and record.epoch == self.epoch:
                     refused.append((record, "carries this gate's own origin and epoch"))

@@ -43,7 +43,8 @@ class RosterRow:
     public_key: bytes  # Ed25519: what its ledger records are signed with
     zone: str | None
     directions: tuple[str, ...]  # the directions it may admit in ("in", "out")
-    retired: bool  # its records are refused from the bundle that retires it on
+    retired: bool  # its records are refused from the bundle that retires it on…
+    retired_at: float | None = None  # …but those it made before this time (passed on by a peer) are kept
 
 
 @dataclass(frozen=True)
@@ -103,16 +104,17 @@ class TrustStore:
 
     def roster(self) -> list[RosterRow]:
         """Every gate of the venue the held bundle names, by gate id."""
-        return [RosterRow(gate, bytes(key), zone, tuple(json.loads(directions)), bool(retired))
-                for gate, key, zone, directions, retired in self.db.conn.execute(
-                    "SELECT gate, public_key, zone, directions, retired FROM roster ORDER BY gate")]
+        return [RosterRow(gate, bytes(key), zone, tuple(json.loads(directions)), bool(retired), retired_at)
+                for gate, key, zone, directions, retired, retired_at in self.db.conn.execute(
+                    "SELECT gate, public_key, zone, directions, retired, retired_at FROM roster ORDER BY gate")]
 
     def replace_roster(self, rows: list[RosterRow]) -> None:
         """Inside the caller's transaction: a new bundle's roster replaces the previous one."""
         conn = self.db.conn
         conn.execute("DELETE FROM roster")
-        conn.executemany("INSERT INTO roster (gate, public_key, zone, directions, retired) VALUES (?, ?, ?, ?, ?)",
-                         [(r.gate, r.public_key, r.zone, json.dumps(list(r.directions)), int(r.retired)) for r in rows])
+        conn.executemany(
+            "INSERT INTO roster (gate, public_key, zone, directions, retired, retired_at) VALUES (?, ?, ?, ?, ?, ?)",
+            [(r.gate, r.public_key, r.zone, json.dumps(list(r.directions)), int(r.retired), r.retired_at) for r in rows])
 
     # --- the signed bundle and delta held -------------------------------------------------
 

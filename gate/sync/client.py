@@ -1,16 +1,21 @@
 """The gate's side of the venue bus: outbox, merge of peers' records, catch-up, status.
 
 Two threads meet here and only through a queue. paho-mqtt's network thread receives messages,
-connection changes and publish acknowledgements and only queues them (then wakes the decision
-loop). Everything that touches the ledger happens in ``pump``, which the decision loop calls on
-its own thread after every turn: the loop stays the one owner of the database (DESIGN §7).
+verifies peers' records (JSON and Ed25519 cost the lane nothing there), and queues them, then
+wakes the decision loop (once: a wake-up already pending is not posted again, so a flood of
+messages is one event in the loop's queue, never a line of them in front of a scan).
+Everything that touches the ledger happens in ``pump``, which the decision loop calls on its
+own thread after every turn: the loop stays the one owner of the database (DESIGN §7).
+
+``pump`` does a bounded amount of work per turn: queued peers' records are merged in batches,
+each one transaction, until ``MERGE_BUDGET`` is spent; what is left waits for the next turn (the
+loop is woken for it), so a scan never waits behind a backlog of more than one budget.
 
 Nothing a gate records is lost while the broker is away: the ledger itself is the outbox. The
 mark ``published`` (kept in the database) is the seq up to which the broker acknowledged this
 gate's records; after a reconnect or a restart everything above it is published again, and
-peers drop what they already hold (records are facts keyed by ``(origin, seq)``). A catch-up
-request from a peer moves the send position back to what that peer holds; its answer travels
-on the normal ledger topic, so every gate that missed the same records gets them too.
+peers drop what they already hold (records are facts keyed by ``(origin, epoch, seq)``). A
+gap in a peer's records is asked of one named peer, which answers to the asker alone.
 """
 
 from __future__ import annotations
@@ -18,14 +23,16 @@ from __future__ import annotations
 import logging
 import queue
 import socket
+import ssl
+import sys
 import time
-from collections import Counter
-from typing import Any, Callable
+from collections import Counter, deque
+from typing import Any, Callable, NamedTuple
 
 from gate.config import SyncConfig
 from gate.errors import SignedError
 from gate.store import Store
-from gate.store.ledger import Record
+from gate.store.ledger import MergeResult, Record
 from gate.store.state import PUBLISHED_MARK
 from gate.sync import messages
 from gate.sync.messages import MessageError, Topics
@@ -39,7 +46,18 @@ MARK_SAVE_INTERVAL = 1.0  # seconds; a mark lost in a crash only means a few dup
 REQUEST_MIN_INTERVAL = 1.0  # seconds between catch-up requests triggered by gaps
 ANSWER_MIN_INTERVAL = 1.0  # seconds: one answer per asker at most this often (a flood of requests costs one)
 REPLY_MESSAGES_PER_TURN = 4  # reply batches published per turn of the loop: a scan never waits behind an answer
+MERGE_BUDGET = 0.003  # seconds of merging per turn of the loop: what a scan may wait behind a backlog
+MERGE_BATCH = (16, 2000)  # records per merge transaction: at least, at most (sized to the budget in between)
 RECOVERING = "recovering"  # state: this database is new; its gate's past is asked of the venue
+
+
+class Answered(NamedTuple):
+    """The last message of a catch-up answer: what its sender holds, and whether its own
+    database is new (recovering)."""
+
+    responder: str
+    holds: dict[tuple[str, str], int]
+    recovering: bool
 
 
 class VenueSync:
@@ -81,7 +99,13 @@ class VenueSync:
         self.on_command = on_command
         self.counters = {"received": 0, "merged": 0, "duplicates": 0, "clashes": 0, "conflicts": 0, "refused": 0}
         self.refusals: Counter[str] = Counter()  # refused peer records and messages, by why (the status shows them)
+        self.brokers = settings.brokers or ((settings.host, settings.port),)  # tried in turn (failover)
+        self._broker = 0
+        self._connect_failures = 0
         self._events: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
+        self._wake_pending = False  # a wake-up is in the loop's queue: the next pump takes all queued
+        self._carried: deque[tuple[Any, ...]] = deque()  # taken from the queue, left for the next turn
+        self._merge_seconds_per_record = 50e-6  # measured as merges run: sizes the batches to the budget
         self._client: Any = None
         self._published = store.state.get(PUBLISHED_MARK)  # acknowledged by the broker
         self._saved_mark = self._published
@@ -101,8 +125,8 @@ class VenueSync:
         self._answered_at: dict[str, float] = {}
         self.on_hold = on_hold
         self.recovering = store.state.get(RECOVERING, 0) == 1
+        self._records_held = self.ledger.count() if self.recovering else 0  # counted on while recovering
         self._recovery_began = time.monotonic()
-        self.recovery_note = "recovering: starting" if self.recovering else ""
         if self.recovering:
             on_hold("recovering: this gate's database is new; its records are asked of the venue first")
 
@@ -115,17 +139,20 @@ class VenueSync:
         client.reconnect_delay_set(min_delay=1, max_delay=10)
         client.max_inflight_messages_set(MAX_INFLIGHT * 2)
         client.on_connect = self._on_connect
+        client.on_connect_fail = self._on_connect_fail
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
         client.on_publish = self._on_publish
         self._client = client
-        client.connect_async(self.settings.host, self.settings.port, keepalive=self.settings.keepalive)
+        host, port = self.brokers[0]
+        client.connect_async(host, port, keepalive=self.settings.keepalive)
         client.loop_start()
-        log.info("venue sync started broker=%s:%d client_id=%s published=%d", self.settings.host,
-                 self.settings.port, self.client_id, self._published)
+        log.info("venue sync started broker=%s:%d brokers=%d tls=%s user=%s client_id=%s published=%d", host, port,
+                 len(self.brokers), self.settings.tls, self.settings.username, self.client_id, self._published)
 
-    def stop(self, timeout: float = 2.0) -> None:
-        """Say offline (retained) and disconnect cleanly; the Last Will covers a crash."""
+    def stop(self, timeout: float = 2.0, save_mark: bool = True) -> None:
+        """Say offline (retained) and disconnect cleanly; the Last Will covers a crash. (The
+        mark is saved unless the loop, the database's owner, is still busy.)"""
         client, self._client = self._client, None
         if client is None:
             return
@@ -137,14 +164,17 @@ class VenueSync:
             log.warning("offline status not published", exc_info=True)
         client.disconnect()
         client.loop_stop()
-        self._save_mark(force=True)
+        if save_mark:
+            self._save_mark(force=True)
 
     # --- paho's network thread: queue and wake, nothing else --------------------------------
 
     def _on_connect(self, client: Any, userdata: Any, flags: Any, reason: Any, properties: Any = None) -> None:
         if reason.is_failure:
-            log.warning("broker refused the connection reason=%s", reason)
+            log.error("broker refused the connection broker=%s:%d reason=%s (user name, password file, or the "
+                      "broker's password file and ACL)", client.host, client.port, reason)
             return
+        self._connect_failures = 0
         client.subscribe([
             (self.topics.ledger_all, 1),
             (self.topics.sync_request_all, 1),
@@ -154,12 +184,23 @@ class VenueSync:
             (self.topics.sync_reply(self.gate_id), 1),  # answers to this gate's catch-up requests
             (self.topics.status_all, 1),  # retained: which peers are online (whom to ask)
         ])
-        self._events.put(("connected", bool(getattr(flags, "session_present", False))))
-        self.wake()
+        self._queue_event("connected", bool(getattr(flags, "session_present", False)))
+
+    def _on_connect_fail(self, client: Any, userdata: Any) -> None:
+        """No connection to the broker (paho calls this inside its ``except OSError``): say why,
+        TLS problems by name, and try the next broker of the list."""
+        self._connect_failures += 1
+        if self._connect_failures <= 3 or self._connect_failures % 30 == 0:
+            log.warning("broker not reached broker=%s:%d error=%s failures=%d", client.host, client.port,
+                        connect_error(sys.exc_info()[1]), self._connect_failures)
+        if len(self.brokers) > 1 and self._client is client:  # (not while stopping)
+            self._broker = (self._broker + 1) % len(self.brokers)
+            host, port = self.brokers[self._broker]
+            client.connect_async(host, port, keepalive=self.settings.keepalive)  # the way paho lets host change
+            log.info("trying the next broker broker=%s:%d", host, port)
 
     def _on_disconnect(self, client: Any, userdata: Any, flags: Any, reason: Any, properties: Any = None) -> None:
-        self._events.put(("disconnected", str(reason)))
-        self.wake()
+        self._queue_event("disconnected", str(reason))
 
     def _on_message(self, client: Any, userdata: Any, message: Any) -> None:
         topic, payload = message.topic, bytes(message.payload)
@@ -167,30 +208,37 @@ class VenueSync:
         try:
             if sender is not None and sender != self.gate_id:
                 # Verified here, off the decision loop: Ed25519 and JSON cost the lane nothing.
-                self._events.put(("records", sender, *self._open_records(sender, payload)))
+                self._queue_event("records", sender, *self._open_records(sender, payload), None)
             elif topic == self.topics.sync_reply(self.gate_id):
-                self._events.put(("reply", *self._open_reply(payload)))
+                self._queue_event("records", *self._open_reply(payload))
             else:
-                self._events.put(("message", topic, payload))
+                self._queue_event("message", topic, payload)
         except Exception as exc:  # a bug must not end paho's network thread: refused, counted, logged
             log.exception("bus message not read topic=%s bytes=%d", topic[:200], len(payload))
-            self._events.put(("records", sender or "?", [], [f"error: {exc.__class__.__name__}"]))
-        self.wake()
+            self._queue_event("records", sender or "?", [], [f"error: {exc.__class__.__name__}"], None)
 
-    def _open_reply(self, payload: bytes) -> tuple[str, list[Record], list[str], dict[tuple[str, str], int] | None, bool]:
+    def _queue_event(self, *event: Any) -> None:
+        """Hand an event to the loop's thread; wake the loop unless a wake-up is pending already."""
+        self._events.put(event)
+        if not self._wake_pending:
+            self._wake_pending = True
+            self.wake()
+
+    def _open_reply(self, payload: bytes) -> tuple[str, list[Record], list[str], Answered | None]:
         """An answer to this gate's request: records of any origin, each opened with its own
-        origin's key."""
+        origin's key; the last message of an answer says what its sender holds."""
         try:
             reply = messages.decode_reply(payload)
         except MessageError as exc:
-            return "?", [], [f"malformed: {exc}"], None, False
+            return "?", [], [f"malformed: {exc}"], None
         records, refused = [], []
         for text, signature in reply.sealed:
             try:
                 records.append(open_record(text, signature, self.roster, self.venue, None))
             except SignedError as exc:
                 refused.append(f"{exc.kind}: {exc}")
-        return reply.responder, records, refused, reply.holds, reply.recovering
+        answered = Answered(reply.responder, reply.holds, reply.recovering) if reply.holds is not None else None
+        return reply.responder, records, refused, answered
 
     def _open_records(self, sender: str, payload: bytes) -> tuple[list[Record], list[str]]:
         """A peer's ledger message: the records its key signed, and why any others were refused."""
@@ -207,27 +255,22 @@ class VenueSync:
         return records, refused
 
     def _on_publish(self, client: Any, userdata: Any, mid: int, reason: Any = None, properties: Any = None) -> None:
-        self._events.put(("acked", mid))
-        self.wake()
+        self._queue_event("acked", mid)
 
     # --- the decision loop's thread ---------------------------------------------------------
 
     def pump(self, now: float | None = None) -> None:
-        """Take in what the bus brought, publish what the ledger has that the bus does not."""
+        """Take in what the bus brought (a bounded amount per turn), publish what the ledger has
+        that the bus does not."""
         now = time.monotonic() if now is None else now
+        self._wake_pending = False  # from here on, a new message wakes the loop again
         if self._roster_changed:
             self._roster_changed = False
             self.roster = Roster(self.store.trust.roster())
             log.info("venue roster taken in gates=%d", len(self.roster))
-        while True:
-            try:
-                event = self._events.get_nowait()
-            except queue.Empty:
-                break
-            try:
-                self._handle(event, now)
-            except Exception:  # one bad event must not stop the bus, nor the lane
-                log.exception("sync event failed kind=%s", event[0])
+        if not self._take_events(now):
+            self._wake_pending = True  # more is queued: one more turn after the scans waiting
+            self.wake()
         self._check_recovery(now)  # the broker may be the thing that is away
         if not self.connected:
             return
@@ -239,22 +282,68 @@ class VenueSync:
         self._send_answers()
         self._save_mark()
 
+    def _take_events(self, now: float) -> bool:
+        """Handle queued events until the merge budget is spent; True when none are left.
+
+        Peers' records are merged together, one transaction per batch; the batch is sized to
+        what the budget allows at the rate merges ran so far (a large message is split: what
+        is left of it goes first at the next turn)."""
+        deadline = time.perf_counter() + MERGE_BUDGET
+        limit = max(MERGE_BATCH[0], min(MERGE_BATCH[1], int(MERGE_BUDGET / self._merge_seconds_per_record)))
+        batch: list[tuple[str, list[Record], list[str], Answered | None]] = []
+        size = 0
+        while time.perf_counter() < deadline:
+            event = self._next_event()
+            if event is None:
+                break
+            if event[0] != "records":
+                if batch:  # in order: what came before this event is merged before it
+                    self._merge_batch(batch, size, now)
+                    batch, size = [], 0
+                try:
+                    self._handle(event, now)
+                except Exception:  # one bad event must not stop the bus, nor the lane
+                    log.exception("sync event failed kind=%s", event[0])
+                continue
+            _, sender, records, refused, answered = event
+            room = limit - size
+            if len(records) > room:  # the rest of this message first at the next batch
+                self._carried.appendleft(("records", sender, records[room:], [], answered))
+                records, answered = records[:room], None
+            batch.append((sender, records, refused, answered))
+            size += len(records)
+            if size >= limit:
+                self._merge_batch(batch, size, now)
+                batch, size = [], 0
+        if batch:
+            self._merge_batch(batch, size, now)
+        return not self._carried and self._events.empty()
+
+    def _next_event(self) -> tuple[Any, ...] | None:
+        if self._carried:
+            return self._carried.popleft()
+        try:
+            return self._events.get_nowait()
+        except queue.Empty:
+            return None
+
+    def _merge_batch(self, batch: list[tuple[str, list[Record], list[str], Answered | None]], size: int, now: float) -> None:
+        started = time.perf_counter()
+        try:
+            self._merge(batch, now)
+        except Exception:  # a bug in merging must not stop the bus, nor the lane; the catch-up asks again
+            log.exception("peer records not merged messages=%d records=%d", len(batch), size)
+        if size >= MERGE_BATCH[0]:
+            per_record = (time.perf_counter() - started) / size
+            self._merge_seconds_per_record = 0.7 * self._merge_seconds_per_record + 0.3 * per_record
+
     def publish_scan(self, decision: dict[str, Any]) -> None:
         if self.connected and self._client is not None:
             self._client.publish(self.topics.scans, messages.encode_scan(self.gate_id, decision), qos=0)
 
     def _handle(self, event: tuple[Any, ...], now: float) -> None:
         kind = event[0]
-        if kind == "records":
-            self.counters["received"] += 1
-            self._merge(event[1], event[2], event[3], now)
-        elif kind == "reply":
-            self.counters["received"] += 1
-            responder, records, refused, holds, recovering = event[1:]
-            self._merge(responder, records, refused, now)
-            if holds is not None:
-                self._answer_done(responder, holds, recovering, now)
-        elif kind == "message":
+        if kind == "message":
             self._on_bus_message(event[1], event[2], now)
         elif kind == "acked":
             self._acknowledged(event[1])
@@ -262,7 +351,8 @@ class VenueSync:
             self.connected = True
             self._inflight.clear()
             self._send_from = self._published  # whatever was in flight goes again
-            log.info("broker connected session_present=%s outbox=%d", event[1], self.outbox_size())
+            log.info("broker connected broker=%s:%d session_present=%s outbox=%d", *self.brokers[self._broker], event[1],
+                     self.outbox_size())
             self._publish_status(now)
             self._want_catch_up = True
             self._request_catch_up(now, why="connected")
@@ -305,15 +395,25 @@ class VenueSync:
             self._client.publish(self.topics.command_result, messages.encode_command_result(self.gate_id, **result), qos=1)
         self._next_status = 0.0  # a new mode shows on the status at once
 
-    def _merge(self, sender: str, records: list[Record], refused: list[str], now: float) -> None:
-        for why in refused:
-            self._refuse(sender, why)
-        if not records:
-            return
-        result = self.ledger.merge(records, time.time())
+    def _merge(self, batch: list[tuple[str, list[Record], list[str], Answered | None]], now: float) -> None:
+        """Peers' messages, already verified, merged in one transaction."""
+        records: list[Record] = []
+        for sender, opened, refused, _ in batch:
+            self.counters["received"] += 1
+            records.extend(opened)
+            for why in refused:
+                self._refuse(sender, why)
+        if records:
+            self._merged(self.ledger.merge(records, time.time()), now)
+        for *_, answered in batch:
+            if answered is not None:
+                self._answer_done(answered, now)
+
+    def _merged(self, result: MergeResult, now: float) -> None:
         for record, why in result.refused:
-            self._refuse(sender, f"causality: {why}")
+            self._refuse(record.origin, f"causality: {why}")
         self.counters["merged"] += len(result.added)
+        self._records_held += len(result.added)
         if result.added:
             for listener in self.on_merged:
                 listener(result.added)
@@ -443,11 +543,12 @@ class VenueSync:
         later = [g for g in peers if g > self._asked]
         return later[0] if later else peers[0]
 
-    def _answer_done(self, responder: str, holds: dict[tuple[str, str], int], recovering: bool, now: float) -> None:
+    def _answer_done(self, answered: Answered, now: float) -> None:
         """A peer's answer is complete: does this gate now hold all the peer held? (A peer whose
         own database is new vouches for nothing: when every other gate of the roster says so,
         the whole venue is new and there is nothing to recover.)"""
-        if recovering:
+        responder, holds = answered.responder, answered.holds
+        if answered.recovering:
             self._new_peers.add(responder)
             if self.recovering and self._active_peers() <= self._new_peers:
                 self._end_recovery("every other gate's database is new too: nothing to recover")
@@ -458,7 +559,7 @@ class VenueSync:
         missing = {k: v for k, v in holds.items() if marks.get(k, 0) < v and k != (self.gate_id, self.epoch)}
         if not missing:
             if self.recovering:
-                self._end_recovery(f"caught up from {responder}: {self.ledger.count()} records")
+                self._end_recovery(f"caught up from {responder}: {self._records_held} records")
             return
         log.info("catch-up from %s left %d streams short; asking again", responder, len(missing))
         self._next_catch_up = now + REQUEST_MIN_INTERVAL
@@ -469,7 +570,6 @@ class VenueSync:
         if not self.recovering:
             return
         waited = now - self._recovery_began
-        self.recovery_note = f"recovering: {self.ledger.count()} records so far, {waited:.0f} s"
         if len(self.roster) and not self._active_peers():
             self._end_recovery("no other gate on the venue's roster: nothing to recover")
             return
@@ -483,9 +583,15 @@ class VenueSync:
         self._end_recovery(f"ended by {why}")
         return "recovery ended: the lane decides again"
 
+    @property
+    def recovery_note(self) -> str:
+        """What the status says while recovering ('' when not)."""
+        if not self.recovering:
+            return ""
+        return f"recovering: {self._records_held} records so far, {time.monotonic() - self._recovery_began:.0f} s"
+
     def _end_recovery(self, why: str) -> None:
         self.recovering = False
-        self.recovery_note = ""
         self.state.set(RECOVERING, 0)
         self.on_hold(None)
         self._next_status = 0.0
@@ -571,6 +677,21 @@ def make_client(settings: SyncConfig, client_id: str, clean_session: bool) -> An
         client.tls_set(ca_certs=settings.ca_file or None, certfile=settings.cert_file or None, keyfile=settings.key_file or None)
     client.on_socket_open = _no_delay
     return client
+
+
+def connect_error(exc: BaseException | None) -> str:
+    """Why a connection failed, in a technician's words (TLS problems by name)."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return f"TLS: the broker's certificate is not trusted ({exc.verify_message}; check [sync] ca_file)"
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS: {exc.reason or exc} (is the broker's port a TLS listener? [sync] port, tls)"
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused (no broker listening on that port)"
+    if isinstance(exc, socket.gaierror):
+        return "host name not found"
+    if isinstance(exc, (TimeoutError, socket.timeout)):
+        return "timed out"
+    return repr(exc) if exc is not None else "unknown"
 
 
 def _no_delay(client: Any, userdata: Any, sock: Any) -> None:

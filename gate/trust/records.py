@@ -64,7 +64,8 @@ def sealer(key: SigningKey, venue: str) -> Callable[[Record], tuple[str, bytes]]
 def open_record(text: str, signature: bytes, roster: Roster, venue: str, sender: str | None) -> Record:
     """A sealed record from ``sender``'s topic (None: passed on by a peer answering a catch-up
     request), taken in only when it is well formed, for this venue, from ``sender`` itself, on
-    the roster and not retired, signed by its origin gate's key, and
+    the roster and not retired (a retired gate's records made before its ``retired_at`` only
+    when a peer passes them on), signed by its origin gate's key, and
     (an admission) in a direction that gate may admit in. ``SignedError`` names the refusal:
     ``malformed``, ``wrong_venue``, ``wrong_origin``, ``unknown_gate``, ``retired``,
     ``bad_signature``, ``direction``."""
@@ -78,7 +79,8 @@ def open_record(text: str, signature: bytes, roster: Roster, venue: str, sender:
         raise SignedError("bad_signature", f"record {record.origin} #{record.seq} is not signed by {record.origin}'s key")
     if their_venue != venue:
         raise SignedError("wrong_venue", f"record {record.origin} #{record.seq} is for another venue")
-    if entry.retired:
+    if entry.retired and (sender is not None or entry.retired_at is None or record.at > entry.retired_at):
+        # Its past, passed on by a peer (a catch-up), stays the venue's past; nothing new.
         raise SignedError("retired", f"gate {record.origin!r} is retired")
     if record.kind == ADMISSION and record.direction not in entry.directions:
         raise SignedError("direction", f"gate {record.origin!r} may not admit {record.direction!r}")

@@ -130,13 +130,16 @@ def bundle_payload(venue: str, version: int, issued_at: float, documents: list[d
 
 
 def roster_entry(gate: str, public_key: bytes, *, zone: str | None = None, directions: tuple[str, ...] = ("in", "out"),
-                 retired: bool = False) -> dict[str, Any]:
-    """One gate of the roster as a bundle carries it."""
+                 retired: bool = False, retired_at: float | None = None) -> dict[str, Any]:
+    """One gate of the roster as a bundle carries it (a retired gate's records made before
+    ``retired_at`` stay the venue's past)."""
     entry: dict[str, Any] = {"gate": gate, "public_key": base64.b64encode(public_key).decode(), "directions": list(directions)}
     if zone is not None:
         entry["zone"] = zone
     if retired:
         entry["retired"] = True
+        if retired_at is not None:
+            entry["retired_at"] = retired_at
     return entry
 
 
@@ -388,8 +391,9 @@ def _roster(doc: _Fields) -> tuple[RosterRow, ...]:
         if not directions or any(d not in ("in", "out") for d in directions) or len(set(directions)) != len(directions):
             raise ValueError(f"{entry.path}.directions: in and/or out")
         retired = entry.boolean("retired", False)
+        retired_at = _unix_time(entry, "retired_at") if retired and entry.get("retired_at", None) is not None else None
         entry.done()
-        rows.append(RosterRow(gate, public_key, zone, directions, retired))
+        rows.append(RosterRow(gate, public_key, zone, directions, retired, retired_at))
     return tuple(rows)
 
 

@@ -41,14 +41,16 @@ class VenueKeys:
             f.write(base64.b64encode(bytes(self.add(gate))).decode() + "\n")
         return path
 
-    def roster(self, retired: tuple[str, ...] = (), directions: dict[str, tuple[str, ...]] | None = None) -> list[dict[str, Any]]:
-        return [signed.roster_entry(gate, bytes(key.verify_key), retired=gate in retired,
+    def roster(self, retired: tuple[str, ...] = (), directions: dict[str, tuple[str, ...]] | None = None,
+               retired_at: float | None = None) -> list[dict[str, Any]]:
+        return [signed.roster_entry(gate, bytes(key.verify_key), retired=gate in retired, retired_at=retired_at,
                                     directions=(directions or {}).get(gate, ("in", "out")))
                 for gate, key in sorted(self.gates.items())]
 
     def bundle(self, version: int = 1, *, documents: list[dict[str, Any]] | None = None, revoked: bytes = b"",
-               retired: tuple[str, ...] = (), directions: dict[str, tuple[str, ...]] | None = None) -> bytes:
-        """The admin's signed bundle naming every gate (``retired`` ones retired)."""
+               retired: tuple[str, ...] = (), directions: dict[str, tuple[str, ...]] | None = None,
+               retired_at: float | None = None) -> bytes:
+        """The admin's signed bundle naming every gate (``retired`` ones retired, at ``retired_at``)."""
         payload = signed.bundle_payload(self.venue, version, time.time(), documents or [], revoked,
-                                        self.roster(retired, directions))
+                                        self.roster(retired, directions, retired_at))
         return signed.sign(payload, self.admin)

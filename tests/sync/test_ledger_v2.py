@@ -17,6 +17,7 @@ from hwsim.broker import Mosquitto, Watcher, mosquitto_binary
 from nacl.signing import SigningKey
 
 from gate.store.ledger import ADMISSION, PASSAGE, REVERT, Record
+from gate.sync.messages import encode_reply
 from gate.trust.records import sealer
 from tests.support.lanes import Lane, Tickets, wait_until
 from tests.support.venue import KEYS, ROOT, VENUE, gate_config, holds_roster, publish_roster, venue_acl
@@ -43,12 +44,13 @@ class Venue:
         self.monitor = Watcher(self.broker.port, [ROOT + "gates/+/status"], "venue-monitor", "pw-venue-monitor")
         self.b_key = KEYS.add("gate-b")
 
-    def roster(self, version: int = 1, retired: tuple[str, ...] = (), directions: dict[str, tuple[str, ...]] | None = None) -> None:
+    def roster(self, version: int = 1, retired: tuple[str, ...] = (), directions: dict[str, tuple[str, ...]] | None = None,
+               retired_at: float | None = None) -> None:
         for gate in ("gate-a", "gate-b"):
             KEYS.add(gate)
         admin = Watcher(self.broker.port, [], "venue-admin", "pw-venue-admin")
         try:
-            payload = KEYS.bundle(version, retired=retired, directions=directions)
+            payload = KEYS.bundle(version, retired=retired, directions=directions, retired_at=retired_at)
             admin.publish(ROOT + "bundle", payload, retain=True)
         finally:
             admin.close()
@@ -57,6 +59,10 @@ class Venue:
         payload = json.dumps({"v": 2, "origin": topic_gate, "records": [
             {"signed": text, "sig": base64.b64encode(sig).decode()} for text, sig in records]}).encode()
         self.as_b.publish(f"{ROOT}ledger/{topic_gate}", payload)
+
+    def pass_on_to_a(self, records: list[tuple[str, bytes]]) -> None:
+        """A catch-up answer to A carrying these records (any gate may answer; B here)."""
+        self.as_b.publish(f"{ROOT}sync/reply/gate-a", encode_reply("gate-b", records))
 
     def refusals(self) -> dict[str, int]:
         return dict(self.a.daemon.sync.refusals)
@@ -79,9 +85,9 @@ def venue(tmp_path: Path, issuer: SigningKey, start_lane: Callable[..., Lane]) -
 
 
 def b_record(kind: str, seq: int, *, origin: str = "gate-b", ref: tuple[str, str, int] | None = None, key: str | None = None,
-             direction: str = "in", signer: SigningKey | None = None, epoch: str = "b1") -> tuple[str, bytes]:
+             direction: str = "in", signer: SigningKey | None = None, epoch: str = "b1", at: float | None = None) -> tuple[str, bytes]:
     """A record as gate-b's key (or ``signer``) seals it."""
-    record = Record(origin, seq, kind, time.time(), ticket_key=key, format="gt1" if key else None, direction=direction,
+    record = Record(origin, seq, kind, time.time() if at is None else at, ticket_key=key, format="gt1" if key else None, direction=direction,
                     ref_origin=ref[0] if ref else None, ref_seq=ref[2] if ref else None, epoch=epoch,
                     ref_epoch=ref[1] if ref else None)
     return sealer(signer or KEYS.add("gate-b"), VENUE)(record)
@@ -150,6 +156,26 @@ def test_a_retired_gate_s_records_are_refused_from_the_bundle_that_retires_it(ve
     wait_until(lambda: venue.refusals().get("retired", 0) == 1, 10)
     assert a.daemon.store.ledger.count("gate-b") == 1
     assert a.present(other, walks=True)["accepted"], "the retired gate's admission counts for nothing"
+
+
+def test_a_retired_gate_s_past_passed_on_by_a_peer_is_kept_and_nothing_after_its_retirement(
+        venue: Venue, tickets: Tickets) -> None:
+    a = venue.a
+    retired_at = time.time() - 60  # B was stolen a minute ago: what it recorded before is the venue's past
+    venue.roster(version=2, retired=("gate-b",), retired_at=retired_at)
+    wait_until(lambda: a.daemon.store.trust.held().bundle_version == 2, 10)
+    before, after = tickets.static(), tickets.static()
+    keys = [a.present(t, walks=None)["ticket_key"] for t in (before, after)]
+    a.idle()
+    past = b_record(ADMISSION, 1, key=keys[0], at=retired_at - 30)
+
+    venue.send_as_b("gate-b", [past])  # from the stolen gate itself: nothing
+    venue.pass_on_to_a([past, b_record(ADMISSION, 2, key=keys[1], at=retired_at + 1)])  # a peer passes on its past
+
+    wait_until(lambda: venue.refusals().get("retired", 0) == 2, 10)
+    assert [(r["origin"], r["seq"]) for r in a.records() if r["origin"] == "gate-b"] == [("gate-b", 1)]
+    assert a.present(before, walks=None)["reason"] == "already_used", "its admission before retirement counts"
+    assert a.present(after, walks=True)["accepted"], "one made after retirement counts for nothing"
 
 
 def test_a_gate_records_are_taken_in_only_in_order_and_a_passage_only_for_its_own_admission(venue: Venue, tickets: Tickets) -> None:

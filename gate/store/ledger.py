@@ -108,6 +108,7 @@ class Ledger:
         self.origin = origin
         self.epoch = epoch  # this database's: the second part of this gate's record keys
         self.seal = seal  # None: records are kept unsealed (a lane without venue sync)
+        self._peer_tops: dict[tuple[str, str], int] | None = None  # marks of merged streams, read once
 
     # --- writing ---------------------------------------------------------------------------
 
@@ -197,6 +198,9 @@ class Ledger:
                         (conflict.origin, conflict.epoch, conflict.seq, conflict.ticket_key, conflict.known,
                          conflict.found, now),
                     )
+        if self._peer_tops is not None:  # committed: the marks go on from here
+            for record in added:
+                self._peer_tops[(record.origin, record.epoch)] = record.seq
         return MergeResult(added, duplicates, clashes, conflicts, refused, gaps)
 
     def _breaks_causality(self, record: Record) -> str:
@@ -283,9 +287,19 @@ class Ledger:
 
     def marks(self) -> dict[tuple[str, str], int]:
         """For each (origin, epoch), the seq up to which this ledger holds every record (what a
-        catch-up request asks beyond)."""
-        return {(o, e): int(top) for o, e, top in self.conn.execute(
-            "SELECT origin, epoch, MAX(seq) FROM ledger GROUP BY origin, epoch")}
+        catch-up request asks beyond).
+
+        The whole table is read once (a million records take a second on a Pi); from then on
+        ``merge``, this ledger's one writer of peers' records, keeps the marks. This gate's own
+        stream is read each time: ``gate verify`` may add to it from another process."""
+        if self._peer_tops is None:
+            self._peer_tops = {(o, e): int(top) for o, e, top in self.conn.execute(
+                "SELECT origin, epoch, MAX(seq) FROM ledger GROUP BY origin, epoch") if (o, e) != (self.origin, self.epoch)}
+        marks = dict(self._peer_tops)
+        own = self.last_seq()
+        if own:
+            marks[(self.origin, self.epoch)] = own
+        return marks
 
     def conflict_count(self) -> int:
         return int(self.conn.execute("SELECT COUNT(*) FROM conflicts").fetchone()[0])

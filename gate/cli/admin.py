@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from gate.cli.common import EXIT_DENIED, EXIT_OK, UsageError, load_config, signing_key, ticket_keys
+from gate.cli.common import EXIT_DENIED, EXIT_OK, UsageError, load_config, parse_time, signing_key, ticket_keys
 
 PUBLISH_TIMEOUT = 10.0
 
@@ -84,12 +84,27 @@ def _read_roster(path: str) -> list[dict[str, Any]]:
             entries.append(signed.roster_entry(
                 gate.text("gate", max_len=64), decode_key(gate.text("public_key", max_len=100), f"{gate.path}.public_key"),
                 zone=gate.text("zone", None, max_len=64), directions=tuple(gate.texts("directions", ["in", "out"])),
-                retired=gate.boolean("retired", False)))
+                retired=gate.boolean("retired", False), retired_at=_retired_at(gate)))
             gate.done()
         doc.done()
     except (OSError, ValueError) as exc:  # TrustError is a ValueError: the field and what is wrong
         raise UsageError(f"roster {path}: {exc}") from None
     return entries
+
+
+def _retired_at(gate: Any) -> float | None:
+    """When a retired gate was retired: its records made before stay the venue's past. Given in
+    the roster file (an ISO time or unix seconds: when the lane was stolen or taken out), else now."""
+    if not gate.boolean("retired", False):
+        return None
+    value = gate.get("retired_at", None)
+    if value is None:
+        return round(time.time(), 3)
+    if isinstance(value, str):
+        return parse_time(value)
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
+        return float(value)
+    raise ValueError(f"{gate.path}.retired_at: an ISO time (2026-12-01T18:00:00Z) or unix seconds")
 
 
 def _sign(args: argparse.Namespace) -> int:
@@ -209,20 +224,29 @@ def _unpack(part: dict[str, Any]) -> set[bytes]:
     return {raw[i : i + PREFIX_BYTES] for i in range(0, len(raw), PREFIX_BYTES)}
 
 
+ADMIN_USER = "venue-admin"
+
+
 def _admin_settings(args: argparse.Namespace, config: Any) -> Any:
-    """The config's broker, with the admin's credentials (not the gate's: the ACL lets only
-    the venue-admin user publish bundles and commands)."""
+    """The config's broker, with the admin's credentials, never a lane's: the ACL lets only
+    venue-admin publish bundles and commands, and the broker takes the user name as the client
+    id (use_username_as_clientid), so a login as lane-3 would throw lane 3 off the bus. The
+    user: --username, else a [sync] username that is not the config's gate id (an admin's
+    gate.toml), else venue-admin. The password: --password-file, else the config's own only
+    for the config's own user."""
     import dataclasses
 
     if config.sync is None:
         raise UsageError("no [sync] table in the config: which broker?")
-    password = config.sync.password
+    own = config.sync.username if config.sync.username != config.gate_id else ""
+    username = args.username or own or ADMIN_USER
+    password = config.sync.password if username == config.sync.username else ""
     if args.password_file:
         try:
             password = Path(args.password_file).read_text().strip()
         except OSError as exc:
             raise UsageError(f"cannot read {args.password_file}: {exc.strerror}") from None
-    return dataclasses.replace(config.sync, username=args.username or config.sync.username, password=password)
+    return dataclasses.replace(config.sync, username=username, password=password)
 
 
 def _connect(settings: Any, client_id: str) -> Any:
@@ -247,8 +271,9 @@ def _connect(settings: Any, client_id: str) -> Any:
     client.loop_start()
     if not connected.wait(PUBLISH_TIMEOUT) or refused:
         client.loop_stop()
+        hint = "" if settings.password else " (no password given: --password-file FILE)"
         raise UsageError(f"broker {settings.host}:{settings.port} refused user {settings.username!r}: "
-                         f"{refused[0] if refused else 'no answer'}")
+                         f"{refused[0] if refused else 'no answer'}{hint}")
     return client
 
 
@@ -301,7 +326,8 @@ def _request(settings: Any, topic: str, data: bytes, reply_topic: str, nonce: st
 
 def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     broker = argparse.ArgumentParser(add_help=False)
-    broker.add_argument("--username", help="broker user (default: [sync] username; the shipped ACL wants venue-admin)")
+    broker.add_argument("--username", help=f"broker user (default: {ADMIN_USER}, or the admin config's own [sync] username; "
+                                             "never a lane's: docs/mqtt.md, 'Users')")
     broker.add_argument("--password-file", help="file holding that user's password")
 
     bundle = sub.add_parser("bundle", help="signed trust bundles and revocation deltas (docs/bundles.md)")

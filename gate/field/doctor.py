@@ -213,11 +213,18 @@ class Doctor:
         sync = self.config.sync
         if sync is None:
             return Check("broker", SKIP, "no [sync]: a lone lane")
-        where = f"{sync.host}:{sync.port} as {sync.username or '(anonymous)'}{' over TLS' if sync.tls else ''}"
+        who = f" as {sync.username or '(anonymous)'}{' over TLS' if sync.tls else ''}"
+        where = f"{sync.host}:{sync.port}{who}"
         lane = ""
         if self.lane is not None and self.lane.get("sync"):
             lane_sync = self.lane["sync"]
-            lane = f"; the lane is {'connected' if lane_sync['connected'] else 'NOT connected'}, outbox {lane_sync['outbox']}"
+            if lane_sync["connected"]:
+                # The lane's own connection proves its user and password. A second login as the
+                # lane's user would throw the lane off the bus: the broker takes the user name as
+                # the client id (use_username_as_clientid, docs/mqtt.md).
+                broker = lane_sync.get("broker") or f"{sync.host}:{sync.port}"
+                return Check("broker", OK, f"{broker}{who}: the lane is connected (its own connection), outbox {lane_sync['outbox']}")
+            lane = f"; the lane is NOT connected, outbox {lane_sync['outbox']}"
         problem = probe_broker(self.config, self.broker_timeout)
         if problem:
             return Check("broker", FAIL, f"{where}: {problem}{lane}",
@@ -305,8 +312,9 @@ class Doctor:
 
 
 def probe_broker(config: Config, timeout: float) -> str:
-    """Connect with the lane's credentials under another client id; '' when the broker
-    accepted them, else why not."""
+    """Connect with the lane's credentials; '' when the broker accepted them, else why not.
+    Only while the lane itself is not connected: the shipped broker config takes the user name
+    as the client id, so this login would throw a connected lane off the bus."""
     import threading
 
     from gate.sync.client import make_client

@@ -70,7 +70,7 @@ class StatusView:
     def _on_loop(self) -> dict[str, Any]:
         sync = None
         if self.sync is not None:
-            broker = f"{self.sync.settings.host}:{self.sync.settings.port}"
+            broker = "%s:%d" % self.sync.broker  # the one connected to (or being tried): failover moves it
             sync = {"connected": self.sync.connected, "broker": broker, "outbox": self.sync.outbox_size(),
                     "conflicts": self.store.ledger.conflict_count(), "counters": dict(self.sync.counters),
                     "refusals": dict(self.sync.refusals), "roster": len(self.sync.roster), "epoch": self.store.epoch}

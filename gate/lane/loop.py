@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -27,6 +27,11 @@ log = logging.getLogger(__name__)
 
 Listener = Callable[[str, dict[str, Any]], None]
 IDLE_WAKE = 0.5  # longest sleep without events: bounds watchdog and timer latency
+# Scans waiting for the loop. Readers can produce far more than a lane decides (a scanner
+# flooding lines, a camera seeing a code in every frame): beyond this many the oldest waiting is
+# dropped, so a flood costs neither memory nor the next real ticket's wait.
+MAX_WAITING_SCANS = 8
+STALE_SCAN = 2.0  # seconds in line after which a scan is refused busy undecided (its person has moved on)
 CLOCK_CHECK_INTERVAL = 1.0  # seconds between asks whether the wall clock is synchronized
 
 
@@ -89,6 +94,7 @@ class Call:
 
 _STOP = object()
 WAKE = object()  # nothing to handle: a turn of the loop (the sync client has work for it)
+_SCANS = object()  # the next waiting scan's turn (one in the queue at a time, behind any passage)
 
 
 class DecisionLoop:
@@ -115,6 +121,11 @@ class DecisionLoop:
         self.counters: Counter[str] = Counter()
         self.crashed: BaseException | None = None
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._scans: deque[Scan | Tap] = deque()  # readers' scans, at most MAX_WAITING_SCANS
+        self._scans_lock = threading.Lock()
+        self._scan_turn_queued = False
+        self.scans_dropped = 0  # by a flood (readers' threads count them, under the lock)
+        self._dropped_said = 0
         self._thread: threading.Thread | None = None
 
     # --- from other threads ----------------------------------------------------------------
@@ -124,10 +135,34 @@ class DecisionLoop:
 
     def scan(self, text: str, source: str, direction: str = "in", received: float | None = None) -> None:
         """A reader has ``text`` (since ``received``, monotonic: a camera frame's arrival)."""
-        self.post(Scan(text, source, direction, self.clock.monotonic() if received is None else received))
+        self._line_up(Scan(text, source, direction, self.clock.monotonic() if received is None else received))
 
     def tap(self, answer: bytes, nonce: bytes, gate_id: str, direction: str = "in", received: float | None = None) -> None:
-        self.post(Tap(answer, nonce, gate_id, "nfc", direction, self.clock.monotonic() if received is None else received))
+        self._line_up(Tap(answer, nonce, gate_id, "nfc", direction, self.clock.monotonic() if received is None else received))
+
+    def _line_up(self, scan: Scan | Tap) -> None:
+        """Scans wait in a short line of their own: passages, alarms and commands never wait
+        behind them, and a flood drops the oldest waiting scan instead of growing."""
+        with self._scans_lock:
+            if len(self._scans) >= MAX_WAITING_SCANS:
+                self._scans.popleft()
+                self.scans_dropped += 1
+            self._scans.append(scan)
+            if self._scan_turn_queued:
+                return
+            self._scan_turn_queued = True
+        self.post(_SCANS)
+
+    def _next_scan(self) -> Scan | Tap | None:
+        """The oldest waiting scan; the next one's turn goes to the back of the queue, behind
+        any passage or alarm that came meanwhile."""
+        with self._scans_lock:
+            scan = self._scans.popleft() if self._scans else None
+            more = bool(self._scans)
+            self._scan_turn_queued = more
+        if more:
+            self.post(_SCANS)
+        return scan
 
     # LaneEvents: the GPIO driver calls these from its threads.
     def passage(self, direction: str) -> None:
@@ -179,6 +214,8 @@ class DecisionLoop:
                     event = None
                 if event is _STOP:
                     break
+                if event is _SCANS:
+                    event = self._next_scan()
                 if event is not None and event is not WAKE:
                     self._handle(event)
                 for work in self.after_turn:
@@ -302,7 +339,12 @@ class DecisionLoop:
 
     def _on_scan(self, scan: Scan | Tap) -> None:
         claims: Claims | None = None
-        if self.turnstile.emergency:
+        if self.scans_dropped != self._dropped_said:
+            self._say_dropped()
+        waited = self.clock.monotonic() - scan.received
+        if waited > STALE_SCAN:
+            decision = Decision.deny(Reason.BUSY, f"waited {waited:.1f} s in line: not decided", direction=scan.direction)
+        elif self.turnstile.emergency:
             decision = Decision.deny(Reason.EMERGENCY, "fire alarm: scans refused", direction=scan.direction)
         elif self.turnstile.mode == "locked":
             decision = Decision.deny(Reason.GATE_CLOSED, "lane is locked", direction=scan.direction)
@@ -331,6 +373,12 @@ class DecisionLoop:
             latency_ms,
         )
         self._emit("decision", {**decision.as_dict(), "source": scan.source, "latency_ms": round(latency_ms, 3)})
+
+    def _say_dropped(self) -> None:
+        dropped, self._dropped_said = self.scans_dropped - self._dropped_said, self.scans_dropped
+        self.counters["scans_dropped"] += dropped
+        log.warning("scans dropped: more than %d waiting (a reader flooding?) dropped=%d dropped_so_far=%d",
+                    MAX_WAITING_SCANS, dropped, self.scans_dropped)
 
     def _admit(self, decision: Decision, claims: Claims) -> Decision:
         if self.turnstile.mode == "free":

@@ -186,6 +186,11 @@ class VenueSync:
         ])
         self._queue_event("connected", bool(getattr(flags, "session_present", False)))
 
+    @property
+    def broker(self) -> tuple[str, int]:
+        """The broker connected to, or being tried."""
+        return self.brokers[self._broker]
+
     def _on_connect_fail(self, client: Any, userdata: Any) -> None:
         """No connection to the broker (paho calls this inside its ``except OSError``): say why,
         TLS problems by name, and try the next broker of the list."""
@@ -351,7 +356,7 @@ class VenueSync:
             self.connected = True
             self._inflight.clear()
             self._send_from = self._published  # whatever was in flight goes again
-            log.info("broker connected broker=%s:%d session_present=%s outbox=%d", *self.brokers[self._broker], event[1],
+            log.info("broker connected broker=%s:%d session_present=%s outbox=%d", *self.broker, event[1],
                      self.outbox_size())
             self._publish_status(now)
             self._want_catch_up = True

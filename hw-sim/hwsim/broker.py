@@ -28,27 +28,34 @@ def free_port() -> int:
 
 
 class Mosquitto:
-    """One broker process; ``stop``/``start`` keep its port, as a broker restart does."""
+    """One broker process; ``stop``/``start`` keep its port, as a broker restart does.
 
-    def __init__(self, workdir: Path, *, password_file: Path | None = None, acl_file: Path | None = None) -> None:
+    By default a plain listener on 127.0.0.1 with this class's own settings. ``lines`` is a
+    whole config of the caller's instead (a shipped config made for a test: its listener on
+    ``port``, which the caller chose with ``free_port``); ``ca_file``: the listener is TLS, and
+    clients (``sync_table``, ``Watcher``) trust that CA."""
+
+    def __init__(self, workdir: Path, *, password_file: Path | None = None, acl_file: Path | None = None,
+                 lines: list[str] | None = None, port: int | None = None, ca_file: Path | None = None) -> None:
         binary = mosquitto_binary()
         if binary is None:
             raise RuntimeError("mosquitto is not installed (scripts/test installs it with apt-get)")
         self.binary = binary
-        self.port = free_port()
+        self.port = port or free_port()
+        self.ca_file = ca_file
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
-        lines = [f"listener {self.port} 127.0.0.1", "set_tcp_nodelay true", "persistence false", "log_dest stderr", "log_type error", "log_type warning"]
-        if os.geteuid() == 0:  # mosquitto would drop to its own user and not read the test's files
-            lines.append("user root")
-        if password_file is not None:
-            lines += ["allow_anonymous false", f"password_file {password_file}"]
-        else:
-            lines.append("allow_anonymous true")
-        if acl_file is not None:
-            lines.append(f"acl_file {acl_file}")
+        head = ["user root"] if os.geteuid() == 0 else []  # mosquitto would drop to its own user and not read the test's files
+        if lines is None:
+            lines = [f"listener {self.port} 127.0.0.1", "set_tcp_nodelay true", "persistence false", "log_dest stderr", "log_type error", "log_type warning"]
+            if password_file is not None:
+                lines += ["allow_anonymous false", f"password_file {password_file}"]
+            else:
+                lines.append("allow_anonymous true")
+            if acl_file is not None:
+                lines.append(f"acl_file {acl_file}")
         self.conf = workdir / "mosquitto.conf"
-        self.conf.write_text("\n".join(lines) + "\n")
+        self.conf.write_text("\n".join(head + lines) + "\n")
         self.process: subprocess.Popen[bytes] | None = None
         self.start()
 
@@ -75,7 +82,8 @@ class Mosquitto:
 
     def sync_table(self, **extra: Any) -> dict[str, Any]:
         """The ``[sync]`` table of a gate's config that talks to this broker."""
-        return {"host": "127.0.0.1", "port": self.port, "keepalive": 5, "catch_up_interval": 5.0, **extra}
+        tls = {"ca_file": str(self.ca_file)} if self.ca_file is not None else {}
+        return {"host": "127.0.0.1", "port": self.port, "keepalive": 5, "catch_up_interval": 5.0, **tls, **extra}
 
 
 def _no_delay(client: Any, userdata: Any, sock: Any) -> None:
@@ -85,13 +93,18 @@ def _no_delay(client: Any, userdata: Any, sock: Any) -> None:
 class Watcher:
     """A plain MQTT client that collects what arrives on some topics (as ``mosquitto_sub``)."""
 
-    def __init__(self, port: int, topics: list[str], username: str | None = None, password: str | None = None) -> None:
+    def __init__(self, port: int, topics: list[str], username: str | None = None, password: str | None = None, *,
+                 client_id: str = "", ca_file: Path | str | None = None) -> None:
+        """``client_id``: the one to send (paho makes one up when empty); ``ca_file``: connect
+        over TLS, trusting that CA (the broker's certificate must name 127.0.0.1)."""
         self.messages: list[tuple[str, bytes, bool]] = []
         self.lock = threading.Lock()
         self.ready = threading.Event()
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id)
         if username:
             self.client.username_pw_set(username, password)
+        if ca_file is not None:
+            self.client.tls_set(ca_certs=str(ca_file))
         self.client.on_message = lambda c, u, m: self._got(m)
         self.client.on_socket_open = _no_delay  # as gate's own clients: no 40 ms Nagle waits in figures
         self.refused: Any = None

@@ -120,3 +120,22 @@ def test_a_lane_s_identity_goes_into_the_roster_of_a_signed_bundle(setup, config
     (tmp / "bad-roster.json").write_text(json.dumps({"gates": [{**entry, "public_key": "short"}]}))
     bad = gate("bundle", "make", "--config", config, "--roster", str(tmp / "bad-roster.json"), check_rc=2)
     assert "roster" in bad.stderr and "public_key" in bad.stderr
+
+
+def test_check_config_warns_of_a_broker_password_over_plain_text(setup, config_data):
+    """A [sync] with a password and no TLS works, so check-config says ok (exit 0), and it
+    warns that anyone on the venue network can read the password; with the venue CA (TLS) it
+    does not."""
+    tmp, _ = setup
+    gate("keygen", "--out", str(tmp / "identity.key"))
+    (tmp / "broker.pw").write_text("s3cret-broker-pw\n")
+    config_data["sync"] = {"host": "broker.venue.lan", "password_file": "broker.pw", "identity_file": "identity.key"}
+    plain = gate("check-config", "--config", str(write_config(tmp / "plain.toml", config_data)))
+    assert ": ok (gate lane-1" in plain.stdout
+    assert "  warning: sync: a password over plain text" in plain.stdout
+    assert "s3cret-broker-pw" not in plain.stdout + plain.stderr
+
+    (tmp / "venue-ca.crt").write_text("the venue CA (docs/mqtt.md)\n")
+    config_data["sync"].update({"port": 8883, "ca_file": "venue-ca.crt"})
+    tls = gate("check-config", "--config", str(write_config(tmp / "tls.toml", config_data)))
+    assert ": ok (gate lane-1" in tls.stdout and "warning" not in tls.stdout

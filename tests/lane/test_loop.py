@@ -17,12 +17,12 @@ import pytest
 from gate import trust
 from gate.errors import Refused
 from gate.lane.engine import DecisionEngine, EngineSettings, TrustSources
-from gate.lane.loop import Call, DecisionLoop, FireAlarm, Passage, Scan, SetMode, Tamper
+from gate.lane.loop import MAX_WAITING_SCANS, STALE_SCAN, Call, DecisionLoop, FireAlarm, Passage, Scan, SetMode, Tamper
 from gate.lane.turnstile import TurnstileController, TurnstileSettings
 from gate.policy import GatePolicy
 from gate.store import Store
 from gate.store.ledger import Ledger, Record
-from tests.support.lanes import EVENT, ManualClock, Tickets, ledger_rows
+from tests.support.lanes import EVENT, ManualClock, Tickets, ledger_rows, wait_until
 
 ORIGIN = "lane-1"
 SETTINGS = TurnstileSettings(unlock_mode="level", passage_timeout=8.0, deny_display=1.5)
@@ -328,3 +328,35 @@ def test_a_failing_call_does_not_stop_the_lane(rig: Rig, tickets: Tickets) -> No
     rig.loop.run()
     assert rig.loop.crashed is None
     assert rig.heard("decision") and rig.heard("decision")[0]["accepted"]
+
+
+def test_a_scanner_flood_waits_in_a_short_line_and_never_holds_up_a_passage(rig: Rig, tickets: Tickets) -> None:
+    rig.scan(tickets.static())  # admitted: the lane waits for this person to pass
+    for i in range(10_000):  # then a reader floods the lane (a scanner in a loop, a held-down key)
+        rig.loop.scan(f"junk line {i}", "scanner")
+    real = tickets.static()
+    rig.loop.scan(real, "scanner")
+    rig.loop.passage("in")  # the admitted person walks through while the flood waits
+    rig.loop.start()
+    try:
+        wait_until(lambda: len(rig.heard("decision")) == 1 + MAX_WAITING_SCANS, 60)
+    finally:
+        rig.loop.stop(timeout=60.0)
+    kinds = [(k, p.get("kind") or p.get("reason")) for k, p in rig.events if k in ("decision", "record")]
+    passage_at = kinds.index(("record", "passage"))
+    assert sum(1 for k, _ in kinds[:passage_at] if k == "decision") <= 2, "the passage waited behind the flood"
+    decisions = rig.heard("decision")
+    assert decisions[-1]["accepted"], "the real ticket after the flood got in"
+    assert rig.loop.scans_dropped == 10_001 - MAX_WAITING_SCANS
+    assert rig.loop.counters["scans_dropped"] == rig.loop.scans_dropped  # and the status says so
+    assert len(rig.rows("admission")) == 2 and len(rig.rows("passage")) == 1
+
+
+def test_a_scan_that_waited_too_long_in_line_is_refused_busy_undecided(rig: Rig, tickets: Tickets) -> None:
+    rig.loop.scan(tickets.static(), "scanner")
+    rig.clock.advance(STALE_SCAN + 0.5)  # the loop was held up (a slow disk, a long merge)
+    rig.loop.stop()
+    rig.loop.run()
+    decision = rig.heard("decision")[0]
+    assert not decision["accepted"] and decision["reason"] == "busy" and "in line" in decision["details"]["detail"]
+    assert rig.outputs.opened() == 0 and rig.rows("admission") == []

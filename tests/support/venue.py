@@ -57,7 +57,7 @@ def publish_roster(broker: Mosquitto, gates: list[str], *, version: int = 1, ret
     in each other's records."""
     for gate in gates:
         KEYS.add(gate)
-    watcher = Watcher(broker.port, [], username=username, password=password)
+    watcher = Watcher(broker.port, [], username=username, password=password, ca_file=getattr(broker, "ca_file", None))
     try:
         watcher.publish(f"{ROOT}bundle", KEYS.bundle(version, retired=retired), retain=True)
     finally:

@@ -235,10 +235,16 @@ def test_with_the_shipped_acl_only_the_admin_sends_bundles_and_commands(
         venue.gate("bundle", "sign", str(tmp_path / "p.json"), "--key", str(venue.key), "--out", str(tmp_path / "s.json"))
         assert venue.gate("bundle", "publish", str(tmp_path / "s.json"), *admin)[0] == 0
         wait_until(lambda: held(a) == (3, 0), 10)
-        # With the gate's own credentials (the config's), the broker drops a bundle silently.
+        # With a gate's own credentials, the broker drops a bundle silently.
         venue.gate("bundle", "make", "--out", str(tmp_path / "p4.json"), "--version", "4")
         venue.gate("bundle", "sign", str(tmp_path / "p4.json"), "--key", str(venue.key), "--out", str(tmp_path / "s4.json"))
-        assert venue.gate("bundle", "publish", str(tmp_path / "s4.json"))[0] == 0
+        as_gate_b = ("--username", "gate-b", "--password-file", str(tmp_path / "gate-b.pw"))
+        assert venue.gate("bundle", "publish", str(tmp_path / "s4.json"), *as_gate_b)[0] == 0
+        # Without --username the tool logs in as venue-admin, never as the lane of its config
+        # (that login would throw the lane off the bus); without that user's password, refused.
+        capsys.readouterr()
+        assert cli.main(["bundle", "publish", str(tmp_path / "s4.json"), "--config", str(venue.admin_config)]) == 2
+        assert "refused user 'venue-admin'" in capsys.readouterr().err
         time.sleep(1.0)
         assert held(a) == (3, 0)
     finally:

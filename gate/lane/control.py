@@ -109,7 +109,9 @@ class LaneControl:
         if self.guard is None:
             return {"nonce": None, "ok": False, "text": "this lane takes no commands", "kind": "refused"}
         try:
-            command = self.guard.check(payload, self.clock.now())
+            settings = self.engine.settings
+            clock_trusted = self.engine.clock_synchronized or settings.unsynchronized_clock == "admit"
+            command = self.guard.check(payload, self.clock.now(), clock_trusted)
         except SignedError as exc:
             log.warning("command refused kind=%s error=%r", exc.kind, str(exc))
             return {"nonce": exc.nonce, "ok": False, "text": str(exc), "kind": exc.kind}

@@ -16,6 +16,7 @@ from hwsim.broker import Mosquitto, Watcher, mosquitto_binary
 from nacl.signing import SigningKey
 
 from gate.cli import main as cli
+from gate.clock import SystemClock
 from gate.trust import signed
 from tests.support.lanes import Lane, Tickets, wait_until, write_config
 from tests.support.venue import ADMIN, ROOT, STRANGER, gate_config, venue_acl
@@ -166,6 +167,61 @@ def test_signed_commands_are_carried_out_once_and_forgeries_refused(venue: Venue
     a.stop()
     a = venue.start("gate-a")
     assert refused(message, nonce)["kind"] == "replayed"
+    watcher.close()
+
+
+class MovableClock(SystemClock):
+    """The system's clock, put forward or back by ``offset`` seconds (a Pi without a real-time
+    clock rebooted before NTP, a bad time server)."""
+
+    offset = 0.0
+
+    def now(self) -> float:
+        return time.time() + self.offset
+
+
+def send_command(watcher: Watcher, mode: str, issued_at: float) -> tuple[bytes, str]:
+    command = signed.Command("test-venue", "gate-a", "set_mode", issued_at, signed.new_nonce(), mode)
+    return signed.sign(signed.command_payload(command), ADMIN), command.nonce
+
+
+def answered(watcher: Watcher, payload: bytes, nonce: str) -> dict[str, Any]:
+    watcher.publish(ROOT + "gates/gate-a/cmd", payload)
+    return wait_until(lambda: command_result(watcher, "gate-a", nonce), 10)
+
+
+def test_a_command_replayed_after_the_gate_s_clock_went_back_is_refused(venue: Venue, broker: Mosquitto) -> None:
+    clock = MovableClock()
+    a = venue.start_lane(venue.config("gate-a"), clock=clock)
+    wait_until(lambda: a.daemon.sync.connected, 10)
+    watcher = Watcher(broker.port, [ROOT + "gates/+/cmd/result"])
+    first = time.time()
+    free, free_nonce = send_command(watcher, "free", first)
+    assert answered(watcher, free, free_nonce)["ok"]  # recorded by someone on the venue network
+    clock.offset = 3600  # an hour later: a new command, and the first one's nonce is forgotten
+    normal, normal_nonce = send_command(watcher, "normal", first + 3600)
+    assert answered(watcher, normal, normal_nonce)["ok"]
+
+    clock.offset = 0  # the gate's clock goes back an hour: the recorded command looks fresh again
+    watcher.publish(ROOT + "gates/gate-a/cmd", free)
+    wait_until(lambda: len([p for p in watcher.on(ROOT + "gates/gate-a/cmd/result") if json.loads(p)["nonce"] == free_nonce]) == 2, 10)
+    replay = json.loads(watcher.on(ROOT + "gates/gate-a/cmd/result")[-1])
+    assert not replay["ok"] and replay["kind"] == "stale", replay
+    assert a.daemon.loop.turnstile.mode == "normal"
+    watcher.close()
+
+
+def test_commands_are_refused_while_the_gate_s_clock_is_not_synchronized(venue: Venue, broker: Mosquitto) -> None:
+    a = venue.start("gate-a")
+    clock_events: list[dict[str, Any]] = []
+    a.daemon.loop.listeners.append(lambda kind, payload: clock_events.append(payload) if kind == "clock" else None)
+    a.daemon.hardware.clock.synchronized_now = False
+    wait_until(lambda: clock_events, 5)
+    watcher = Watcher(broker.port, [ROOT + "gates/+/cmd/result"])
+    free, nonce = send_command(watcher, "free", time.time())
+    answer = answered(watcher, free, nonce)
+    assert not answer["ok"] and answer["kind"] == "clock_unsynced", answer
+    assert a.daemon.loop.turnstile.mode == "normal"
     watcher.close()
 
 

@@ -9,6 +9,7 @@ them are collected, so a technician fixes the file in one go. ``gate check-confi
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import re
 import tomllib
@@ -78,6 +79,9 @@ class _Section:
         elif isinstance(value, bool) and kind is not bool or not isinstance(value, kind):
             self._error(key, f"expected {kind.__name__}, got {type(value).__name__} {value!r}")
             return None if default is _REQUIRED else default
+        if kind is float and not math.isfinite(value):  # TOML has nan and inf: a timeout of nan never ends
+            self._error(key, f"must be a finite number, got {value!r}")
+            return None if default is _REQUIRED else default
         if choices is not None and value not in choices:
             self._error(key, f"must be one of {', '.join(map(str, choices))}, got {value!r}")
         if minval is not None and value < minval:
@@ -114,7 +118,8 @@ class InputPin:
 
 @dataclass(frozen=True)
 class GpioConfig:
-    pin_factory: str = "default"  # "default": gpiozero picks (lgpio on a Pi); "mock": simulator
+    pin_factory: str = "default"  # "default": lgpio on a Pi; "mock": simulator
+    chip: int | None = None  # /dev/gpiochipN; None ("auto"): the Pi's own controller, by its label (drivers.gpio.pi_chip)
     unlock: dict[str, OutputPin] = field(default_factory=dict)
     lights: dict[str, OutputPin] = field(default_factory=dict)
     buzzer: OutputPin | None = None
@@ -412,6 +417,7 @@ def _input(sec: _Section, fire: bool = False) -> InputPin:
 
 def _read_gpio(sec: _Section) -> GpioConfig:
     pin_factory = sec.get("pin_factory", str, "default", choices=("default", "mock"))
+    chip = _read_chip(sec)
     unlock = {d: _output(t) for d in DIRECTIONS if (t := sec.table(f"unlock_{d}"))}
     if IN not in unlock:
         sec._error("unlock_in", "required table missing (the entry relay)")
@@ -421,6 +427,7 @@ def _read_gpio(sec: _Section) -> GpioConfig:
     fire_table, tamper_table = sec.table("fire_alarm"), sec.table("tamper")
     gpio = GpioConfig(
         pin_factory=pin_factory,
+        chip=chip,
         unlock=unlock,
         lights=lights,
         buzzer=_output(buzzer_table) if buzzer_table else None,
@@ -437,6 +444,35 @@ def _read_gpio(sec: _Section) -> GpioConfig:
             sec.problems.append(f"gpio.{name}.pin: pin {pin} is already used by gpio.{used[pin]}.pin")
         else:
             used[pin] = name
+    return gpio
+
+
+def _read_chip(sec: _Section) -> int | None:
+    """``chip = "auto"`` (the default: the Pi's own GPIO controller, whatever its number on this
+    model and kernel) or the N of /dev/gpiochipN."""
+    sec.read.add("chip")
+    raw = sec.data.get("chip", "auto")
+    if raw == "auto":
+        return None
+    if isinstance(raw, int) and not isinstance(raw, bool) and 0 <= raw <= 63:
+        return raw
+    sec._error("chip", f'"auto" or the number N of /dev/gpiochipN (0-63), got {raw!r}')
+    return None
+
+
+def load_gpio(path: str | os.PathLike[str]) -> GpioConfig:
+    """Only the ``[gpio]`` table of a config file (the installer's boot-time pin defaults need
+    the pins, not the trust keys a new lane has not been given yet)."""
+    path = str(path)
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.loads(f.read(MAX_CONFIG_BYTES).decode("utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(path, [f"cannot be read: {exc}"]) from None
+    problems: list[str] = []
+    gpio = _read_gpio(_Section("gpio", data.get("gpio", {}), problems))
+    if problems:
+        raise ConfigError(path, problems)
     return gpio
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -64,6 +65,20 @@ def public_key(text: str) -> bytes:
         raise UsageError(f"holder key {text!r}: {exc}") from None
 
 
+MAX_STDIN = 16 * 1024 * 1024  # revocation lists read from standard input
+MAX_TICKET = 8 * 1024  # one scanned text (the decision loop's own limit)
+
+
+def read_stdin_ticket() -> str:
+    """One ticket's text from standard input (its first line), so it is not on the command line."""
+    text = sys.stdin.readline(MAX_TICKET + 2).rstrip("\r\n")
+    if not text:
+        raise UsageError("no ticket text on standard input")
+    if len(text) > MAX_TICKET:
+        raise UsageError(f"ticket text longer than {MAX_TICKET} characters")
+    return text
+
+
 def ticket_keys(refs: list[str], files: list[str] = ()) -> list[str]:  # type: ignore[assignment]
     """Ledger ticket keys for tickets named as scanned text, ``FORMAT:ID_HEX`` or ``key:HEX64``
     (a ticket key itself), given inline or one per line in files (``#`` comments)."""
@@ -72,7 +87,7 @@ def ticket_keys(refs: list[str], files: list[str] = ()) -> list[str]:  # type: i
     entries = [(f"entry {i}", ref) for i, ref in enumerate(refs, 1)]
     for path in files:
         try:
-            lines = Path(path).read_text().splitlines()
+            lines = sys.stdin.read(MAX_STDIN).splitlines() if path == "-" else Path(path).read_text().splitlines()
         except OSError as exc:
             raise UsageError(f"cannot read {path}: {exc.strerror}") from None
         entries += [(f"{path}:{i}", line.strip()) for i, line in enumerate(lines, 1)]

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from gate.cli.common import EXIT_DENIED, EXIT_OK, UsageError, load_config, parse_time, ticket_keys
+from gate.cli.common import EXIT_DENIED, EXIT_OK, UsageError, load_config, parse_time, read_stdin_ticket, ticket_keys
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -70,6 +70,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
     from gate.store import ledger as records
 
     config = load_config(args)
+    if args.token == "-":  # ticket text on the command line is readable by every user (/proc/*/cmdline)
+        args.token = read_stdin_ticket()
     clock = FixedClock(parse_time(args.at)) if args.at is not None else SystemClock()
     private_database(config.database)
     store = Store(config.database, config.gate_id)
@@ -99,7 +101,11 @@ def cmd_revoke(args: argparse.Namespace) -> int:
     from gate.store import Store, private_database
 
     config = load_config(args)
-    entries = [(key, args.note) for key in ticket_keys(args.tickets, [args.file] if args.file else [])]
+    files = [args.file] if args.file else []
+    if "-" in args.tickets:  # ticket text on the command line is readable by every user (/proc/*/cmdline)
+        files.append("-")
+    refs = [ref for ref in args.tickets if ref != "-"]
+    entries = [(key, args.note) for key in ticket_keys(refs, files)]
     private_database(config.database)
     store = Store(config.database, config.gate_id)
     try:
@@ -160,7 +166,7 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     sub.add_parser("check-config", parents=[common], help="validate the config file").set_defaults(fn=cmd_check_config)
 
     p = sub.add_parser("verify", parents=[common], help="decide on one ticket, print the decision as JSON")
-    p.add_argument("token", help="the scanned text")
+    p.add_argument("token", help="the scanned text; - reads it from standard input (out of the process list)")
     p.add_argument("--at", help="decide at this time (unix seconds or ISO 8601)")
     p.add_argument("--dry-run", action="store_true", help="record nothing in the ledger")
     p.add_argument("--direction", choices=("in", "out"), default="in")
@@ -170,13 +176,19 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
         fn=cmd_identity)
 
     p = sub.add_parser("revoke", parents=[common], help="revoke tickets (text or FORMAT:ID_HEX)")
-    p.add_argument("tickets", nargs="*")
+    p.add_argument("tickets", nargs="*", help="scanned text or FORMAT:ID_HEX; - reads them from standard input, one per line")
     p.add_argument("--file", help="one ticket or FORMAT:ID_HEX per line")
     p.add_argument("--note", default="", help="why (kept with the revocation)")
     p.set_defaults(fn=cmd_revoke)
 
-    p = sub.add_parser("keys", parents=[common], help="trust documents: import, list, remove (docs/trust-documents.md)")
-    p.add_argument("action", choices=("import", "list", "remove"))
-    p.add_argument("files", nargs="*", help="JSON trust documents to import, or names to remove")
+    # Each action a parser of its own, so that options go anywhere (keys import --config F FILE).
+    keys = sub.add_parser("keys", help="trust documents: import, list, remove (docs/trust-documents.md)")
+    actions = keys.add_subparsers(dest="action", required=True, metavar="import|list|remove")
+    p = actions.add_parser("import", parents=[common], help="import JSON trust documents")
+    p.add_argument("files", nargs="+", metavar="FILE")
     p.add_argument("--name", help="import under this name (default: the file name)")
     p.set_defaults(fn=cmd_keys)
+    actions.add_parser("list", parents=[common], help="list the documents held").set_defaults(fn=cmd_keys, files=[], name=None)
+    p = actions.add_parser("remove", parents=[common], help="remove documents by name")
+    p.add_argument("files", nargs="+", metavar="NAME")
+    p.set_defaults(fn=cmd_keys, name=None)

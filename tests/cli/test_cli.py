@@ -12,8 +12,8 @@ import pytest
 from tests.support.lanes import write_config
 
 
-def gate(*args: str, check_rc: int | None = 0) -> subprocess.CompletedProcess:
-    run = subprocess.run([sys.executable, "-m", "gate", *args], capture_output=True, text=True, timeout=30)
+def gate(*args: str, check_rc: int | None = 0, stdin: str | None = None) -> subprocess.CompletedProcess:
+    run = subprocess.run([sys.executable, "-m", "gate", *args], capture_output=True, text=True, timeout=30, input=stdin)
     if check_rc is not None:
         assert run.returncode == check_rc, run.stderr
     return run
@@ -77,6 +77,29 @@ def test_revoke_from_a_file_by_ticket_or_id(setup):
     assert verify(config, by_id, "--dry-run", rc=1)["reason"] == "revoked"
     bad = gate("revoke", "--config", config, "not-a-ticket", check_rc=2)
     assert "entry 1" in bad.stderr
+
+
+def test_tickets_read_from_standard_input_stay_off_the_process_list(setup):
+    tmp, config = setup
+    key = str(tmp / "issuer.key")
+    shown, refunded = (gate("issue", "--key", key, "--event", "gala").stdout.strip() for _ in range(2))
+    assert json.loads(gate("verify", "--config", config, "-", "--dry-run", stdin=shown + "\n").stdout)["accepted"]
+    revoked = json.loads(gate("revoke", "--config", config, "-", stdin=f"# refunds\n{refunded}\n").stdout)
+    assert revoked == {"revoked": 1, "already_revoked": 0}
+    assert verify(config, refunded, "--dry-run", rc=1)["reason"] == "revoked"
+    assert "no ticket text" in gate("verify", "--config", config, "-", stdin="", check_rc=2).stderr
+
+
+def test_keys_take_their_options_anywhere(setup, tmp_path):
+    tmp, config = setup
+    document = tmp / "box-office.json"
+    document.write_text(json.dumps({"format": "gt1", "issuers": [{"name": "box office", "public_key": "11" * 32}]}))
+    gate("keys", "import", "--config", config, str(document))  # options before the file
+    gate("keys", "import", str(document), "--name", "again", "--config", config)
+    listed = gate("keys", "list", "--config", config).stdout
+    assert "box-office" in listed and "again" in listed
+    gate("keys", "remove", "again", "--config", config)
+    assert "again" not in gate("keys", "list", "--config", config).stdout
 
 
 def test_usage_errors_exit_2(setup):

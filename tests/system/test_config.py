@@ -63,6 +63,14 @@ def test_bad_values_are_named(config_data):
     assert "trust.gt1_issuers[0].public_key: decodes to 3 bytes, expected 32" in found
 
 
+def test_non_finite_numbers_are_refused(config_data):
+    config_data["turnstile"]["passage_timeout"] = float("nan")  # TOML writes nan: the relay would never time out
+    config_data["trust"]["command_max_age"] = float("inf")  # would carry out any command, however old
+    found = problems(config_data)
+    assert "turnstile.passage_timeout: must be a finite number, got nan" in found
+    assert "trust.command_max_age: must be a finite number, got inf" in found
+
+
 def test_check_config_and_run_exit_2_naming_the_key(tmp_path, config_data, capsys):
     config_data["gpio"]["grean"] = {"pin": 9}
     path = write_config(tmp_path / "gate.toml", config_data)

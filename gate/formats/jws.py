@@ -31,10 +31,12 @@ from nacl.signing import VerifyKey
 from gate.decision import Claims, Denial, Proof, Reason, ticket_key
 from gate.formats import Env, TicketFormat, TrustError, TrustFormat, Unreadable
 from gate.formats.trustdoc import Fields, add_unique, decode_key
+from gate.strictjson import nesting
 
 NAME = "jws"
 ALGORITHMS = ("EdDSA", "Ed25519")
 MAX_TEXT = 8192
+MAX_DEPTH = 8  # a token's header and claims nest a level or two; more is an attack on the parser
 DEFAULT_MAX_LIFETIME = 120
 _SHAPE = re.compile(r"eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
 REQUIRED_TEXT = ("iss", "sub", "evt", "jti")
@@ -103,9 +105,12 @@ def _b64url(segment: str, what: str) -> bytes:
 
 
 def _json_object(segment: str, what: str) -> dict[str, Any]:
+    raw = _b64url(segment, what)
+    if nesting(raw, MAX_DEPTH) > MAX_DEPTH:  # read before the signature is checked: a stranger's text
+        raise Unreadable(f"{what} nests deeper than {MAX_DEPTH} levels")
     try:
-        value = json.loads(_b64url(segment, what))
-    except (ValueError, UnicodeDecodeError):
+        value = json.loads(raw)
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise Unreadable(f"{what} is not JSON") from None
     if not isinstance(value, dict):
         raise Unreadable(f"{what} is not a JSON object")

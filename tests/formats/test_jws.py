@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import subprocess
 import sys
@@ -51,6 +52,15 @@ def test_token_opens_and_denials(verifier, signing_key):
     assert v.decide(vendors.proof_token(signing_key, "k1", **claims(sub="t2", iss="https://evil")), NOW).reason == "unknown_key"
     for missing in ("sub", "evt", "jti", "iat", "nbf", "exp"):
         assert v.decide(vendors.proof_token(signing_key, "k1", **claims(**{"sub": "t3", missing: None})), NOW).reason == "unreadable", missing
+
+
+def test_a_header_nested_deeply_is_unreadable_not_an_error(verifier, signing_key):
+    v = verifier([document(signing_key)])
+    header = '{"alg": "EdDSA", "kid": "k1", "x": ' + "[" * 2000 + "]" * 2000 + "}"  # 4 kB: fits a QR code
+    token = ".".join([base64.urlsafe_b64encode(header.encode()).rstrip(b"=").decode(),
+                      *vendors.unsigned_token({}, claims()).split(".")[1:]])
+    decision = v.decide(token, NOW)
+    assert decision.reason == "unreadable" and "nests deeper" in decision.details["detail"]
 
 
 def test_algorithm_is_pinned(verifier, signing_key):

@@ -45,7 +45,7 @@ KEY_NAMESPACE = "pretix"  # both forms: a secret is one ticket however it arrive
 MAX_SECRET = 1024
 SIG_LENGTH = 64
 _SIG1_SHAPE = re.compile(r"[A-Za-z0-9+/=]{40,1024}")
-_RANDOM_SHAPE = re.compile(r"[a-z0-9]{16,64}")
+_RANDOM_SHAPE = re.compile(r"[a-z0-9]{12,64}")  # pretix lets an organizer choose 12-64 characters
 # The Ed25519 SubjectPublicKeyInfo prefix (RFC 8410): SEQUENCE { AlgorithmIdentifier 1.3.101.112, BIT STRING }.
 _ED25519_SPKI = bytes.fromhex("302a300506032b6570032100")
 
@@ -286,15 +286,16 @@ def _check(secret: str, event: PretixEvent, position: Position, env: Env, name: 
     if digest in event.blocked:
         return Denial(Reason.BLOCKED, "pretix: secret is blocked")
     lst = event.checkin_list
-    if env.direction == IN:
+    if env.direction == IN:  # the validity window is for entries only: anyone may leave
         if position.valid_from and env.now < position.valid_from:
             return Denial(Reason.NOT_YET_VALID, f"pretix: valid from {position.valid_from}")
         if position.valid_until and env.now > position.valid_until:
             return Denial(Reason.EXPIRED, f"pretix: valid until {position.valid_until}")
-        if not lst.all_products and position.item not in lst.limit_products:
-            return Denial(Reason.WRONG_PRODUCT, f"pretix: product {position.item} is not on the check-in list")
-        if lst.subevent and position.subevent != lst.subevent:
-            return Denial(Reason.WRONG_EVENT, f"pretix: date {position.subevent} is not this list's date {lst.subevent}")
+    # Product and date on exit too, as libpretixsync checks them: an exit scan counts on this list.
+    if not lst.all_products and position.item not in lst.limit_products:
+        return Denial(Reason.WRONG_PRODUCT, f"pretix: product {position.item} is not on the check-in list")
+    if lst.subevent and position.subevent != lst.subevent:
+        return Denial(Reason.WRONG_EVENT, f"pretix: date {position.subevent} is not this list's date {lst.subevent}")
     product = str(position.item) + (f"/{position.variation}" if position.variation else "")
     return Claims(
         format=name,

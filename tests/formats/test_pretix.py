@@ -187,6 +187,24 @@ def test_random_secrets_against_the_synced_list(verifier, event_key):
     assert v.decide("mmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmm", NOW).reason == "unknown_key"
 
 
+def test_random_secrets_of_every_length_pretix_allows(verifier, event_key):
+    short, longest = "abcd2345wxyz", "k" * 64  # pretix lets an organizer choose 12 to 64 characters
+    v = verifier([{"format": "pretix", "event": "democon",
+                   "valid_secrets": [{"secret": short, "item": 1}, {"secret": longest, "item": 1}]}])
+    assert v.admit(short, NOW).accepted and v.admit(longest, NOW).accepted
+    assert v.decide("abcd2345wxy", NOW).reason == "unknown_format"  # 11 characters: no pretix secret
+
+
+def test_product_and_date_are_checked_on_exit_too_as_libpretixsync_does(verifier, event_key):
+    v = verifier([document(event_key, checkin_list={"all_products": False, "limit_products": [7], "subevent": 3})])
+    other_product = vendors.pretix_secret(event_key, "seedexit", item=8, subevent=3)
+    other_date = vendors.pretix_secret(event_key, "seedexi2", item=7, subevent=4)
+    expired = vendors.pretix_secret(event_key, "seedexi3", item=7, subevent=3, valid_until=NOW - 60)
+    assert v.decide(other_product, NOW, direction="out").reason == "wrong_product"
+    assert v.decide(other_date, NOW, direction="out").reason == "wrong_event"
+    assert v.decide(expired, NOW, direction="out").accepted  # the validity window is for entries only
+
+
 @pytest.mark.parametrize("bad, problem", [
     ({"format": "pretix", "event": "x"}, "nothing could be verified"),
     ({"format": "pretix", "event": "x", "valid_keys": {"pretix_sig1": ["bm90IGEga2V5"]}}, "not base64 of a PEM public key"),

@@ -10,9 +10,13 @@ A code is accepted from 2 steps behind to 1 step ahead of the gate's clock. With
 timestamp form, both codes must be the ones for the timestamp shown (a screenshot keeps its
 old timestamp and is then stale). Codes are compared in constant time.
 
+The short form ``t::code`` carries one 6-digit code: about 8 of the 10^6 possible codes are
+accepted at any moment, so it can be guessed. It is read only for events whose document says
+``"short_form": true``, and the lane limits wrong codes per ticket (``gate.lane.guesses``).
+
 Trust document (one per event)::
 
-    {"format": "totp", "event": "arena-2026-11-22", "event_key": "<hex>",
+    {"format": "totp", "event": "arena-2026-11-22", "event_key": "<hex>", "short_form": false,
      "tickets": [{"token": "<t>", "key": "<hex>", "product": "floor", "entries": 1}]}
 """
 
@@ -72,6 +76,7 @@ class TicketEntry:
 class TotpTrust:
     event_keys: dict[str, bytes] = field(default_factory=dict)
     tickets: dict[str, TicketEntry] = field(default_factory=dict)
+    short_form: set[str] = field(default_factory=set)  # events whose tickets may show t::code
 
     def describe(self) -> str:
         return f"{len(self.event_keys)} events, {len(self.tickets)} tickets"
@@ -86,6 +91,8 @@ def parse_trust(document: dict[str, Any], where: str) -> TotpTrust:
         if not 8 <= len(event_key) <= 64:
             raise TrustError(f"{where}.event_key: must be 8-64 bytes")
         trust.event_keys[event] = event_key
+    if doc.boolean("short_form", False):
+        trust.short_form.add(event)
     for item in doc.objects("tickets", []):
         entry = TicketEntry(
             token=item.text("token", max_len=MAX_TEXT),
@@ -109,6 +116,7 @@ def merge_trust(parts: list[TotpTrust]) -> TotpTrust:
     for part in parts:
         add_unique(merged.event_keys, part.event_keys, lambda event: f"totp: event {event!r} has two event keys")
         add_unique(merged.tickets, part.tickets, lambda _token: "totp: a ticket token is listed in two documents")
+        merged.short_form |= part.short_form
     return merged
 
 
@@ -163,6 +171,8 @@ def read(text: str, env: Env) -> Claims | Denial:
             return Denial(Reason.BAD_SIGNATURE, "totp: codes do not match the keys at the time shown")
         if not now_step - BEHIND <= step <= now_step + AHEAD:
             return Denial(Reason.STALE_PROOF, f"totp: code drawn {int(env.now) - barcode.timestamp} s from now")
+    elif entry.event not in trust.short_form:
+        return Denial(Reason.UNREADABLE, f"totp: the short form t::code is off for {entry.event} (its document's short_form)")
     else:
         step = next((s for s in range(now_step - BEHIND, now_step + AHEAD + 1) if code_matches(entry.key, s, barcode.ticket_code)), None)
         if step is None:

@@ -15,11 +15,13 @@ from typing import Any
 from gate import formats as fmt
 from gate import policy, trust
 from gate.decision import Claims, Decision, Denial, Reason
+from gate.lane.guesses import WrongCodeLimit
 from gate.store import Store
 
 log = logging.getLogger(__name__)
 
 MAX_SCAN_TEXT = 8192
+GUESSABLE = ("totp",)  # formats whose codes are short enough to guess: wrong ones are limited per ticket
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,7 @@ class DecisionEngine:
         self._trust_generation: tuple[int, str] | None = None
         self._trust_checked = float("-inf")
         self.clock_synchronized = True  # the decision loop keeps this up to date (gate.clock.ClockSync)
+        self.wrong_codes = WrongCodeLimit()
         self.refresh_trust(force=True)
 
     def refresh_trust(self, force: bool = False) -> None:
@@ -104,7 +107,20 @@ class DecisionEngine:
         ticket_format = fmt.identify(text, self.formats)
         if ticket_format is None:
             return Decision.deny(Reason.UNKNOWN_FORMAT, "no enabled format recognises this scan", direction=direction), None
-        return self._verdict(ticket_format.read(text, self._env(now, direction)), ticket_format.name, direction, now)
+        name = ticket_format.name
+        guessable = ticket_format.ticket_key_of(text) if name in GUESSABLE else None
+        if guessable is not None and (wait := self.wrong_codes.locked(guessable, now)):
+            return Decision.deny(Reason.BAD_SIGNATURE, f"{name}: too many wrong codes for this ticket: refused for {wait:.0f} s",
+                                 format_name=name, direction=direction), None
+        result = ticket_format.read(text, self._env(now, direction))
+        if guessable is not None:
+            if isinstance(result, Denial) and result.reason == Reason.BAD_SIGNATURE:
+                if self.wrong_codes.wrong(guessable, now):
+                    log.warning("wrong codes: ticket locked format=%s ticket=%s seconds=%.0f", name, guessable[:16],
+                                self.wrong_codes.lockout)
+            elif not isinstance(result, Denial):
+                self.wrong_codes.right(guessable)
+        return self._verdict(result, name, direction, now)
 
     def _env(self, now: float, direction: str) -> fmt.Env:
         settings = self.settings

@@ -27,7 +27,7 @@ def test_sdk_values(case):
 
 
 def vector_document() -> dict:
-    return {"format": "totp", "event": "arena", "event_key": EK.hex(),
+    return {"format": "totp", "event": "arena", "event_key": EK.hex(), "short_form": True,
             "tickets": [{"token": "TOKEN", "key": CK.hex(), "product": "floor"}]}
 
 
@@ -86,7 +86,7 @@ def test_same_code_again_after_exit_is_a_replay(verifier):
     from gate.policy import GatePolicy
 
     ck = bytes(range(20))
-    v = verifier([{"format": "totp", "event": "arena", "tickets": [{"token": "T1", "key": ck.hex()}]}],
+    v = verifier([{"format": "totp", "event": "arena", "short_form": True, "tickets": [{"token": "T1", "key": ck.hex()}]}],
                  policy=GatePolicy(reentry="after_exit"))
     code = f"T1::{vendors.totp_code(ck, NOW)}"
     assert v.admit(code, NOW).accepted
@@ -97,7 +97,7 @@ def test_same_code_again_after_exit_is_a_replay(verifier):
 
 def test_timestamp_form_needs_the_event_key(verifier):
     ck = bytes(range(20))
-    v = verifier([{"format": "totp", "event": "arena", "tickets": [{"token": "T1", "key": ck.hex()}]}])
+    v = verifier([{"format": "totp", "event": "arena", "short_form": True, "tickets": [{"token": "T1", "key": ck.hex()}]}])
     assert v.decide(f"T1::123456::{vendors.totp_code(ck, NOW)}::{NOW}", NOW).reason == "unknown_key"
 
 
@@ -115,3 +115,40 @@ def test_sdk_string_through_the_running_lane(tmp_path, start_lane, config_data):
     lane.idle()
     assert lane.pulses("unlock_in") == 1
     assert lane.present("TOKEN::269251", walks=False)["reason"] == "already_used"
+
+
+def test_the_short_form_is_read_only_where_a_document_enables_it(verifier):
+    ck = bytes(range(100, 120))
+    document = {"format": "totp", "event": "arena", "tickets": [{"token": "TOKEN", "key": ck.hex()}]}
+    short = f"TOKEN::{vendors.totp_code(ck, NOW)}"
+    refused = verifier([document]).decide(short, NOW)
+    assert refused.reason == "unreadable" and "short form" in refused.details["detail"]
+    assert verifier([{**document, "short_form": True}]).decide(short, NOW).accepted
+
+
+def test_guessing_codes_at_a_running_lane_locks_the_ticket_out(start_lane, config_data, tmp_path):
+    from tests.support.lanes import ManualClock
+
+    ck = bytes(range(100, 120))
+    doc = tmp_path / "totp.json"
+    doc.write_text(json.dumps({"format": "totp", "event": "arena", "short_form": True,
+                               "tickets": [{"token": "TOKEN", "key": ck.hex()}]}))
+    config_data["policy"] = {"formats": ["gt1", "totp"], "reentry": "allow"}
+    config_data["trust"]["files"] = [str(doc)]
+    clock = ManualClock(now=NOW)
+    lane = start_lane(config_data, clock=clock)
+    valid = {f(ck, NOW + 15 * s) for s in range(-2, 2) for f in (vendors.totp_code, vendors.totp_code_padded)}
+    guesses = [code for code in (f"{n:06d}" for n in range(0, 10**6, 7919)) if code not in valid][:totp_limit()]
+    for guess in guesses:  # someone at the scanner tries codes for a ticket token they saw
+        assert lane.present(f"TOKEN::{guess}", walks=None)["reason"] == "bad_signature"
+    right = f"TOKEN::{vendors.totp_code(ck, NOW)}"
+    locked = lane.present(right, walks=None)
+    assert locked["reason"] == "bad_signature" and "too many wrong codes" in locked["details"]["detail"]
+    clock.advance(61)  # a minute later the ticket's own code is read again
+    assert lane.present(f"TOKEN::{vendors.totp_code(ck, NOW + 61)}", walks=None)["accepted"]
+
+
+def totp_limit() -> int:
+    from gate.lane.guesses import MAX_WRONG
+
+    return MAX_WRONG

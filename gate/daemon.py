@@ -38,6 +38,7 @@ if TYPE_CHECKING:  # each imported where it is started: a lane without [sync] or
 
 log = logging.getLogger(__name__)
 
+METRICS_MAX_AGE = 1.0  # seconds: scrapes at any rate read the decision loop at most once a second
 EXIT_CRASHED = 70  # EX_SOFTWARE: systemd restarts us
 RESTART_SECTIONS = ("gate_id", "venue", "state_dir", "mode", "log_level", "engine", "turnstile", "gpio", "scanner", "camera",
                     "nfc", "simulator", "sync", "status")
@@ -128,7 +129,7 @@ class Daemon:
         from gate.field.status_server import StatusServer
 
         assert self.loop is not None and self.view is not None
-        status = self.config.status
+        status, view = self.config.status, self.view
         if status.socket:
             try:
                 self.status_server = StatusServer(status.socket, self.view.snapshot)
@@ -140,7 +141,7 @@ class Daemon:
             from gate.field.metrics import Metrics
 
             try:
-                self.metrics = Metrics(status.metrics, self.view.snapshot)
+                self.metrics = Metrics(status.metrics, lambda: view.snapshot(max_age=METRICS_MAX_AGE))
                 self.loop.listeners.append(self.metrics.observe)
             except OSError as exc:
                 log.error("metrics endpoint not started listen=%s:%d error=%r", *status.metrics, exc.strerror or str(exc))

@@ -130,13 +130,13 @@ class StatusView:
         else:
             refused = "time-dependent tickets REFUSED (clock_unsynced)" if clock.get("guard") == "refuse" else "tickets admitted on an unchecked clock"
             line(f"CLOCK    !!! {now} NOT SYNCHRONIZED: {refused} !!!")
-        bundle = s.get("bundle", {})
-        if bundle.get("bundle_version"):
-            line(f"BUNDLE   version {bundle['bundle_version']}, signed {duration_text(time.time() - bundle.get('issued_at', 0))} ago, "
-                 f"{bundle.get('revoked', 0)} revoked" + (f", delta {bundle['delta_version']}" if bundle.get("delta_version") else "")
-                 + (f"; REFUSED {bundle['refused']}: {bundle.get('last_refusal')}" if bundle.get("refused") else ""))
+        bundle = s.get("bundle", {})  # the lane's Held.as_dict(), and what it refused
+        refused = f"; REFUSED {bundle['refused']}: {bundle.get('last_refusal')}" if bundle.get("refused") else ""
+        if bundle.get("version"):
+            line(f"BUNDLE   version {bundle['version']}, signed {duration_text(time.time() - bundle.get('issued_at', 0))} ago, "
+                 f"{bundle.get('revoked', 0)} revoked" + (f", delta {bundle['delta']}" if bundle.get("delta") else "") + refused)
         else:
-            line("BUNDLE   none (trust from the config and gate keys import)")
+            line("BUNDLE   none (trust from the config and gate keys import)" + refused)
         sync = s.get("sync")
         if sync:
             state = "connected" if sync.get("connected") else "NOT CONNECTED (deciding offline)"

@@ -52,7 +52,7 @@ class _LaneCollector(Collector):
             readers.add_metric([name], 0 if "problem" in reader else int(reader.get("connected", True)))
         yield readers
         bundle = status.get("bundle", {})
-        yield GaugeMetricFamily("gate_bundle_version", "version of the trust bundle held", value=bundle.get("bundle_version", 0))
+        yield GaugeMetricFamily("gate_bundle_version", "version of the trust bundle held", value=bundle.get("version", 0))
         yield GaugeMetricFamily("gate_bundle_issued_timestamp_seconds", "when the held bundle was signed",
                                 value=bundle.get("issued_at", 0))
         yield GaugeMetricFamily("gate_ledger_seq", "this lane's last ledger sequence number", value=status.get("ledger_seq", 0))

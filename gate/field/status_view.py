@@ -5,6 +5,7 @@ and the venue sync; the parts that touch the database are read on the loop's thr
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections import deque
 from typing import TYPE_CHECKING, Any
@@ -34,6 +35,8 @@ class StatusView:
         self.last_refusal = ""
         self.recent: deque[dict[str, Any]] = deque(maxlen=RECENT_DECISIONS)
         self.started_at = time.time()
+        self._reading = threading.Lock()  # one reading on the loop at a time
+        self._last_reading: tuple[float, dict[str, Any] | None] = (0.0, None)
         loop.listeners.append(self._remember_decision)
 
     def _remember_decision(self, kind: str, payload: dict[str, Any]) -> None:
@@ -55,17 +58,26 @@ class StatusView:
             "bundle": {**self.store.trust.held().as_dict(), "refused": self.bundle_refusals, "last_refusal": self.last_refusal},
         }
 
-    def snapshot(self) -> dict[str, Any]:
-        """``gate status``'s snapshot (any thread). Answers even when the loop hangs, and says so."""
+    def snapshot(self, max_age: float = 0.0) -> dict[str, Any]:
+        """``gate status``'s snapshot (any thread). Answers even when the loop hangs, and says so.
+
+        The lane's part is read on the decision loop; with ``max_age`` (metrics) a reading at
+        most that old is given again, and callers at the same moment share one reading, so
+        scrapes at any rate cost the loop at most one reading per ``max_age``."""
         view: dict[str, Any] = {"gate": self.gate_id, "venue": self.venue, "version": __version__,
                                 "pid": os.getpid(), "started": round(self.started_at, 3),
                                 "uptime": round(time.time() - self.started_at, 1)}
         if not self.loop.alive:
             return {**view, "problem": "the decision loop is not running"}
-        try:
-            return {**view, **self.loop.call(self._on_loop, timeout=1.0)}
-        except TimeoutError:
-            return {**view, "problem": "the decision loop is not answering (systemd's watchdog restarts a hung lane)"}
+        with self._reading:
+            taken_at, lane = self._last_reading
+            if lane is None or time.monotonic() - taken_at > max_age:
+                try:
+                    lane = self.loop.call(self._on_loop, timeout=1.0)
+                except TimeoutError:
+                    return {**view, "problem": "the decision loop is not answering (systemd's watchdog restarts a hung lane)"}
+                self._last_reading = (time.monotonic(), lane)
+        return {**view, **lane}
 
     def _on_loop(self) -> dict[str, Any]:
         sync = None

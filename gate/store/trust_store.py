@@ -31,8 +31,9 @@ class Held:
     delta_restored: int = 0
 
     def as_dict(self) -> dict[str, Any]:
-        return {"version": self.bundle_version, "delta": self.delta_version, "revoked": self.revoked,
-                "documents": self.documents, "delta_revoked": self.delta_revoked, "delta_restored": self.delta_restored}
+        return {"version": self.bundle_version, "delta": self.delta_version, "issued_at": round(self.issued_at, 3),
+                "revoked": self.revoked, "documents": self.documents, "delta_revoked": self.delta_revoked,
+                "delta_restored": self.delta_restored}
 
 
 @dataclass(frozen=True)

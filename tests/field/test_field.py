@@ -4,6 +4,7 @@ failing on purpose in the simulator, ``gate safe`` and the metrics endpoint."""
 from __future__ import annotations
 
 import json
+import re
 import socket
 import subprocess
 import sys
@@ -308,6 +309,36 @@ def test_metrics_on_localhost(start_lane, config_data, tickets) -> None:
     assert "gate_clock_synchronized 1.0" in text and 'gate_mode{mode="normal"} 1.0' in text
     assert "gate_decision_latency_seconds_count 2.0" in text
     assert 'gate_reader_up{reader="scanner"} 1.0' in text
+
+
+def test_status_and_metrics_show_the_signed_bundle_held(start_lane, tmp_path, config_data) -> None:
+    admin = json.loads(gate("keygen", "--out", str(tmp_path / "admin.key"), rc=0).stdout)
+    config_data["trust"]["admin_key"] = admin["public_key"]
+    port = free_port()
+    config_data["status"]["metrics"] = f"127.0.0.1:{port}"
+    config = str(write_config(tmp_path / "gate.toml", config_data))
+    start_lane(config_data)
+    gate("bundle", "make", "--config", config, "--version", "7", "--revoke", "key:" + "ab" * 32, "--out", str(tmp_path / "b.json"), rc=0)
+    gate("bundle", "sign", str(tmp_path / "b.json"), "--key", str(tmp_path / "admin.key"), "--out", str(tmp_path / "s.json"), rc=0)
+    gate("bundle", "load", "--config", config, str(tmp_path / "s.json"), rc=0)
+    shown = gate("status", "--once", "--config", config, rc=0).stdout
+    assert re.search(r"BUNDLE   version 7, signed \d+ s ago, 1 revoked", shown), shown
+    metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    assert "gate_bundle_version 7.0" in metrics
+
+
+def test_metrics_scraped_without_pause_read_the_decision_loop_once_a_second(start_lane, config_data, monkeypatch) -> None:
+    port = free_port()
+    config_data["status"]["metrics"] = f"127.0.0.1:{port}"
+    lane = start_lane(config_data)
+    readings: list[float] = []
+    real = lane.daemon.view._on_loop
+    monkeypatch.setattr(lane.daemon.view, "_on_loop", lambda: readings.append(time.monotonic()) or real())
+    started = time.monotonic()
+    for _ in range(300):  # a misconfigured Prometheus, or someone's loop of curl
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read()
+    elapsed = time.monotonic() - started
+    assert len(readings) <= elapsed / 1.0 + 2, f"{len(readings)} readings on the loop in {elapsed:.1f} s"
 
 
 def test_metrics_refuse_the_venue_network(tmp_path, config_data) -> None:

@@ -16,6 +16,30 @@ import time
 from typing import Any
 
 EXIT_OK, EXIT_NOTHING, EXIT_USAGE = 0, 1, 2
+MAX_PICTURE_BYTES = 64 * 1024 * 1024
+# A Camera Module 3 takes 12 MP. A small file can declare a huge picture (a 120 KB PNG took
+# 455 MB to decode): the header's size is checked before any pixel is read.
+MAX_PIXELS = 16_000_000
+
+
+def _checked(path: str) -> None:
+    """Refuse a picture too large to decode here (UsageError, exit 2), before decoding it."""
+    from PIL import Image, UnidentifiedImageError
+
+    from gate.cli.common import UsageError
+
+    try:
+        size = os.path.getsize(path)
+        if size > MAX_PICTURE_BYTES:
+            raise UsageError(f"{path}: {size // 2**20} MiB, more than {MAX_PICTURE_BYTES // 2**20} MiB: not a camera frame")
+        with Image.open(path) as image:
+            width, height = image.size
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise UsageError(f"{path}: declares a picture far too large to decode ({exc})") from None
+    except (OSError, UnidentifiedImageError) as exc:
+        raise UsageError(f"{path}: not a picture ({exc})") from None
+    if width * height > MAX_PIXELS:
+        raise UsageError(f"{path}: {width}x{height} pixels, more than {MAX_PIXELS // 1_000_000} MP: scale it down first")
 
 
 def _camera_settings(args: argparse.Namespace) -> Any:
@@ -53,6 +77,7 @@ def cmd_decode(args: argparse.Namespace) -> int:
     region = Region(*camera.region) if camera.region else None
     code = EXIT_OK
     for path in args.images:
+        _checked(path)
         try:
             frame = load_picture(path)
         except (OSError, UnidentifiedImageError) as exc:

@@ -281,3 +281,13 @@ def test_gate_decode_prints_what_the_pipeline_reads(tickets, tmp_path):
 def test_gate_decode_without_any_config_reads_a_corpus_photograph():
     run = _gate("decode", str(CORPUS / "qrcode-1" / "1.png"))
     assert run.returncode == 0 and "Main_Page" in run.stdout
+
+
+def test_gate_decode_refuses_a_picture_too_large_before_decoding_it(tmp_path):
+    huge = tmp_path / "huge.png"
+    Image.new("1", (6000, 6000)).save(huge)  # 36 MP in a file of a few kB: decoding it took hundreds of MB
+    bomb = tmp_path / "bomb.png"
+    Image.new("1", (14000, 14000)).save(bomb)  # 196 MP: Pillow's own decompression-bomb limit
+    for picture, said in ((huge, "6000x6000 pixels, more than 16 MP"), (bomb, "far too large to decode")):
+        run = _gate("decode", str(picture))
+        assert run.returncode == 2 and said in run.stderr and "Traceback" not in run.stderr, run.stderr

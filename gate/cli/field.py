@@ -12,6 +12,7 @@ from typing import Any, TextIO
 from gate.field.status_server import decision_summary, json_lines  # the standard library only
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+RECONNECT_EVERY = 1.0  # seconds between tries while the lane is away (gate status, live)
 MARK = {"ok": "ok", "warn": "WARN", "fail": "FAIL", "skip": "-"}
 
 
@@ -50,22 +51,43 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    """The lane's status, redrawn as it changes (``--once``, ``--json``: printed once). Live, it
+    waits for a lane that is not running yet and reconnects when the lane restarts."""
     from gate import config as config_module
 
     config = config_module.load(args.config)
     path = config.status.socket
-    try:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(5)
-        sock.connect(path)
-    except PermissionError:
-        print(f"gate: not allowed to read {path}: run with sudo, or join the gate group", file=sys.stderr)
-        return EXIT_FAILED
-    except OSError as exc:
-        print(f"gate: no lane answers on {path} ({exc.strerror or exc}): is it running? systemctl status gate", file=sys.stderr)
-        return EXIT_FAILED
-    view = StatusView()
     live = not (args.once or args.json)
+    view = StatusView()
+    while True:
+        try:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.settimeout(5)
+            sock.connect(path)
+        except PermissionError:
+            print(f"gate: not allowed to read {path}: run with sudo, or join the gate group", file=sys.stderr)
+            return EXIT_FAILED
+        except OSError as exc:
+            sock.close()
+            if not live:
+                print(f"gate: no lane answers on {path} ({exc.strerror or exc}): is it running? systemctl status gate",
+                      file=sys.stderr)
+                return EXIT_FAILED
+            if not _waiting(view, f"waiting for the lane: nothing answers on {path} ({exc.strerror or exc})", args.width):
+                return EXIT_OK
+            continue
+        try:
+            outcome = _follow(sock, view, args, live)
+        finally:
+            sock.close()
+        if outcome is not None:
+            return outcome
+        if not _waiting(view, "reconnecting: the lane closed its status socket (stopped or restarting)", args.width):
+            return EXIT_OK
+
+
+def _follow(sock: socket.socket, view: StatusView, args: argparse.Namespace, live: bool) -> int | None:
+    """Show one connection's messages; the exit code, or None when the lane went away (live)."""
     try:
         sock.settimeout(None if live else 5.0)
         for message in json_lines(sock):
@@ -84,12 +106,26 @@ def cmd_status(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         return EXIT_OK
     except (OSError, ValueError) as exc:
-        print(f"gate: lost the lane's status: {exc}", file=sys.stderr)
+        if not live:
+            print(f"gate: lost the lane's status: {exc}", file=sys.stderr)
+            return EXIT_FAILED
+        return None
+    if not live:
+        print("gate: the lane closed its status socket (stopped or restarting)", file=sys.stderr)
         return EXIT_FAILED
-    finally:
-        sock.close()
-    print("gate: the lane closed its status socket (stopped or restarting)", file=sys.stderr)
-    return EXIT_FAILED
+    return None
+
+
+def _waiting(view: StatusView, why: str, width: int) -> bool:
+    """Say why the screen is not live, then wait a second; False when the technician pressed Ctrl-C."""
+    view.status = {}
+    sys.stdout.write("\x1b[H\x1b[2J" + f"gate status: {why}"[:width] + "\n")
+    sys.stdout.flush()
+    try:
+        time.sleep(RECONNECT_EVERY)
+    except KeyboardInterrupt:
+        return False
+    return True
 
 
 class StatusView:
@@ -112,7 +148,7 @@ class StatusView:
             return True
         return kind in ("alarm", "mode", "clock")
 
-    def render(self, out: TextIO, width: int = 100) -> None:
+    def render(self, out: TextIO, width: int = 80) -> None:
         from gate.field.doctor import duration_text
 
         s = self.status
@@ -128,8 +164,8 @@ class StatusView:
         if clock.get("synchronized", True):
             line(f"CLOCK    {now}, synchronized")
         else:
-            refused = "time-dependent tickets REFUSED (clock_unsynced)" if clock.get("guard") == "refuse" else "tickets admitted on an unchecked clock"
-            line(f"CLOCK    !!! {now} NOT SYNCHRONIZED: {refused} !!!")
+            refused = "time-dependent tickets REFUSED" if clock.get("guard") == "refuse" else "admitting on an unchecked clock"
+            line(f"CLOCK    !!! NOT SYNCHRONIZED: {refused}")  # (its time is wrong anyway)
         bundle = s.get("bundle", {})  # the lane's Held.as_dict(), and what it refused
         refused = f"; REFUSED {bundle['refused']}: {bundle.get('last_refusal')}" if bundle.get("refused") else ""
         if bundle.get("version"):
@@ -165,8 +201,8 @@ class StatusView:
         for d in self.recent[:12]:
             at = time.strftime("%H:%M:%S", time.localtime(d.get("at") or 0))
             mark = "OPEN  " if d["accepted"] else "DENIED"
-            line(f"  {at}  {mark} {d['reason']:<15} {d.get('format') or '-':<13} {d.get('direction') or '':<3} "
-                 f"{d.get('source') or '':<7} {d.get('ticket') or '-':<12} {d.get('latency_ms') or 0:>6.1f} ms  {d.get('detail') or ''}")
+            line(f"  {at} {mark} {d['reason']:<15} {d.get('format') or '-':<12} {d.get('direction') or '':<3} "
+                 f"{d.get('source') or '':<7} {(d.get('ticket') or '-')[:8]:<8} {d.get('latency_ms') or 0:>5.1f}ms {d.get('detail') or ''}")
         if not self.recent:
             line("  (none since the lane started)")
 

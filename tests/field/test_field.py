@@ -4,10 +4,12 @@ failing on purpose in the simulator, ``gate safe`` and the metrics endpoint."""
 from __future__ import annotations
 
 import json
+import queue
 import re
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -147,6 +149,37 @@ def test_status_shows_the_lane_and_its_last_decisions(lane, tickets, tmp_path, c
     lane.daemon.hardware.clock.synchronized_now = False
     wait_until(lambda: not lane.daemon.engine.clock_synchronized, 3)
     assert "NOT SYNCHRONIZED: time-dependent tickets REFUSED" in gate("status", "--once", "--config", str(config), rc=0).stdout
+
+
+def test_live_status_fits_80_columns_and_follows_the_lane_through_a_restart(start_lane, tickets, tmp_path, config_data) -> None:
+    config = write_config(tmp_path / "gate.toml", config_data)
+    lane = start_lane(config_data)
+    lane.present(tickets.static())
+    screen = subprocess.Popen([sys.executable, "-m", "gate", "status", "--config", str(config)], stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True)
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(line.rstrip("\n")) for line in screen.stdout], daemon=True).start()  # type: ignore[union-attr]
+    seen: list[str] = []
+
+    def shows(text: str) -> None:
+        deadline = time.monotonic() + 20
+        while text not in (seen[-1] if seen else ""):
+            try:
+                seen.append(lines.get(timeout=max(0.0, deadline - time.monotonic())))
+            except queue.Empty:
+                raise AssertionError(f"gate status did not show {text!r}; it showed: {seen[-15:]}") from None
+
+    try:
+        shows("OPEN")
+        lane.stop()  # systemctl restart gate
+        shows("reconnecting")
+        start_lane(config_data).present("junk", walks=None)
+        shows("unknown_format")
+        assert screen.poll() is None, "gate status is still running"
+    finally:
+        screen.terminate()
+        screen.wait(10)
+    assert max(len(line.replace("\x1b[H\x1b[2J", "")) for line in seen) <= 80
 
 
 def test_status_streams_decisions_as_they_happen(lane, tickets, config_data) -> None:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import re
 import socket
 import ssl
 import sys
@@ -46,8 +47,12 @@ MARK_SAVE_INTERVAL = 1.0  # seconds; a mark lost in a crash only means a few dup
 REQUEST_MIN_INTERVAL = 1.0  # seconds between catch-up requests triggered by gaps
 ANSWER_MIN_INTERVAL = 1.0  # seconds: one answer per asker at most this often (a flood of requests costs one)
 REPLY_MESSAGES_PER_TURN = 4  # reply batches published per turn of the loop: a scan never waits behind an answer
+QUIET = 0.5  # seconds without peers' records after a reconnect: the broker's queue for this gate is taken in
 MERGE_BUDGET = 0.003  # seconds of merging per turn of the loop: what a scan may wait behind a backlog
 MERGE_BATCH = (16, 2000)  # records per merge transaction: at least, at most (sized to the budget in between)
+# The start of a sealed record's text as gate.trust.records writes it: its key. (A text that does
+# not start so is simply opened.)
+HELD_KEY = re.compile(r'\{"v":2,"venue":"[^"\\]*","origin":"([^"\\]+)","epoch":"([0-9a-z]+)","seq":([0-9]{1,16}),')
 RECOVERING = "recovering"  # state: this database is new; its gate's past is asked of the venue
 
 
@@ -120,12 +125,16 @@ class VenueSync:
         self._want_catch_up = False  # connected, and no peer was online to ask yet
         self._new_peers: set[str] = set()  # peers that answered while recovering themselves
         self._asked = ""  # the peer the last request went to
+        self._catch_up_when_quiet: float | None = None  # reconnected at: ask once the broker's queue is taken in
+        self._last_peer_records = float("-inf")
         self._answers: dict[str, list[list[Any]]] = {}  # asker → streams still to send: [origin, epoch, after, top]
         self._answer_holds: dict[str, dict[tuple[str, str], int]] = {}
         self._answered_at: dict[str, float] = {}
         self.on_hold = on_hold
         self.recovering = store.state.get(RECOVERING, 0) == 1
         self._records_held = self.ledger.count() if self.recovering else 0  # counted on while recovering
+        self._held_tops = self.ledger.marks()  # what merge took in: the network thread skips these (see _open)
+        self.skipped_held = 0  # records not opened because held already (written by the network thread only)
         self._recovery_began = time.monotonic()
         if self.recovering:
             on_hold("recovering: this gate's database is new; its records are asked of the venue first")
@@ -236,12 +245,7 @@ class VenueSync:
             reply = messages.decode_reply(payload)
         except MessageError as exc:
             return "?", [], [f"malformed: {exc}"], None
-        records, refused = [], []
-        for text, signature in reply.sealed:
-            try:
-                records.append(open_record(text, signature, self.roster, self.venue, None))
-            except SignedError as exc:
-                refused.append(f"{exc.kind}: {exc}")
+        records, refused = self._open(reply.sealed, None)
         answered = Answered(reply.responder, reply.holds, reply.recovering) if reply.holds is not None else None
         return reply.responder, records, refused, answered
 
@@ -251,8 +255,19 @@ class VenueSync:
             sealed = messages.decode_records(payload, sender)
         except MessageError as exc:
             return [], [f"malformed: {exc}"]
-        roster, records, refused = self.roster, [], []
+        return self._open(sealed, sender)
+
+    def _open(self, sealed: list[tuple[str, bytes]], sender: str | None) -> tuple[list[Record], list[str]]:
+        """Verify each sealed record, but those this ledger holds already (a catch-up answer
+        overlapping what the broker kept for this gate, QoS 1 redelivery): a record names its
+        key at the start of its text, and a held key changes nothing whatever the rest says,
+        so its signature is not worth checking (Ed25519 is most of the cost)."""
+        roster, held, records, refused = self.roster, self._held_tops, [], []
         for text, signature in sealed:
+            key = HELD_KEY.match(text)
+            if key is not None and int(key[3]) <= held.get((key[1], key[2]), 0):
+                self.skipped_held += 1
+                continue
             try:
                 records.append(open_record(text, signature, roster, self.venue, sender))
             except SignedError as exc:
@@ -276,6 +291,9 @@ class VenueSync:
         if not self._take_events(now):
             self._wake_pending = True  # more is queued: one more turn after the scans waiting
             self.wake()
+        elif self._catch_up_when_quiet is not None and now - max(self._catch_up_when_quiet, self._last_peer_records) >= QUIET:
+            self._catch_up_when_quiet = None
+            self._request_catch_up(now, why="connected, the broker's queue taken in")
         self._check_recovery(now)  # the broker may be the thing that is away
         if not self.connected:
             return
@@ -311,6 +329,7 @@ class VenueSync:
                     log.exception("sync event failed kind=%s", event[0])
                 continue
             _, sender, records, refused, answered = event
+            self._last_peer_records = now
             room = limit - size
             if len(records) > room:  # the rest of this message first at the next batch
                 self._carried.appendleft(("records", sender, records[room:], [], answered))
@@ -360,7 +379,11 @@ class VenueSync:
                      self.outbox_size())
             self._publish_status(now)
             self._want_catch_up = True
-            self._request_catch_up(now, why="connected")
+            if event[1]:  # the broker kept this gate's session: what it queued comes first, then ask for the rest
+                self._catch_up_when_quiet = now
+                self._next_catch_up = now + self.settings.catch_up_interval
+            else:
+                self._request_catch_up(now, why="connected")
         elif kind == "disconnected":
             if self.connected:
                 log.warning("broker connection lost reason=%s outbox=%d", event[1], self.outbox_size())
@@ -419,6 +442,8 @@ class VenueSync:
             self._refuse(record.origin, f"causality: {why}")
         self.counters["merged"] += len(result.added)
         self._records_held += len(result.added)
+        if result.added:  # a new dict, swapped whole: the network thread reads it without a lock
+            self._held_tops = {**self._held_tops, **{(r.origin, r.epoch): r.seq for r in result.added}}
         if result.added:
             for listener in self.on_merged:
                 listener(result.added)
@@ -654,7 +679,7 @@ class VenueSync:
             "recovering": self.recovery_note if self.recovering else None,
             "outbox": self.outbox_size(),
             "conflicts": self.ledger.conflict_count(),
-            "sync": {**self.counters, "refusals": dict(self.refusals)},
+            "sync": {**self.counters, "duplicates_unopened": self.skipped_held, "refusals": dict(self.refusals)},
             "at": round(time.time(), 3),
         }
         self._client.publish(self.topics.status, messages.encode_status(self.gate_id, "online", **fields), qos=1, retain=True)

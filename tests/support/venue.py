@@ -53,13 +53,16 @@ def gate_config(tmp_path: Path, issuer: SigningKey, gate_id: str, broker: Mosqui
 
 def publish_roster(broker: Mosquitto, gates: list[str], *, version: int = 1, retired: tuple[str, ...] = (),
                    username: str | None = None, password: str | None = None) -> None:
-    """The venue admin's bundle naming ``gates`` (retained on the broker): what lets gates take
-    in each other's records."""
+    """The venue admin's bundle naming ``gates`` and no other (retained on the broker): what lets
+    gates take in each other's records. (The keys come from the names, as ``KEYS`` makes them;
+    a gate of an earlier test is not on it: a roster gate that never answers keeps a new
+    database recovering.)"""
     for gate in gates:
         KEYS.add(gate)
+    roster = VenueKeys(VENUE, list(gates), admin=ADMIN)
     watcher = Watcher(broker.port, [], username=username, password=password, ca_file=getattr(broker, "ca_file", None))
     try:
-        watcher.publish(f"{ROOT}bundle", KEYS.bundle(version, retired=retired), retain=True)
+        watcher.publish(f"{ROOT}bundle", roster.bundle(version, retired=retired), retain=True)
     finally:
         watcher.close()
 

@@ -19,7 +19,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import Callable, Protocol
+from typing import Any, Callable, Protocol
 
 import numpy as np
 
@@ -196,7 +196,7 @@ class Picamera2Source:
 
     def __init__(self, width: int = 640, height: int = 480, fps: float = 30.0, index: int = 0) -> None:
         self.width, self.height, self.fps, self.index = width, height, fps, index
-        self._camera = None
+        self._camera: Any = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -219,10 +219,21 @@ class Picamera2Source:
             camera.start()
         except Exception as exc:  # libcamera: no camera connected, camera busy, ...
             raise CameraUnavailable(f"camera {self.index} cannot be started: {exc}") from None
+        # libcamera may align the requested size (picamera2's configure() writes what it
+        # applied back into the configuration): the Y plane is the applied size, not the asked one.
+        applied = camera.camera_config["main"]["size"]
+        if tuple(applied) != (self.width, self.height):
+            log.warning("camera size adjusted requested=%dx%d applied=%dx%d", self.width, self.height, *applied)
+        self.width, self.height = int(applied[0]), int(applied[1])
         self._camera = camera
         self._thread = threading.Thread(target=self._capture, args=(slot,), name="picamera2", daemon=True)
         self._thread.start()
         log.info("camera started index=%d size=%dx%d fps=%.0f", self.index, self.width, self.height, self.fps)
+
+    @classmethod
+    def from_config(cls, camera: Any) -> Picamera2Source:
+        """From the config's ``[camera]`` table (``gate.config.CameraConfig``)."""
+        return cls(camera.width, camera.height, camera.fps, camera.index)
 
     def _capture(self, slot: FrameSlot) -> None:
         assert self._camera is not None

@@ -130,7 +130,15 @@ class GpioConfig:
 
 @dataclass(frozen=True)
 class ScannerConfig:
-    port: str
+    """``kind = "serial"``: a scanner in USB-CDC or UART mode on ``port``; ``kind = "hid"``: a USB
+    scanner in keyboard mode (its factory setting) on the input device ``device``, typing in
+    ``layout`` and ending each code with ``suffix`` (drivers.hid_scanner)."""
+
+    port: str = "/dev/gate-scanner"
+    kind: str = "serial"
+    device: str = "/dev/gate-scanner-hid"
+    layout: str = "us"
+    suffix: str = "enter"
     baudrate: int = 9600
     direction: str = IN
     max_line: int = 1024
@@ -177,6 +185,19 @@ class StatusConfig:
 
     socket: str = "/run/gate/status.sock"
     metrics: tuple[str, int] | None = None  # (host, port)
+
+
+@dataclass(frozen=True)
+class DisplayConfig:
+    """The screen at the lane (gate.field.lane_display): a page on 127.0.0.1:``port`` for Chromium
+    in kiosk mode, in the venue's ``language``, welcome in each ticket class's colour."""
+
+    enabled: bool = False
+    port: int = 8081
+    language: str = "en"
+    class_colours: dict[str, str] = field(default_factory=dict)  # ticket class (product) -> "#rrggbb"; "default"
+    refused_seconds: float = 3.0
+    welcome_seconds: float = 8.0
 
 
 @dataclass(frozen=True)
@@ -242,6 +263,7 @@ class Config:
     camera: CameraConfig | None = None
     nfc: NfcConfig | None = None
     status: StatusConfig = StatusConfig()
+    display: DisplayConfig = DisplayConfig()
 
     def trust_sources(self) -> TrustSources:
         return TrustSources(self.gt1_keys, self.trust_documents)
@@ -305,6 +327,8 @@ def parse(data: dict[str, Any], path: str = "<config>") -> Config:
     engine = dataclasses.replace(engine, gate_id=gate_id or "", venue=venue or "", unsynchronized_clock=unsynchronized)
     status_section = root.table("status")
     status = _read_status(status_section) if status_section is not None else StatusConfig()
+    display_section = root.table("display")
+    display = _read_display(display_section) if display_section is not None else DisplayConfig()
     turnstile_section = root.table("turnstile") or _Section("turnstile", {}, problems)
     gpio = _read_gpio(root.table("gpio") or _Section("gpio", {}, problems))
     turnstile = _read_turnstile(turnstile_section, gpio)
@@ -361,6 +385,7 @@ def parse(data: dict[str, Any], path: str = "<config>") -> Config:
         camera=camera,
         nfc=nfc,
         status=status,
+        display=display,
     )
 
 
@@ -484,10 +509,26 @@ def named_pins(gpio: GpioConfig) -> list[tuple[str, int | None]]:
     return pins
 
 
+_SERIAL_ONLY = ("port", "baudrate")
+_HID_ONLY = ("device", "layout", "suffix")
+
+
 def _read_scanner(sec: _Section) -> ScannerConfig:
+    from drivers.hid_scanner import LAYOUTS, SUFFIXES  # pure tables: evdev is imported only to open the device
+
+    kind = sec.get("kind", str, "serial", choices=("serial", "hid"))
+    for key in _HID_ONLY if kind == "serial" else _SERIAL_ONLY:
+        if key in sec.data:
+            sec._error(key, f"only for kind = \"{'hid' if kind == 'serial' else 'serial'}\" (this scanner is kind = \"{kind}\")")
+            sec.read.add(key)
+    serial_port = sec.get("port", str) if kind == "serial" else ""
     scanner = ScannerConfig(
-        port=sec.get("port", str),
-        baudrate=sec.get("baudrate", int, 9600, choices=(1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200)),
+        kind=kind,
+        port=serial_port,
+        device=sec.get("device", str, "/dev/gate-scanner-hid") if kind == "hid" else "",
+        layout=sec.get("layout", str, "us", choices=tuple(LAYOUTS)) if kind == "hid" else "us",
+        suffix=sec.get("suffix", str, "enter", choices=tuple(SUFFIXES)) if kind == "hid" else "enter",
+        baudrate=sec.get("baudrate", int, 9600, choices=(1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200)) if kind == "serial" else 9600,
         direction=sec.get("direction", str, IN, choices=DIRECTIONS),
         max_line=sec.get("max_line", int, 1024, minval=16, maxval=65536),
         line_timeout=sec.get("line_timeout", float, 0.5, minval=0.01, maxval=60.0),
@@ -551,6 +592,29 @@ def _read_nfc(sec: _Section) -> NfcConfig:
     if nfc.device and not re.match(r"^(usb|tty|udp)(:[A-Za-z0-9._-]*)*$", nfc.device):
         sec._error("device", f"an nfcpy device path such as 'usb', 'usb:054c:06c1', 'tty:AMA0:pn532' or 'udp:localhost:54321', got {nfc.device!r}")
     return nfc
+
+
+def _read_display(sec: _Section) -> DisplayConfig:
+    colours: dict[str, str] = {}
+    table = sec.table("colours")
+    for name in list(table.data) if table is not None else []:
+        value = table.get(name, str)
+        if value is not None and not re.match(r"^#[0-9a-fA-F]{6}\Z", value):
+            table._error(name, f"a colour as #rrggbb, got {value!r}")
+        elif value is not None:
+            colours[name] = value
+    display = DisplayConfig(
+        enabled=sec.get("enabled", bool, True),
+        port=sec.get("port", int, 8081, minval=1024, maxval=65535),
+        language=sec.get("language", str, "en"),
+        class_colours=colours,
+        refused_seconds=sec.get("refused_seconds", float, 3.0, minval=0.5, maxval=60.0),
+        welcome_seconds=sec.get("welcome_seconds", float, 8.0, minval=0.5, maxval=60.0),
+    )
+    sec.finish()
+    if not re.match(r"^[a-z]{2}\Z", display.language):
+        sec._error("language", f"a two-letter language code such as 'en' or 'de', got {display.language!r}")
+    return display
 
 
 def _read_status(sec: _Section) -> StatusConfig:

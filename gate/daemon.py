@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import signal
+import sys
 import threading
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +31,7 @@ from gate.store import Store, private_database
 
 if TYPE_CHECKING:  # each imported where it is started: a lane without [sync] or metrics never loads them
     from drivers.gpio import GpioLane
+    from gate.field.lane_display import LaneDisplay
     from gate.field.metrics import Metrics
     from gate.field.status_server import StatusServer
     from gate.sync.bundle_worker import BundleWorker
@@ -38,10 +40,11 @@ if TYPE_CHECKING:  # each imported where it is started: a lane without [sync] or
 
 log = logging.getLogger(__name__)
 
+GIL_SWITCH_INTERVAL = 0.001  # seconds (sys.setswitchinterval)
 METRICS_MAX_AGE = 1.0  # seconds: scrapes at any rate read the decision loop at most once a second
 EXIT_CRASHED = 70  # EX_SOFTWARE: systemd restarts us
 RESTART_SECTIONS = ("gate_id", "venue", "state_dir", "mode", "log_level", "engine", "turnstile", "gpio", "scanner", "camera",
-                    "nfc", "simulator", "sync", "status")
+                    "nfc", "simulator", "sync", "status", "display")
 
 
 class Daemon:
@@ -65,6 +68,7 @@ class Daemon:
         self.bundle_worker: BundleWorker | None = None
         self.status_server: StatusServer | None = None
         self.metrics: Metrics | None = None
+        self.display: LaneDisplay | None = None
         self._stop = threading.Event()
         self._reload_requested = threading.Event()
 
@@ -72,6 +76,10 @@ class Daemon:
         from drivers.gpio import GpioLane  # gpiozero: only when there is a lane to drive
 
         config = self.config
+        # The decision loop shares the interpreter with paho's network thread (verifying peers'
+        # records) and the readers: a thread that wants the GIL waits up to this long for one
+        # that is busy in Python. 5 ms by default; one scan waited for several such turns.
+        sys.setswitchinterval(GIL_SWITCH_INTERVAL)
         private_database(config.database)
         for warning in config.sync.warnings() if config.sync is not None else ():
             log.warning("config: %s", warning)
@@ -104,6 +112,7 @@ class Daemon:
             self.sync = self._venue_sync()
         self.view = StatusView(config.gate_id, config.venue, loop, store, self.readers, sync=self.sync)
 
+        self._start_display()  # before the loop starts: the screen hears the first mode and fire alarm
         hardware.attach(loop.listeners)
         loop.start()
         lane.listen(loop)
@@ -145,6 +154,22 @@ class Daemon:
                 self.loop.listeners.append(self.metrics.observe)
             except OSError as exc:
                 log.error("metrics endpoint not started listen=%s:%d error=%r", *status.metrics, exc.strerror or str(exc))
+
+    def _start_display(self) -> None:
+        """The screen at the lane ([display]): a lane runs without it (logged) rather than not at all."""
+        if not self.config.display.enabled:
+            return
+        from gate.field.lane_display import LaneDisplay
+
+        assert self.loop is not None
+        try:
+            display = LaneDisplay(self.config.display, self.config.gate_id)
+            display.start()
+        except OSError as exc:
+            log.error("lane display not started port=%d error=%r", self.config.display.port, str(exc))
+            return
+        self.display = display
+        self.loop.listeners.append(display.publish)
 
     def _venue_sync(self) -> VenueSync:
         """The venue bus and the bundle worker, wired to the loop (started once the loop runs)."""
@@ -211,7 +236,7 @@ class Daemon:
             self.bundle_worker.stop()
         if self.lane is not None:
             self.lane.safe()  # and once more, in case the loop never ran
-        for server in (self.status_server, self.metrics):
+        for server in (self.status_server, self.metrics, self.display):
             if server is not None:
                 server.close()
         if self.hardware is not None:

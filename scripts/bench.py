@@ -9,6 +9,7 @@ import argparse
 import base64
 import os
 import platform
+import re
 import signal
 import socket
 import sqlite3
@@ -22,6 +23,7 @@ from collections import deque
 from contextlib import closing
 from importlib import metadata
 from pathlib import Path
+from typing import Sequence
 
 from nacl.signing import SigningKey
 
@@ -133,7 +135,7 @@ def start_daemon(config: Path, notify: str | None = None) -> subprocess.Popen:
 
     A log file on the ledger's own disk would entangle the ledger's fsync with the log's
     writeback (ext4 ordered data) and measure the bench, not the gate. The last lines are kept
-    for a failed run.
+    for a failed run (``log_tail``), and the warnings and errors for a report (``log_notable``).
     """
     env = dict(os.environ)
     if notify:
@@ -141,9 +143,20 @@ def start_daemon(config: Path, notify: str | None = None) -> subprocess.Popen:
     env.pop("JOURNAL_STREAM", None)
     daemon = subprocess.Popen([sys.executable, "-m", "gate", "run", "--config", str(config)], env=env, stderr=subprocess.PIPE)
     tail: deque[bytes] = deque(maxlen=200)
-    threading.Thread(target=lambda: tail.extend(daemon.stderr), daemon=True).start()  # type: ignore[arg-type]
-    daemon.log_tail = tail  # type: ignore[attr-defined]
+    notable: deque[bytes] = deque(maxlen=1000)
+
+    def read() -> None:
+        for line in daemon.stderr:  # type: ignore[union-attr]
+            tail.append(line)
+            if NOTABLE.search(line):
+                notable.append(line)
+
+    threading.Thread(target=read, daemon=True).start()
+    daemon.log_tail, daemon.log_notable = tail, notable  # type: ignore[attr-defined]
     return daemon
+
+
+NOTABLE = re.compile(rb" (WARNING|ERROR|CRITICAL) ")  # gate.field.logsetup's format: time, level, logger
 
 
 def bench_ledger_append(workdir: Path, count: int) -> dict[str, float]:
@@ -162,12 +175,37 @@ def bench_ledger_append(workdir: Path, count: int) -> dict[str, float]:
     return {"p50": percentile(times, 50), "p99": percentile(times, 99)}
 
 
-def bench_scan_to_relay(workdir: Path, issuer: SigningKey, count: int) -> dict[str, float]:
-    """Scanner line written to the pty → unlock relay pin energized, through ``gate run``.
+def ticket(issuer: SigningKey, serial: int) -> str:
+    """A static GT1 ticket for the bench's event; ``serial`` makes it unique (its cti)."""
+    return gt1.encode_static(gt1.issue(issuer, gt1.build_claims(cti=serial.to_bytes(16, "big"), event=EVENT)))
+
+
+def admit(lane: ControlClient, scanner: SimulatedScanner, text: str, timeout: float = 10.0) -> tuple[float, dict]:
+    """Someone in line shows ``text`` at the scanner and walks through; returns once the passage
+    is recorded: (scanner line written → unlock relay energized, in ms; the decision event).
 
     Both ends read CLOCK_MONOTONIC (the daemon stamps each pin change with it), so the figure
     includes the pty, pyserial, the decision, the durable ledger write and gpiozero.
     """
+    mark = lane.mark()
+    lane.send("person", direction="in", walks=True)
+    lane.wait_for(lambda e: e["event"] == "queued", start=mark, timeout=timeout)  # in line before the scan arrives
+    sent = time.monotonic()
+    scanner.scan(text)
+    unlock = lane.wait_for(lambda e: e["event"] == "output" and e["name"] == "unlock_in" and e["on"], start=mark, timeout=timeout)
+    decision = lane.wait_for(lambda e: e["event"] == "decision", start=mark, timeout=timeout)
+    assert decision["accepted"], decision
+    lane.wait_for(lambda e: e["event"] == "record" and e["kind"] == "passage", start=mark, timeout=timeout)
+    return (unlock["t"] - sent) * 1000, decision
+
+
+def log_tail(daemon: subprocess.Popen, lines: int = 200) -> str:
+    """The last lines a ``start_daemon`` process logged."""
+    return b"".join(list(daemon.log_tail)[-lines:]).decode(errors="replace")  # type: ignore[attr-defined]
+
+
+def bench_scan_to_relay(workdir: Path, issuer: SigningKey, count: int) -> dict[str, float]:
+    """Scanner line written to the pty → unlock relay pin energized, through ``gate run`` (``admit``)."""
     config = write_config(workdir, base64.b64encode(bytes(issuer.verify_key)).decode(), walk=0.005, timeout=2.0, pulse_ms=20)
     scanner = SimulatedScanner(workdir / "scanner")
     daemon = start_daemon(config)
@@ -176,20 +214,11 @@ def bench_scan_to_relay(workdir: Path, issuer: SigningKey, count: int) -> dict[s
         lane = ControlClient(str(workdir / "sim.sock"), timeout=20)
         assert scanner.wait_until_opened(20), "the daemon's serial driver never opened the scanner"
         for i in range(count):
-            ticket = gt1.encode_static(gt1.issue(issuer, gt1.build_claims(cti=i.to_bytes(16, "big"), event=EVENT)))
-            mark = lane.mark()
-            lane.send("person", direction="in", walks=True)
-            lane.wait_for(lambda e: e["event"] == "queued", start=mark)  # in line before the scan arrives
-            sent = time.monotonic()
-            scanner.scan(ticket)
-            unlock = lane.wait_for(lambda e: e["event"] == "output" and e["name"] == "unlock_in" and e["on"], start=mark)
-            decision = lane.wait_for(lambda e: e["event"] == "decision", start=mark)
-            assert decision["accepted"], decision
-            lane.wait_for(lambda e: e["event"] == "record" and e["kind"] == "passage", start=mark)
-            latencies.append((unlock["t"] - sent) * 1000)
+            latency, decision = admit(lane, scanner, ticket(issuer, i))
+            latencies.append(latency)
             totals.append(decision["latency_ms"])
     except Exception:
-        sys.stderr.write(b"".join(daemon.log_tail).decode(errors="replace"))  # type: ignore[attr-defined]
+        sys.stderr.write(log_tail(daemon))
         raise
     finally:
         daemon.send_signal(signal.SIGTERM)
@@ -204,42 +233,101 @@ def bench_scan_to_relay(workdir: Path, issuer: SigningKey, count: int) -> dict[s
     }
 
 
-class TwoGates:
-    """A real mosquitto and two ``gate run`` (gate-a, gate-b) with their scanners and control
-    sockets, online on the bus; everything stops on leaving the ``with``."""
+def lane_config(workdir: Path, issuer: SigningKey, gate: str, port: int, keys: VenueKeys,
+                sync: dict[str, object] | None = None) -> Path:
+    """A venue lane's gate.toml (``hwsim.venue.venue_gate_config``, quick turnstile timings),
+    with ``sync`` merged into its ``[sync]`` table."""
+    public = base64.b64encode(bytes(issuer.verify_key)).decode()
+    config = venue_gate_config(workdir, public, gate, port, keys, walk=0.005, timeout=2.0)
+    if sync:
+        import tomllib
+
+        import tomli_w
+
+        data = tomllib.loads(config.read_text())
+        data["sync"].update(sync)
+        config.write_text(tomli_w.dumps(data))
+    return config
+
+
+class Lanes:
+    """A real mosquitto and real ``gate run`` lanes (``names``) with their scanners and control
+    sockets, online on the bus holding the admin's roster, which also names ``roster_extra``
+    (simulated peers); everything stops on leaving the ``with``. ``broker``: one already
+    started (the lanes stop it at the end); ``sync``: keys for every lane's ``[sync]`` table."""
+
+    def __init__(self, workdir: Path, issuer: SigningKey, names: Sequence[str], keys: VenueKeys | None = None, *,
+                 broker: Mosquitto | None = None, roster_extra: Sequence[str] = (), sync: dict[str, object] | None = None,
+                 ready_timeout: float = 30.0) -> None:
+        self.workdir = workdir
+        self.names = list(names)
+        self.ready_timeout = ready_timeout
+        self.broker = broker or Mosquitto(workdir / "broker")
+        self.keys = keys or VenueKeys(VENUE, self.names)
+        self.roster = VenueKeys(VENUE, [*self.names, *roster_extra], admin=self.keys.admin)  # keys come from the names
+        self.configs = {g: lane_config(workdir, issuer, g, self.broker.port, self.keys, sync) for g in self.names}
+        self.scanners = {g: SimulatedScanner(workdir / g / "scanner") for g in self.names}
+        self.daemons: dict[str, subprocess.Popen] = {}  # each lane's latest process
+        self.processes: list[tuple[str, subprocess.Popen]] = []  # every one started, in turn
+        self.exit_codes: dict[str, list[int]] = {g: [] for g in self.names}  # of every stop, in turn
+        self.watcher: Watcher | None = None
+        for gate in self.names:
+            self.start(gate)
+
+    def __enter__(self) -> "Lanes":
+        try:
+            self.lanes = {g: ControlClient(str(self.workdir / g / "sim.sock"), timeout=20) for g in self.names}
+            self.watcher = Watcher(self.broker.port, [f"{TOPIC_ROOT}gates/+/status"])
+            self.watcher.publish(f"{TOPIC_ROOT}bundle", self.roster.bundle(), retain=True)  # gates take in each other's records
+            deadline = time.monotonic() + self.ready_timeout
+            while not all(ready_on_bus(self.watcher, g) for g in self.names):
+                assert time.monotonic() < deadline, "gates did not come online holding the roster"
+                time.sleep(0.05)
+            for gate, scanner in self.scanners.items():
+                assert scanner.wait_until_opened(20), f"{gate}'s serial driver never opened the scanner"
+        except BaseException:
+            self.__exit__(*sys.exc_info())
+            raise
+        return self
+
+    def start(self, gate: str, notify: str | None = None) -> subprocess.Popen:
+        self.daemons[gate] = start_daemon(self.configs[gate], notify)
+        self.processes.append((gate, self.daemons[gate]))
+        return self.daemons[gate]
+
+    def stop(self, gate: str) -> int:
+        """SIGTERM, as systemd stops a lane; its exit code."""
+        daemon = self.daemons[gate]
+        if daemon.poll() is None:
+            daemon.send_signal(signal.SIGTERM)
+        self.exit_codes[gate].append(daemon.wait(15))
+        return self.exit_codes[gate][-1]
+
+    def database(self, gate: str) -> Path:
+        return self.workdir / gate / "state" / "gate.db"
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            if self.watcher is not None:
+                self.watcher.close()
+            for gate, daemon in self.daemons.items():
+                if exc[0] is not None:
+                    sys.stderr.write(f"--- {gate}'s log, last lines ---\n{log_tail(daemon, 40)}")
+                if daemon.returncode is None:
+                    self.stop(gate)
+        finally:
+            for scanner in self.scanners.values():
+                scanner.close()
+            self.broker.stop()
+
+
+class TwoGates(Lanes):
+    """Two lanes (gate-a, gate-b) on one mosquitto."""
 
     GATES = ("gate-a", "gate-b")
 
     def __init__(self, workdir: Path, issuer: SigningKey, keys: VenueKeys | None = None) -> None:
-        self.workdir = workdir
-        self.broker = Mosquitto(workdir / "broker")
-        self.keys = keys or VenueKeys(VENUE, list(self.GATES))
-        public = base64.b64encode(bytes(issuer.verify_key)).decode()
-        self.configs = {g: venue_gate_config(workdir, public, g, self.broker.port, self.keys, walk=0.005, timeout=2.0)
-                        for g in self.GATES}
-        self.scanners = {g: SimulatedScanner(workdir / g / "scanner") for g in self.GATES}
-        self.daemons = {g: start_daemon(c) for g, c in self.configs.items()}
-
-    def __enter__(self) -> "TwoGates":
-        self.lanes = {g: ControlClient(str(self.workdir / g / "sim.sock"), timeout=20) for g in self.GATES}
-        self.watcher = Watcher(self.broker.port, [f"{TOPIC_ROOT}gates/+/status"])
-        roster = VenueKeys(VENUE, list(self.GATES), admin=self.keys.admin)  # these two gates (same keys: from their names)
-        self.watcher.publish(f"{TOPIC_ROOT}bundle", roster.bundle(), retain=True)  # gates take in each other's records
-        deadline = time.monotonic() + 20
-        while not all(ready_on_bus(self.watcher, g) for g in self.GATES):
-            assert time.monotonic() < deadline, "gates did not come online holding the roster"
-            time.sleep(0.05)
-        assert self.scanners["gate-a"].wait_until_opened(20)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.watcher.close()
-        for daemon in self.daemons.values():
-            daemon.send_signal(signal.SIGTERM)
-            daemon.wait(15)
-        for scanner in self.scanners.values():
-            scanner.close()
-        self.broker.stop()
+        super().__init__(workdir, issuer, self.GATES, keys)
 
 
 def bench_sync(workdir: Path, issuer: SigningKey, count: int, backlog: int) -> dict[str, float]:
@@ -254,11 +342,10 @@ def bench_sync(workdir: Path, issuer: SigningKey, count: int, backlog: int) -> d
     with TwoGates(workdir, issuer) as venue:
         a, b, scanner = venue.lanes["gate-a"], venue.lanes["gate-b"], venue.scanners["gate-a"]
         for i in range(count):
-            ticket = gt1.encode_static(gt1.issue(issuer, gt1.build_claims(cti=(10**6 + i).to_bytes(16, "big"), event=EVENT)))
             mark_a, mark_b = a.mark(), b.mark()
             a.send("person", direction="in", walks=True)
             a.wait_for(lambda e: e["event"] == "queued", start=mark_a)
-            scanner.scan(ticket)
+            scanner.scan(ticket(issuer, 10**6 + i))
             admission = a.wait_for(lambda e: e["event"] == "record" and e["kind"] == "admission", start=mark_a)
             merged = b.wait_for(
                 lambda e: e["event"] == "peer_record" and e["origin"] == "gate-a" and e["seq"] == admission["seq"], start=mark_b
@@ -367,11 +454,10 @@ def bench_trust(workdir: Path, issuer: SigningKey, revocations: int, deltas: int
         while len(applied) < len(gates):
             assert time.monotonic() - started < 120, "the bundle did not reach every gate"
             n += 1
-            ticket = gt1.encode_static(gt1.issue(issuer, gt1.build_claims(cti=(2 * 10**6 + n).to_bytes(16, "big"), event=EVENT)))
             mark = lane.mark()
             lane.send("person", direction="in", walks=True)
             lane.wait_for(lambda e: e["event"] == "queued", start=mark)
-            scanner.scan(ticket)
+            scanner.scan(ticket(issuer, 2 * 10**6 + n))
             during.append(lane.wait_for(lambda e: e["event"] == "decision", start=mark, timeout=30)["latency_ms"])
             lane.wait_for(lambda e: e["event"] == "record" and e["kind"] in ("passage", "revert"), start=mark)
             for gate in gates:
@@ -438,8 +524,7 @@ def _frames(size: tuple[int, int], issuer: SigningKey) -> tuple[list, list, str]
     else:
         idle = SimulatedCamera(width, height)._idle
         origin = "simulated empty scenes (corpus not found)"
-    ticket = gt1.encode_static(gt1.issue(issuer, gt1.build_claims(cti=b"\x42" * 16, event=EVENT)))
-    coded = [photograph(ticket, "qr", Look(turn=t, tilt=0.1), width, height, seed=t) for t in (0, 15, 30)]
+    coded = [photograph(ticket(issuer, 0x42), "qr", Look(turn=t, tilt=0.1), width, height, seed=t) for t in (0, 15, 30)]
     return idle, coded, origin
 
 
@@ -525,8 +610,7 @@ def bench_reader_to_relay(workdir: Path, issuer: SigningKey, count: int) -> dict
     try:
         daemon.readers.nfc.connected.wait(5)
         for i in range(count):
-            ticket = gt1.encode_static(gt1.issue(issuer, gt1.build_claims(cti=(10_000 + i).to_bytes(16, "big"), event=EVENT)))
-            frames = [photograph(ticket, "qr", Look(turn=7 * i % 40), seed=i)]
+            frames = [photograph(ticket(issuer, 10_000 + i), "qr", Look(turn=7 * i % 40), seed=i)]
             daemon.hardware.turnstile.person("in", True)
             daemon.hardware.camera.show_frames(frames, seconds=0.6)
             unlocked = unlocks.get(timeout=5)
@@ -609,7 +693,18 @@ def main() -> int:
     parser.add_argument("--readers", type=int, default=60, help="camera presentations (NFC taps: a third)")
     parser.add_argument("--only", choices=("trust", "readers"), help="run one part (prints it; BENCHMARKS.md is left alone)")
     parser.add_argument("--out", default=str(ROOT / "BENCHMARKS.md"))
+    venue = parser.add_argument_group("the venue section (scripts/bench_venue.py)")
+    venue.add_argument("--venue", action="store_true", help="run only the venue section; it replaces that section of --out")
+    venue.add_argument("--venue-scans", type=int, default=100, help="scans at the lane among 99 peers, at each rate")
+    venue.add_argument("--lane-scans", type=int, default=20, help="scans at each of the 10 lanes")
+    venue.add_argument("--missed", type=int, default=100_000, help="records made while a lane is away")
+    venue.add_argument("--lost", type=int, default=2_000, help="admissions an emptied lane recovers")
+    venue.add_argument("--merged", type=int, default=20_000, help="records through Ledger.merge in-process")
     args = parser.parse_args()
+    if args.venue:
+        import bench_venue
+
+        return bench_venue.run(args)
     issuer = SigningKey(b"\x01" * 32)
     if args.only == "trust":
         with tempfile.TemporaryDirectory(prefix="gate-bench-") as tmp:
@@ -683,7 +778,11 @@ def main() -> int:
         "Not measured yet (their issue brings it): sustained 100 scans/s.",
         "",
     ]
-    Path(args.out).write_text("\n".join(lines))
+    from bench_venue import section_of, with_section  # scripts/ is on the path: this script's folder
+
+    out = Path(args.out)
+    venue_section = section_of(out.read_text()) if out.exists() else ""  # `--venue` writes that one
+    out.write_text(with_section("\n".join(lines), venue_section) if venue_section else "\n".join(lines))
     print("\n".join(lines))
     return 0
 

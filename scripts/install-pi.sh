@@ -8,13 +8,18 @@
 #   sudo ./scripts/install-pi.sh --uninstall --purge   ... and the config, the ledger and the user
 #
 # Options:
-#   --scanner VID:PID   a serial barcode scanner the shipped udev rules do not know (see `lsusb`)
+#   --scanner VID:PID   a barcode scanner the shipped udev rules do not know (see `lsusb`), in
+#                       serial (/dev/gate-scanner) or keyboard mode (/dev/gate-scanner-hid)
 #   --technician USER   let USER read the lane (gate status, gate doctor) without sudo
 #                       (default: the user who ran sudo)
 #   --no-apt            do not install Debian packages
 #   --no-start          install and enable, but do not start or restart the lane
 #   --root DIR          install into DIR as if it were / (tests, staging): no apt, no udevadm,
 #                       nothing started; the virtualenv is built for DIR's paths as seen from here
+#
+# The outputs' safe levels (relays released, red on) go into the firmware's config.txt as gpio=
+# lines, in a block marked "gate" that a later run updates and --uninstall removes: they hold
+# the pins from early boot until the lane drives them. Rerun after changing [gpio].
 #
 # Idempotent: a second run reports every step as unchanged. It never overwrites
 # /etc/gate/gate.toml. Afterwards: edit /etc/gate/gate.toml, `gate check-config`,
@@ -32,7 +37,7 @@ SCANNER=""
 TECHNICIAN=${SUDO_USER:-}
 PYTHON=${GATE_PYTHON:-/usr/bin/python3}  # the system's Python: its dist-packages hold picamera2
 PREFIX=/opt/gate
-PACKAGES=(python3-venv libzbar0 mosquitto-clients sqlite3)
+PACKAGES=(python3-venv libzbar0 mosquitto-clients sqlite3 python3-evdev)  # evdev: scanners in keyboard mode
 PI_PACKAGES=(python3-lgpio python3-picamera2)  # only where the archive has them (Raspberry Pi OS)
 
 say() { printf '%s\n' "$*"; }
@@ -51,7 +56,7 @@ while [ $# -gt 0 ]; do
       [[ $2 =~ ^[0-9a-fA-F]{4}:[0-9a-fA-F]{4}$ ]] || die "--scanner: VID:PID as lsusb prints it (e.g. 0c2e:0b61), got $2"
       SCANNER=${2,,}; shift ;;
     --technician) [ $# -ge 2 ] || die "--technician needs a user name"; TECHNICIAN=$2; shift ;;
-    -h|--help) sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) die "unknown option $1 (--help lists them)" ;;
   esac
   shift
@@ -90,6 +95,9 @@ put() {  # put SOURCE_FILE TARGET_PATH MODE [GROUP]: 0 when written (or would be
   fi
   run "write $2 (mode $mode, group $group)" install -D -m "$mode" -o 0 -g "$(gid_of "$group")" "$src" "$dest"
 }
+# config.txt's block: the lines between these markers are the installer's, rewritten in place.
+BOOT_BEGIN="# >>> gate: the outputs' safe levels from boot on (scripts/install-pi.sh writes this block; edit [gpio] in /etc/gate/gate.toml and rerun it)"
+BOOT_END="# <<< gate"
 TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
 
@@ -207,8 +215,10 @@ install_udev() {
   if [ -n "$SCANNER" ]; then
     printf '# added by install-pi.sh --scanner %s\nSUBSYSTEM=="tty", ATTRS{idVendor}=="%s", ATTRS{idProduct}=="%s", SYMLINK+="gate-scanner", GROUP="dialout", MODE="0660"\n' \
       "$SCANNER" "${SCANNER%%:*}" "${SCANNER##*:}" >> "$TMP/99-gate.rules"
+    printf 'SUBSYSTEM=="input", KERNEL=="event*", ENV{ID_INPUT_KEYBOARD}=="1", ATTRS{idVendor}=="%s", ATTRS{idProduct}=="%s", SYMLINK+="gate-scanner-hid", GROUP="gate", MODE="0660"\n' \
+      "${SCANNER%%:*}" "${SCANNER##*:}" >> "$TMP/99-gate.rules"
   elif [ -f "$ROOT/etc/udev/rules.d/99-gate.rules" ]; then  # keep a scanner added by an earlier run
-    grep -A1 '^# added by install-pi.sh --scanner' "$ROOT/etc/udev/rules.d/99-gate.rules" | grep -v '^--$' >> "$TMP/99-gate.rules" || true
+    grep -A2 '^# added by install-pi.sh --scanner' "$ROOT/etc/udev/rules.d/99-gate.rules" | grep -v '^--$' >> "$TMP/99-gate.rules" || true
   fi
   local reload=0
   if put "$TMP/99-gate.rules" /etc/udev/rules.d/99-gate.rules 0644; then reload=1; fi
@@ -216,6 +226,54 @@ install_udev() {
   if [ $reload = 1 ] && systemd_running && command -v udevadm >/dev/null; then
     run "reload udev rules (replug the readers if their names do not appear)" sh -c "udevadm control --reload && udevadm trigger" ||
       say "warning  udev did not reload: unplug and replug the readers"
+  fi
+}
+
+boot_config() {  # the firmware's config.txt: /boot/firmware on Bookworm (whose /boot/config.txt is a stub), /boot before
+  local f
+  for f in /boot/firmware/config.txt /boot/config.txt; do
+    if [ -f "$ROOT$f" ]; then printf '%s' "$f"; return 0; fi
+  done
+  return 1
+}
+
+boot_block() {  # boot_block FILE [BLOCK_FILE]: FILE with gate's block replaced in place by BLOCK_FILE
+  # (appended when FILE had none), or taken out when BLOCK_FILE is not given.
+  awk -v begin="$BOOT_BEGIN" -v end="$BOOT_END" -v block="${2:-}" '
+    function put(  line) { if (block != "") { while ((getline line < block) > 0) print line; close(block) }; done = 1 }
+    $0 == begin { skipping = 1; if (!done) put(); next }
+    skipping { if ($0 == end) skipping = 0; next }
+    { print }
+    END { if (!done) put() }' "$1"
+}
+
+install_boot_pins() {
+  local txt gate=$ROOT$PREFIX/venv/bin/gate
+  txt=$(boot_config) || { say "skip     gpio boot defaults (no /boot/firmware/config.txt: not a Raspberry Pi boot partition)"; return; }
+  if [ ! -x "$gate" ]; then say "would    write the outputs' safe levels into $txt (gpio= lines)"; return; fi
+  if ! "$gate" safe --boot-lines --config "$ROOT/etc/gate/gate.toml" > "$TMP/boot-lines" 2>"$TMP/boot-errors"; then
+    say "warning  $txt: no gpio boot defaults, [gpio] in /etc/gate/gate.toml has errors: $(tail -n +2 "$TMP/boot-errors" | head -3 | tr -s ' \n' ' ')"
+    return
+  fi
+  # [all]: config.txt may end inside a conditional section ([pi4], [cm5], ...), which would
+  # otherwise limit the lines to that model. The lines take effect at the next boot.
+  { printf '%s\n' "$BOOT_BEGIN" "[all]"; cat "$TMP/boot-lines"; printf '%s\n' "$BOOT_END"; } > "$TMP/block"
+  boot_block "$ROOT$txt" "$TMP/block" > "$TMP/config.txt"
+  if cmp -s "$TMP/config.txt" "$ROOT$txt"; then
+    unchanged "$txt: the outputs' safe levels at boot ($(paste -sd' ' "$TMP/boot-lines"))"
+  else
+    run "write the outputs' safe levels into $txt: $(paste -sd' ' "$TMP/boot-lines") (from the next boot)" cp "$TMP/config.txt" "$ROOT$txt"
+  fi
+}
+
+uninstall_boot_pins() {
+  local txt
+  txt=$(boot_config) || return 0
+  if grep -qxF "$BOOT_BEGIN" "$ROOT$txt"; then
+    boot_block "$ROOT$txt" > "$TMP/config.txt"
+    run "remove gate's gpio boot defaults from $txt" cp "$TMP/config.txt" "$ROOT$txt"
+  else
+    unchanged "$txt (no gate block)"
   fi
 }
 
@@ -262,6 +320,7 @@ uninstall() {
   if [ -L "$ROOT/etc/systemd/system/multi-user.target.wants/gate.service" ]; then
     run "disable gate.service" systemctl ${ROOT:+--root="$ROOT"} disable gate.service
   fi
+  uninstall_boot_pins
   remove /etc/systemd/system/gate.service /etc/udev/rules.d/99-gate.rules /etc/modprobe.d/gate-nfc.conf \
     /usr/local/bin/gate "$PREFIX"
   if systemd_running && [ $DRY = 0 ]; then systemctl daemon-reload; fi
@@ -286,6 +345,7 @@ else
   install_config
   install_identity
   install_udev
+  install_boot_pins
   install_unit
   start_lane
 fi

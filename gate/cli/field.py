@@ -215,6 +215,11 @@ def cmd_safe(args: argparse.Namespace) -> int:
     from gate import config as config_module
     from gate.field.doctor import opened_lane
 
+    if args.boot_lines:  # install-pi.sh: config.txt's gpio= lines; only [gpio] is read
+        from drivers.gpio import boot_lines
+
+        print("\n".join(boot_lines(config_module.load_gpio(args.config))))
+        return EXIT_OK
     config = config_module.load(args.config)
     try:
         with opened_lane(config):
@@ -235,8 +240,10 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("status", parents=[common], help="a live view of the running lane (Ctrl-C to leave)")
     p.add_argument("--once", action="store_true", help="print the status once and exit")
     p.add_argument("--json", action="store_true", help="print one status snapshot as JSON and exit")
-    p.add_argument("--width", type=int, default=120, help="cut lines at this many characters")
+    p.add_argument("--width", type=int, default=80, help="cut lines at this many characters (default: an 80-column ssh)")
     p.set_defaults(fn=cmd_status)
 
     p = sub.add_parser("safe", parents=[common], help="set the outputs to their safe state (relays released, red on)")
+    p.add_argument("--boot-lines", action="store_true",
+                   help="print config.txt's gpio= lines that hold these levels from boot on (install-pi.sh writes them)")
     p.set_defaults(fn=cmd_safe)

@@ -9,7 +9,6 @@ configured devices itself, so a lane can be checked before it is ever started.
 
 from __future__ import annotations
 
-import glob
 import os
 import shutil
 import time
@@ -24,6 +23,7 @@ OK, WARN, FAIL, SKIP = "ok", "warn", "fail", "skip"
 DISK_FAIL_BYTES = 64 * 2**20
 DISK_WARN_BYTES = 512 * 2**20
 BUNDLE_OLD_SECONDS = 7 * 86400
+BOOT_BEGIN, BOOT_END = "# >>> gate:", "# <<< gate"  # install-pi.sh's block in config.txt
 SANE_EPOCH = 1767225600  # 2026-01-01: a clock before this has never been set (no RTC on a Pi)
 
 
@@ -44,10 +44,12 @@ class Doctor:
         self.click = click
         self.broker_timeout = broker_timeout
         self.lane: dict[str, Any] | None = None  # the running lane's status, if one answers
+        self.dev = "/dev"  # where the GPIO chips are (tests point it elsewhere)
+        self.boot_configs = ("/boot/firmware/config.txt", "/boot/config.txt")  # the firmware's, newest release first
 
     def run(self) -> list[Check]:
         checks = [self.check_lane()]
-        for check in (self.check_clock, self.check_gpio, self.check_relay_click, self.check_scanner, self.check_camera,
+        for check in (self.check_clock, self.check_gpio, self.check_boot_pins, self.check_relay_click, self.check_scanner, self.check_camera,
                       self.check_nfc, self.check_broker, self.check_trust, self.check_bundle, self.check_database,
                       self.check_disk):
             try:
@@ -108,19 +110,55 @@ class Doctor:
         pins = ", ".join(f"{name} {pin}" for name, pin in _pins(self.config))
         if gpio.pin_factory == "mock":
             return Check("gpio", OK, f"simulated pins (MockFactory): {pins}")
-        chips = sorted(glob.glob("/dev/gpiochip*"))
-        if not chips:
-            return Check("gpio", FAIL, "no /dev/gpiochip*: this is not a Raspberry Pi, or the GPIO driver is missing")
-        usable = [chip for chip in chips if os.access(chip, os.R_OK | os.W_OK)]
-        if not usable:
-            return Check("gpio", FAIL, f"{', '.join(chips)} not accessible to this user", "add the user to the gpio group (install-pi.sh does)")
+        # The chip the lane will open ([gpio] chip, or the Pi's own controller found by its
+        # label), not just any /dev/gpiochip*: a Pi 5 has several, and only one is the header's.
+        from drivers.gpio import PI_GPIO_LABELS, ChipNotFound
+        from gate.lane.pi import PiHardware
+
+        try:
+            number, label = PiHardware(self.config).gpio_chip()
+        except ChipNotFound as exc:
+            return Check("gpio", FAIL, str(exc), "sudo gate doctor; `gpiodetect` lists the chips; [gpio] chip = \"auto\" finds a Pi's own")
+        chip = f"{self.dev}/gpiochip{number}"
+        what = f"{chip} [{label}]" + (f" ({PI_GPIO_LABELS[label]})" if label in PI_GPIO_LABELS else "")
+        if not os.access(chip, os.R_OK | os.W_OK):
+            return Check("gpio", FAIL, f"{what} not accessible to this user", "add the user to the gpio group (install-pi.sh does)")
+        if label not in PI_GPIO_LABELS:
+            return Check("gpio", WARN, f"{what} is not a Raspberry Pi's GPIO controller: the header's BCM pins are elsewhere: {pins}",
+                         "[gpio] chip = \"auto\", unless the lane's pins really are on this chip")
         if self.lane is not None:
-            return Check("gpio", OK, f"held by the running lane ({', '.join(usable)}): {pins}")
+            return Check("gpio", OK, f"held by the running lane on {what}: {pins}")
         with opened_lane(self.config) as lane:
             fire = " fire loop OPEN (alarm or cut wire)" if lane.fire_alarm_active() else ""
         if fire:
-            return Check("gpio", FAIL, f"pins claimed ({pins});{fire}", "close the fire loop: normally closed, open = alarm")
-        return Check("gpio", OK, f"pins claimed and released on {', '.join(usable)}: {pins}")
+            return Check("gpio", FAIL, f"pins claimed on {what} ({pins});{fire}", "close the fire loop: normally closed, open = alarm")
+        return Check("gpio", OK, f"pins claimed on {what}, left at their safe levels: {pins}")
+
+    def check_boot_pins(self) -> Check | None:
+        """config.txt's gpio= lines (install-pi.sh) hold the outputs safe from early boot until
+        the lane starts; without them, or with lines from an older [gpio], the relay inputs are
+        at the firmware's defaults (inputs with pulls) for the seconds of every boot."""
+        from drivers.gpio import boot_lines
+
+        if self.config.gpio.pin_factory == "mock":
+            return None
+        found = next((Path(p) for p in self.boot_configs if Path(p).is_file()), None)
+        if found is None:
+            return Check("boot pins", SKIP, "no config.txt (/boot/firmware): not a Raspberry Pi")
+        wanted = boot_lines(self.config.gpio)
+        text = found.read_text(errors="replace")
+        held = None
+        if BOOT_BEGIN in text:
+            block = text.split(BOOT_BEGIN, 1)[1].split(BOOT_END, 1)[0]
+            held = [line.strip() for line in block.splitlines() if line.strip().startswith("gpio=")]
+        fix = "sudo scripts/install-pi.sh (it writes the block; the lines take effect at the next boot)"
+        if held is None:
+            return Check("boot pins", WARN, f"{found} sets no safe levels: from power-on until the lane starts, the outputs "
+                                            "are inputs and only the wiring's pull resistors hold the relays", fix)
+        if held != wanted:
+            missing = sorted(set(wanted) - set(held))
+            return Check("boot pins", WARN, f"{found} holds levels for another [gpio]: wanted {' '.join(missing) or '(fewer lines)'}", fix)
+        return Check("boot pins", OK, f"{found}: {' '.join(wanted)}")
 
     def check_relay_click(self) -> Check | None:
         if not self.click:
@@ -149,6 +187,8 @@ class Doctor:
         scanner = self.config.scanner
         if scanner is None:
             return Check("scanner", SKIP, "no [scanner]")
+        if scanner.kind == "hid":
+            return self._check_hid_scanner()
         reader = self._reader("scanner")
         if reader is not None:
             if reader.get("connected"):
@@ -163,6 +203,44 @@ class Doctor:
         except (serial.SerialException, OSError) as exc:
             return Check("scanner", FAIL, f"{scanner.port}: cannot open: {exc}", _serial_fix(scanner.port))
         return Check("scanner", OK, f"{scanner.port} opens at {scanner.baudrate} baud")
+
+    def _check_hid_scanner(self) -> Check:
+        """A keyboard-mode scanner: the input device is there, is a keyboard, and can be grabbed
+        (nobody else holds it, so its keystrokes reach only the lane)."""
+        scanner = self.config.scanner
+        assert scanner is not None
+        where = f"{scanner.device} (keyboard mode, layout {scanner.layout}, suffix {scanner.suffix})"
+        reader = self._reader("scanner")
+        if reader is not None:
+            if reader.get("connected"):
+                grab = "grabbed" if reader.get("grabbed") else "NOT grabbed: keystrokes also reach the console"
+                unknown = f", {reader['unknown_keys']} keys outside the layout (check [scanner] layout)" if reader.get("unknown_keys") else ""
+                return Check("scanner", OK if reader.get("grabbed") and not unknown else WARN,
+                             f"{where}: open in the lane, {grab}, {reader.get('lines', 0)} lines read{unknown}")
+            return Check("scanner", FAIL, f"{where}: the lane cannot open it", _HID_FIX)
+        if not os.path.exists(scanner.device):
+            return Check("scanner", FAIL, f"{where}: no such device", _HID_FIX)
+        from drivers.hid_scanner import KEY_ENTER, HidUnavailable, open_evdev
+
+        try:
+            device = open_evdev(scanner.device)
+        except HidUnavailable as exc:
+            return Check("scanner", FAIL, str(exc), "sudo apt install python3-evdev (install-pi.sh does)")
+        except OSError as exc:
+            return Check("scanner", FAIL, f"{where}: cannot open: {exc}", _HID_FIX)
+        try:
+            keys = device.capabilities().get(1, [])  # EV_KEY
+            if KEY_ENTER not in keys:
+                return Check("scanner", FAIL, f"{where}: {device.name!r} is not a keyboard", _HID_FIX)
+            try:
+                device.grab()
+                device.ungrab()
+            except OSError as exc:
+                return Check("scanner", FAIL, f"{where}: {device.name!r} is held by another program ({exc})",
+                             "stop whatever reads it (a lane still running? `sudo fuser -v " + scanner.device + "`)")
+            return Check("scanner", OK, f"{where}: {device.name!r} opens and can be grabbed")
+        finally:
+            device.close()
 
     def check_camera(self) -> Check:
         camera = self.config.camera
@@ -393,6 +471,8 @@ def duration_text(seconds: float) -> str:
     return f"{seconds // 86400} days"
 
 
+_HID_FIX = ("plug the scanner in; `ls -l /dev/gate-scanner-hid /dev/input/by-id/` (the udev rule from install-pi.sh "
+            "names known scanners; install-pi.sh --scanner VID:PID adds one); the device must be readable by the gate group")
 _NFC_FIX = ("`lsusb` shows the reader? the kernel's own NFC drivers must not hold it "
             "(/etc/modprobe.d/gate-nfc.conf from install-pi.sh); `python3 -m nfc` names what it finds")
 _DB_FIX = ("stop the lane, keep a copy of the file, then `sqlite3 gate.db .recover | sqlite3 recovered.db`; "

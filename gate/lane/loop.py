@@ -339,6 +339,7 @@ class DecisionLoop:
 
     def _on_scan(self, scan: Scan | Tap) -> None:
         claims: Claims | None = None
+        self._emit("scan", {"source": scan.source})  # the lane's screen shows "checking"
         if self.scans_dropped != self._dropped_said:
             self._say_dropped()
         waited = self.clock.monotonic() - scan.received

@@ -44,9 +44,24 @@ class Readers:
             log.error("reader not started reader=%s error=%r", name, str(exc))
 
     def _start_scanner(self) -> None:
+        sc, loop = self.config.scanner, self.loop
+        if sc.kind == "hid":
+            from drivers.hid_scanner import HidScanner  # evdev itself only when the device is opened
+
+            self.scanner = HidScanner(
+                sc.device,
+                lambda text: loop.scan(text, "scanner", sc.direction),
+                layout=sc.layout,
+                suffix=sc.suffix,
+                max_line=sc.max_line,
+                line_timeout=sc.line_timeout,
+                unterminated=sc.unterminated,
+                reconnect_interval=sc.reconnect_interval,
+            )
+            self.scanner.start()
+            return
         from drivers.serial_scanner import SerialScanner
 
-        sc, loop = self.config.scanner, self.loop
         self.scanner = SerialScanner(
             sc.port,
             lambda text: loop.scan(text, "scanner", sc.direction),
@@ -96,7 +111,10 @@ class Readers:
         """What each configured reader is doing (status topic, ``gate status``)."""
         readers: dict[str, Any] = {name: {"problem": problem} for name, problem in self.problems.items()}
         if self.scanner is not None:
-            readers["scanner"] = {"connected": self.scanner.connected.is_set(), "lines": self.scanner.lines_read}
+            readers["scanner"] = {"connected": self.scanner.connected.is_set(), "lines": self.scanner.lines_read,
+                                  "kind": self.config.scanner.kind, "device": self.scanner.device}
+            if self.config.scanner.kind == "hid":
+                readers["scanner"].update(grabbed=self.scanner.grabbed, unknown_keys=self.scanner.unknown_keys)
         if self.camera is not None:
             readers["camera"] = self.camera.status()
         if self.nfc is not None:

@@ -539,8 +539,7 @@ class VenueSync:
         self._last_request = now
         self._next_catch_up = now + self.settings.catch_up_interval
         self._want_catch_up = False
-        marks = self.ledger.marks()
-        marks.pop((self.gate_id, self.epoch), None)
+        marks = self.ledger.marks()  # this gate's own stream too: else the answer sends it back to us
         self._asked = responder
         if self._client is not None:
             request = messages.Request(responder, marks, all=True)

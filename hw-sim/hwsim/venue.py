@@ -24,6 +24,7 @@ from gate.formats import gt1
 from gate.store import Store
 from hwsim.broker import Mosquitto, Watcher
 from hwsim.control import ControlClient
+from hwsim.dashboard import PASSWORD, USER, DemoDashboard
 from hwsim.lane_config import EVENT, write_config
 from hwsim.scanner import SimulatedScanner
 from hwsim.timing import wait
@@ -131,11 +132,13 @@ class VenueDemo:
         keys = VenueKeys(VENUE, self.names)
         configs = [venue_gate_config(self.workdir, public, n, broker.port, keys, walk=self.walk, timeout=2.0) for n in self.names]
         gates: list[Gate] = []
-        watcher = None
+        watcher = dashboard = None
         try:
             gates = [Gate(n, c) for n, c in zip(self.names, configs)]
             watcher = Watcher(broker.port, [STATUS])
             watcher.publish(f"{ROOT}bundle", keys.bundle(), retain=True)  # the venue admin's: the roster of gates
+            dashboard = DemoDashboard(self.workdir, broker.port, keys, ROOT)
+            print(f"the venue dashboard: {dashboard.url} (user {USER}, password {PASSWORD})\n")
             wait(lambda: all(ready_on_bus(watcher, g.name) for g in gates), "gates online, holding the venue's roster, recovered")
             print("every gate is online on the venue bus, holds the roster of gates and has learnt the venue's records\n")
 
@@ -167,6 +170,8 @@ class VenueDemo:
         finally:
             if watcher is not None:
                 watcher.close()
+            if dashboard is not None:
+                dashboard.stop()
             codes = [g.stop() for g in gates]
             broker.stop()
         print("\nsummary (gate, reason: count)")

@@ -108,7 +108,50 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     (root / "etc").mkdir()
     shutil.copy("/etc/os-release", root / "etc" / "os-release")
     (root / "etc" / "hostname").write_text("lane-7\n")
+    (root / "boot" / "firmware").mkdir(parents=True)
+    (root / "boot" / "firmware" / "config.txt").write_text(BOOT_CONFIG)
     return root, installer("--root", str(root), "--scanner", "0C2E:0B61").stdout
+
+
+# Raspberry Pi OS's config.txt ends inside a model's section: lines appended there would apply
+# to that model only.
+BOOT_CONFIG = "dtparam=audio=on\ncamera_auto_detect=1\n\n[cm5]\ndtoverlay=dwc2,dr_mode=host\n"
+
+
+def boot_block(text: str) -> list[str]:
+    lines = text.splitlines()
+    begin = next(i for i, line in enumerate(lines) if line.startswith("# >>> gate"))
+    end = lines.index("# <<< gate")
+    return lines[begin + 1:end]
+
+
+@needs_root
+def test_the_outputs_safe_levels_go_into_config_txt(installed: tuple[Path, str]) -> None:
+    root, out = installed
+    text = (root / "boot/firmware/config.txt").read_text()
+    assert text.startswith(BOOT_CONFIG), "the firmware's own settings are kept"
+    # The example config: relays and LEDs active-high; released relay low, red on, contacts pulled up.
+    assert boot_block(text) == ["[all]", "gpio=5=ip,pu", "gpio=13=ip,pu", "gpio=17=op,dl", "gpio=22=op,dh",
+                                "gpio=24=op,dl", "gpio=27=op,dl"]
+    assert "write the outputs' safe levels into /boot/firmware/config.txt" in out
+
+
+@needs_root
+def test_a_changed_gpio_table_updates_the_block_in_place_and_uninstall_removes_it(installed: tuple[Path, str], tmp_path: Path) -> None:
+    source, _ = installed
+    root = tmp_path / "pi"
+    shutil.copytree(source, root, symlinks=True)
+    txt = root / "boot/firmware/config.txt"
+    txt.write_text(txt.read_text() + "# the technician's own line, after the block\n")
+    config = root / "etc/gate/gate.toml"
+    config.write_text(config.read_text().replace("pin = 17\nactive_high = true", "pin = 17\nactive_high = false"))
+    out = installer("--root", str(root)).stdout
+    assert "write the outputs' safe levels" in out
+    text = txt.read_text()
+    assert "gpio=17=op,dh" in boot_block(text) and text.count("# >>> gate") == 1
+    assert text.endswith("# <<< gate\n# the technician's own line, after the block\n"), "updated where it was"
+    installer("--root", str(root), "--uninstall")
+    assert txt.read_text() == BOOT_CONFIG + "# the technician's own line, after the block\n"
 
 
 @needs_root

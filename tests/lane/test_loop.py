@@ -146,7 +146,7 @@ def test_an_accepted_ticket_is_on_disk_before_the_relay_moves(rig: Rig, tickets:
     order = [entry for entry in rig.journal if entry[0] == "append" or entry == ("unlock", "in", True)]
     assert order == [("append", "admission"), ("unlock", "in", True)]
     (record,) = rig.heard("record")
-    assert [kind for kind, _ in rig.events] == ["record", "decision"]
+    assert [kind for kind, _ in rig.events] == ["scan", "record", "decision"]
     assert record["kind"] == "admission" and record["seq"] == 1 and record["ticket_key"] == decision["ticket_key"]
     assert rig.outputs.on("unlock_in") and rig.outputs.on("green")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import faulthandler
 import json
 import time
 from pathlib import Path
@@ -18,6 +19,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     config = load_lane_config(args)
     logsetup.setup(config.log_level)
+    # systemd's watchdog kills a hung lane with SIGABRT: every thread's stack goes to the journal
+    # first, so the hang leaves a trace (and so do SIGSEGV and friends).
+    faulthandler.enable()
     return Daemon(config).run()
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import queue
+import signal
 import re
 import socket
 import subprocess
@@ -372,6 +373,19 @@ def test_metrics_scraped_without_pause_read_the_decision_loop_once_a_second(star
         urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read()
     elapsed = time.monotonic() - started
     assert len(readings) <= elapsed / 1.0 + 2, f"{len(readings)} readings on the loop in {elapsed:.1f} s"
+
+
+def test_a_watchdog_kill_leaves_every_thread_s_stack_in_the_journal(tmp_path, config_data) -> None:
+    config = write_config(tmp_path / "gate.toml", config_data)
+    lane = subprocess.Popen([sys.executable, "-m", "gate", "run", "--config", str(config)], stderr=subprocess.PIPE, text=True)
+    try:
+        wait_until(lambda: Path(config_data["status"]["socket"]).exists() or lane.poll() is not None, 30)
+        lane.send_signal(signal.SIGABRT)  # what systemd's WatchdogSec does to a hung lane
+        _, journal = lane.communicate(timeout=30)
+    finally:
+        if lane.poll() is None:
+            lane.kill()
+    assert "Fatal Python error: Aborted" in journal and "gate/lane/loop.py" in journal, journal[-2000:]  # the decision loop
 
 
 def test_metrics_refuse_the_venue_network(tmp_path, config_data) -> None:

@@ -44,6 +44,14 @@ def verify(unit_text: str, gate_binary: Path, tmp_path: Path) -> None:
     assert score and float(score.group(1)) <= 3.0, security.stdout[-2000:]
 
 
+def test_the_unit_neither_loops_on_a_bad_config_nor_waits_for_the_network() -> None:
+    settings = unit_settings(UNIT.read_text())
+    assert settings["RestartPreventExitStatus"] == ["2"], "a config error (exit 2) is not restarted every second"
+    assert "network-online.target" not in " ".join(settings.get("After", []) + settings.get("Wants", [])), \
+        "an offline-first lane does not wait for the DHCP timeout"
+    assert settings["MemoryMax"] and settings["ProtectProc"] == ["invisible"] and settings["ProcSubset"] == ["pid"]
+
+
 def test_the_unit_runs_the_lane_as_a_watched_unprivileged_service() -> None:
     settings = unit_settings(UNIT.read_text())
     expected = {

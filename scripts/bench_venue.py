@@ -43,7 +43,7 @@ from hwsim.venue_keys import VenueKeys
 
 from gate.store import Store, StoreError
 from gate.store.ledger import ADMISSION, Record
-from gate.sync.messages import encode_records
+from gate.sync.messages import Request, encode_records, encode_request
 from gate.trust.records import sealer
 
 PEERS = tuple(f"peer-{i:02d}" for i in range(1, 100))
@@ -458,6 +458,55 @@ def bench_recovery(workdir: Path, issuer: SigningKey, admissions: int) -> dict[s
 # --- Ledger.merge in-process -----------------------------------------------------------------------
 
 
+# --- (e) a flood of catch-up requests -----------------------------------------------------------------
+
+
+def bench_request_flood(workdir: Path, issuer: SigningKey, scans: int, held_records: int, rate: float = 50.0) -> dict[str, Any]:
+    """gate-a holds ``held_records`` peer records; one credential (a simulated peer's, as a
+    stolen gate's would be) asks gate-a for everything it holds ``rate`` times a second, all the
+    while gate-a scans tickets: its scan → relay, and how many answers it sent (it answers one
+    asker at most once a second, on a topic only that asker reads)."""
+    broker = venue_broker(workdir / "broker")
+    with Lanes(workdir, issuer, ["gate-a"], broker=broker, roster_extra=PEERS,
+               sync={"recovery": "admit", "recovery_wait": 0.0}) as venue, PeerPublisher(broker.port) as peers:
+        lane, scanner, daemon = venue.lanes["gate-a"], venue.scanners["gate-a"], venue.daemons["gate-a"]
+        for first in range(0, held_records, BURST_CHUNK):
+            published = peers.burst(min(BURST_CHUNK, held_records - first), 1)
+            wait_held(venue.database("gate-a"), "gate-a", published["streams"], 120)
+        asker = PEERS[0]
+        request = encode_request(Request("gate-a", {}, all=True))
+        stop = threading.Event()
+        sent = [0]
+
+        def flood() -> None:
+            assert venue.watcher is not None
+            started = time.monotonic()
+            while not stop.is_set():
+                venue.watcher.publish(f"{TOPIC_ROOT}sync/request/{asker}", request)
+                sent[0] += 1
+                stop.wait(max(0.0, started + sent[0] / rate - time.monotonic()))
+
+        thread = threading.Thread(target=flood, daemon=True)
+        thread.start()
+        try:
+            latencies = [admit(lane, scanner, ticket(issuer, 5 * 10**6 + i), timeout=60)[0] for i in range(scans)]
+        finally:
+            stop.set()
+            thread.join(5)
+        answers = sum(1 for line in log_tail(daemon).splitlines() if f"catch-up answer for {asker}" in line)
+        assert daemon.poll() is None, f"gate-a exited with {daemon.returncode}"
+    return {"requests": sent[0], "answers": answers, "held": held_records, "p50": percentile(latencies, 50),
+            "p99": percentile(latencies, 99), "max": max(latencies)}
+
+
+def flood_rows(e: dict[str, Any], rate: float = 50.0) -> list[str]:
+    what = f"catch-up requests at {rate:.0f}/s from one credential while the lane scans"
+    if "failed" in e:
+        return failed(e, what, "scan → relay p99 < 10 ms")
+    return [f"| {what} ({e['requests']:,} requests, {e['answers']} answers of {e['held']:,} records each): scan → relay "
+            f"p50 / p99 / max | {e['p50']:.2f} / {e['p99']:.2f} / {e['max']:.1f} ms | p99 < 10 ms | {verdict(e['p99'] < 10)} |"]
+
+
 def bench_merge(workdir: Path, count: int, rounds: int = 5) -> dict[str, float]:
     """Signed peer records taken in per second on one core, as a gate takes in a ledger message:
     ``decode_records``, ``open_record`` against the roster, then ``Ledger.merge`` (one SQLite
@@ -643,6 +692,8 @@ def run(args: argparse.Namespace) -> int:
     catch_up = attempt(f"catch-up of {args.missed:,} records missed while away",
                        lambda tmp: bench_catch_up(tmp, issuer, args.missed))
     recovery = attempt(f"an emptied lane recovering {args.lost:,} admissions", lambda tmp: bench_recovery(tmp, issuer, args.lost))
+    flood = attempt("catch-up requests at 50/s from one credential",
+                    lambda tmp: bench_request_flood(tmp, issuer, args.lane_scans * 2, args.lost * 5))
     lines = [
         SECTION,
         "",
@@ -669,6 +720,7 @@ def run(args: argparse.Namespace) -> int:
         *lanes_rows(lanes),
         *catch_up_rows(catch_up, args.missed),
         *recovery_rows(recovery, args.lost),
+        *flood_rows(flood),
         *merge_rows(merge),
         "",
     ]
@@ -676,4 +728,4 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.write_text(with_section(out.read_text() if out.exists() else "", section))
     print(section)
-    return 1 if any("failed" in r for r in (merge, among, lanes, catch_up, recovery)) else 0
+    return 1 if any("failed" in r for r in (merge, among, lanes, catch_up, recovery, flood)) else 0

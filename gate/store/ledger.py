@@ -271,6 +271,13 @@ class Ledger:
         rows = self.conn.execute(f"SELECT {_COLUMNS} FROM ledger {where} ORDER BY origin, epoch, seq LIMIT ?", [*args, limit])
         return [_record(row) for row in rows]
 
+    def sealed_records(self, origin: str, epoch: str, after_seq: int, limit: int) -> list[tuple[int, str | None, bytes | None]]:
+        """One stream's records above ``after_seq`` as their origin signed them: (seq, text,
+        signature), without reading them into ``Record``s (a catch-up answer passes them on)."""
+        return [(int(seq), signed, signature) for seq, signed, signature in self.conn.execute(
+            "SELECT seq, signed, signature FROM ledger WHERE origin = ? AND epoch = ? AND seq > ? ORDER BY seq LIMIT ?",
+            (origin, epoch, after_seq, limit))]
+
     def record(self, origin: str, epoch: str, seq: int) -> Record | None:
         row = self.conn.execute(f"SELECT {_COLUMNS} FROM ledger WHERE origin = ? AND epoch = ? AND seq = ?",
                                 (origin, epoch, seq)).fetchone()

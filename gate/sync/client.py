@@ -46,7 +46,7 @@ MAX_INFLIGHT = 8  # ledger messages handed to paho and not yet acknowledged
 MARK_SAVE_INTERVAL = 1.0  # seconds; a mark lost in a crash only means a few duplicates
 REQUEST_MIN_INTERVAL = 1.0  # seconds between catch-up requests triggered by gaps
 ANSWER_MIN_INTERVAL = 1.0  # seconds: one answer per asker at most this often (a flood of requests costs one)
-REPLY_MESSAGES_PER_TURN = 4  # reply batches published per turn of the loop: a scan never waits behind an answer
+ANSWER_BUDGET = 0.003  # seconds of answering per turn of the loop (one batch at least): a scan waits behind no more
 QUIET = 0.5  # seconds without peers' records after a reconnect: the broker's queue for this gate is taken in
 MERGE_BUDGET = 0.003  # seconds of merging per turn of the loop: what a scan may wait behind a backlog
 MERGE_BATCH = (16, 2000)  # records per merge transaction: at least, at most (sized to the budget in between)
@@ -506,23 +506,29 @@ class VenueSync:
         log.info("catch-up answer for %s streams=%d records=%d", asker, len(streams), sum(s[3] - s[2] for s in streams))
 
     def _send_answers(self) -> None:
-        """Publish a few batches of the answers under way (bounded work per turn)."""
-        budget = REPLY_MESSAGES_PER_TURN
+        """Publish batches of the answers under way until ``ANSWER_BUDGET`` is spent (one at
+        least): what a scan may wait behind an answer."""
+        deadline = time.perf_counter() + ANSWER_BUDGET
         for asker in list(self._answers):
             streams = self._answers[asker]
-            while budget > 0 and streams:
+            while streams:
+                if time.perf_counter() >= deadline:
+                    self.wake()  # the rest at the next turn, after the scans that came meanwhile
+                    return
                 origin, epoch, after, top = streams[0]
-                batch = [r for r in self.ledger.records(origin, epoch, after, messages.MAX_BATCH) if r.seq <= top]
-                sealed = [self._sealed(r) for r in batch if r.signature is not None or r.origin == self.gate_id]
-                if not batch or batch[-1].seq >= top:
+                rows = [row for row in self.ledger.sealed_records(origin, epoch, after, messages.MAX_BATCH) if row[0] <= top]
+                sealed = []
+                for seq, text, signature in rows:  # as signed; this gate's own unsealed ones (gate verify) sealed now
+                    if text is not None and signature is not None:
+                        sealed.append((text, signature))
+                    elif origin == self.gate_id and (record := self.ledger.record(origin, epoch, seq)) is not None:
+                        sealed.append(self._sealed(record))
+                if not rows or rows[-1][0] >= top:
                     streams.pop(0)
                 else:
-                    streams[0][2] = batch[-1].seq
+                    streams[0][2] = rows[-1][0]
                 if sealed and self._client is not None:
                     self._client.publish(self.topics.sync_reply(asker), messages.encode_reply(self.gate_id, sealed), qos=1)
-                    budget -= 1
-            if streams:
-                return
             if self._client is not None:
                 self._client.publish(self.topics.sync_reply(asker), messages.encode_reply(
                     self.gate_id, [], self._answer_holds.pop(asker, {}), recovering=self.recovering), qos=1)

@@ -116,6 +116,12 @@ class InputPin:
     normally_closed: bool = False  # fire loop: the contact opens on alarm (and on a cut wire)
 
 
+# Pins with a job of their own on a Raspberry Pi (docs/technicians.md, "Pins to avoid").
+RESERVED_PINS = {0: "the HAT ID EEPROM's I2C (ID_SD)", 1: "the HAT ID EEPROM's I2C (ID_SC)", 2: "I2C SDA (pull-up fitted)",
+                 3: "I2C SCL (pull-up fitted)", 14: "the UART's TXD (a serial scanner, the console)",
+                 15: "the UART's RXD (a serial scanner, the console)"}
+
+
 @dataclass(frozen=True)
 class GpioConfig:
     pin_factory: str = "default"  # "default": lgpio on a Pi; "mock": simulator
@@ -126,6 +132,12 @@ class GpioConfig:
     passage: dict[str, InputPin] = field(default_factory=dict)
     fire_alarm: InputPin | None = None
     tamper: InputPin | None = None
+
+    def warnings(self) -> list[str]:
+        """Pins that work but are another part's on most Pis (check-config prints them, the lane
+        logs them)."""
+        return [f"gpio.{name}.pin: GPIO {pin} is {RESERVED_PINS[pin]}; choose another unless that is unused here"
+                for name, pin in named_pins(self) if pin in RESERVED_PINS]
 
 
 @dataclass(frozen=True)
@@ -267,6 +279,10 @@ class Config:
 
     def trust_sources(self) -> TrustSources:
         return TrustSources(self.gt1_keys, self.trust_documents)
+
+    def warnings(self) -> list[str]:
+        """What works but should not be so on a real lane (check-config prints it, the lane logs it)."""
+        return [*self.gpio.warnings(), *(self.sync.warnings() if self.sync is not None else [])]
 
     @property
     def database(self) -> Path:

@@ -81,7 +81,7 @@ class Daemon:
         # that is busy in Python. 5 ms by default; one scan waited for several such turns.
         sys.setswitchinterval(GIL_SWITCH_INTERVAL)
         private_database(config.database)
-        for warning in config.sync.warnings() if config.sync is not None else ():
+        for warning in config.warnings():
             log.warning("config: %s", warning)
         seal = None
         if config.sync is not None and config.sync.identity is not None:

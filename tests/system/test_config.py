@@ -63,6 +63,15 @@ def test_bad_values_are_named(config_data):
     assert "trust.gt1_issuers[0].public_key: decodes to 3 bytes, expected 32" in found
 
 
+def test_pins_with_another_job_on_a_pi_are_warned_of(tmp_path, config_data, capsys):
+    from gate.cli import main as cli
+
+    config_data["gpio"]["buzzer"]["pin"] = 14  # the UART a serial scanner or the console uses
+    path = write_config(tmp_path / "gate.toml", config_data)
+    assert cli.main(["check-config", "--config", str(path)]) == 0  # it works: a warning, not an error
+    assert "warning: gpio.buzzer.pin: GPIO 14 is the UART's TXD" in capsys.readouterr().out
+
+
 def test_non_finite_numbers_are_refused(config_data):
     config_data["turnstile"]["passage_timeout"] = float("nan")  # TOML writes nan: the relay would never time out
     config_data["trust"]["command_max_age"] = float("inf")  # would carry out any command, however old

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import signal
 import sys
 import threading
@@ -27,7 +28,7 @@ from gate.lane.hardware import HardwareProvider, load_provider
 from gate.lane.loop import WAKE, DecisionLoop, FireAlarm, Notice, SetMode
 from gate.lane.readers import Readers
 from gate.lane.turnstile import TurnstileController
-from gate.store import Store, private_database
+from gate.store import Store, ownership_problem, private_database
 
 if TYPE_CHECKING:  # each imported where it is started: a lane without [sync] or metrics never loads them
     from drivers.gpio import GpioLane
@@ -42,6 +43,7 @@ log = logging.getLogger(__name__)
 
 GIL_SWITCH_INTERVAL = 0.001  # seconds (sys.setswitchinterval)
 METRICS_MAX_AGE = 1.0  # seconds: scrapes at any rate read the decision loop at most once a second
+EXIT_INSTALLATION = 2  # as a config error: the unit's RestartPreventExitStatus; gate doctor says why
 EXIT_CRASHED = 70  # EX_SOFTWARE: systemd restarts us
 RESTART_SECTIONS = ("gate_id", "venue", "state_dir", "mode", "log_level", "engine", "turnstile", "gpio", "scanner", "camera",
                     "nfc", "simulator", "sync", "status", "display")
@@ -268,6 +270,10 @@ class Daemon:
         signal.signal(signal.SIGINT, self.request_stop)
         signal.signal(signal.SIGHUP, lambda *_: self._reload_requested.set())
         code = 0
+        problem = ownership_problem(self.config.database, os.geteuid())
+        if problem:  # restarting cannot fix it (exit 2: the unit does not loop), and it is no crash
+            log.critical("the ledger cannot be opened: %s", problem)
+            return EXIT_INSTALLATION
         try:
             self.start()
             while not self._stop.wait(0.5):

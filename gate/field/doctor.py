@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from gate.config import Config
+from gate.store.db import ownership_problem
 
 OK, WARN, FAIL, SKIP = "ok", "warn", "fail", "skip"
 DISK_FAIL_BYTES = 64 * 2**20
@@ -46,6 +47,7 @@ class Doctor:
         self.lane: dict[str, Any] | None = None  # the running lane's status, if one answers
         self.dev = "/dev"  # where the GPIO chips are (tests point it elsewhere)
         self.boot_configs = ("/boot/firmware/config.txt", "/boot/config.txt")  # the firmware's, newest release first
+        self.service_user = SERVICE_USER  # who runs the lane (gate.service's User=)
 
     def run(self) -> list[Check]:
         checks = [self.check_lane()]
@@ -309,6 +311,17 @@ class Doctor:
                          "is mosquitto running there (systemctl status mosquitto)? user and password_file as in the broker's password file?")
         return Check("broker", OK, f"{where}: connected{lane}")
 
+    def _lane_uid(self) -> int:
+        """Who runs the lane: the service user when doctor runs as root and it exists, else this user."""
+        import pwd
+
+        if os.geteuid() == 0:
+            try:
+                return pwd.getpwnam(self.service_user).pw_uid
+            except KeyError:
+                pass
+        return os.geteuid()
+
     def _state_unreadable(self, name: str) -> Check | None:
         """The ledger is the gate user's alone (0700): another user cannot look at it."""
         state = Path(self.config.state_dir)
@@ -361,6 +374,8 @@ class Doctor:
         path = self.config.database
         if (unreadable := self._state_unreadable("database")) is not None:
             return unreadable
+        if (owned := ownership_problem(path, self._lane_uid())):
+            return Check("database", FAIL, owned.split(" (fix: ")[0], owned.split(" (fix: ")[1].rstrip(")"))
         if not path.exists():
             return Check("database", WARN, f"{path}: none yet (the lane creates it at its first start)")
         from gate.store.db import StoreError, inspect
@@ -475,5 +490,6 @@ _HID_FIX = ("plug the scanner in; `ls -l /dev/gate-scanner-hid /dev/input/by-id/
             "names known scanners; install-pi.sh --scanner VID:PID adds one); the device must be readable by the gate group")
 _NFC_FIX = ("`lsusb` shows the reader? the kernel's own NFC drivers must not hold it "
             "(/etc/modprobe.d/gate-nfc.conf from install-pi.sh); `python3 -m nfc` names what it finds")
+SERVICE_USER = "gate"
 _DB_FIX = ("stop the lane, keep a copy of the file, then `sqlite3 gate.db .recover | sqlite3 recovered.db`; "
            "with venue sync the other gates hold every record this lane published")

@@ -16,13 +16,13 @@ from typing import Callable, Sequence
 
 from gate.decision import revocation_prefix
 from gate.policy import TicketState
-from gate.store.db import Database, StoreError, private_database
+from gate.store.db import Database, StoreError, ownership_problem, private_database
 from gate.store.ledger import ADMISSION, NOT_REVERTED, REVERT, Ledger, Seal
 from gate.store.revocations import IS_REVOKED, Revocations
 from gate.store.state import State
 from gate.store.trust_store import Held, HeldMessage, RosterRow, TrustStore
 
-__all__ = ["Held", "HeldMessage", "RosterRow", "Store", "StoreError", "private_database"]
+__all__ = ["Held", "HeldMessage", "RosterRow", "Store", "StoreError", "ownership_problem", "private_database"]
 
 # ?5 the proof key: admitted with it (?4) and not reverted (the ledger's rule, ?3 the revert kind)
 _PROOF_USED = f"EXISTS (SELECT 1 FROM ledger AS a WHERE a.proof_key = ?5 AND a.kind = ?4 AND {NOT_REVERTED})"

@@ -34,6 +34,24 @@ class StoreError(GateError):
     """The database cannot be used as it is (newer schema, not a gate database)."""
 
 
+def ownership_problem(path: Path, uid: int) -> str:
+    """'' when user ``uid`` owns the ledger's directory and files, else which it does not own and
+    the fix. (A ``sudo gate bundle load`` before the first start, or recovery steps run as root,
+    leave root's files: the lane cannot write its ledger, which is no corrupt database.)"""
+    import pwd
+
+    files = [path.parent, path, *(path.with_name(path.name + s) for s in ("-wal", "-shm", "-journal"))]
+    foreign = [f for f in files if f.exists() and f.stat().st_uid != uid]
+    if not foreign:
+        return ""
+    try:
+        user = pwd.getpwuid(uid).pw_name
+    except KeyError:
+        user = str(uid)
+    return (f"{', '.join(str(f) for f in foreign)}: not owned by {user}, who runs the lane "
+            f"(fix: sudo chown -R {user}:{user} {path.parent})")
+
+
 def private_database(path: Path) -> None:
     """The database and its WAL and shared-memory files readable by this user alone, whatever the
     umask. SQLite gives the WAL and -shm files the database file's mode, so the database file is

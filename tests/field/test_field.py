@@ -4,6 +4,7 @@ failing on purpose in the simulator, ``gate safe`` and the metrics endpoint."""
 from __future__ import annotations
 
 import json
+import os
 import queue
 import signal
 import re
@@ -230,6 +231,28 @@ def test_doctor_all_good_beside_a_running_lane(lane, tmp_path, config_data) -> N
     assert checks["clock"]["result"] == "ok"
     assert checks["database"]["result"] == "ok" and checks["trust"]["result"] == "ok"
     assert checks["broker"]["result"] == "skip"
+
+
+def test_a_ledger_left_to_root_is_named_an_ownership_problem_not_a_crash(tmp_path, config_data, monkeypatch, caplog) -> None:
+    """After `sudo gate bundle load` before the first start, the lane (user gate) cannot open
+    its ledger: doctor names the owner and the chown, the lane exits 2 saying so (no restart
+    loop, no traceback), and nobody is sent to the corrupt-database recovery."""
+    from gate import config as config_module
+    from gate.daemon import Daemon
+    from gate.field.doctor import Doctor
+    from gate.store import Store
+
+    Store(Path(config_data["gate"]["state_dir"]) / "gate.db", "lane-1").close()  # made by root
+    config = config_module.parse(config_data, "gate.toml")
+    doctor = Doctor(config)
+    doctor.service_user = "nobody"  # the lane's user, not the files' owner
+    check = doctor.check_database()
+    assert check.result == "fail" and "not owned by nobody" in check.detail
+    assert check.fix.startswith("sudo chown -R nobody:nobody") and ".recover" not in check.fix
+
+    monkeypatch.setattr(os, "geteuid", lambda: 65534)  # the lane runs as that user
+    assert Daemon(config).run() == 2
+    assert any("the ledger cannot be opened" in r.getMessage() and "chown" in r.getMessage() for r in caplog.records)
 
 
 def test_doctor_missing_serial_device(tmp_path, config_data) -> None:

@@ -14,13 +14,14 @@ from typing import Any, Callable
 
 import pytest
 from hwsim.broker import Mosquitto, Watcher, mosquitto_binary
+from hwsim.venue_keys import VenueKeys
 from nacl.signing import SigningKey
 
 from gate.store.ledger import ADMISSION, PASSAGE, REVERT, Record
 from gate.sync.messages import encode_reply
 from gate.trust.records import sealer
 from tests.support.lanes import Lane, Tickets, wait_until
-from tests.support.venue import KEYS, ROOT, VENUE, gate_config, holds_roster, publish_roster, venue_acl
+from tests.support.venue import ADMIN, KEYS, ROOT, VENUE, gate_config, holds_roster, publish_roster, venue_acl
 
 pytestmark = pytest.mark.skipif(mosquitto_binary() is None, reason="mosquitto not installed (scripts/test installs it)")
 
@@ -46,11 +47,10 @@ class Venue:
 
     def roster(self, version: int = 1, retired: tuple[str, ...] = (), directions: dict[str, tuple[str, ...]] | None = None,
                retired_at: float | None = None) -> None:
-        for gate in ("gate-a", "gate-b"):
-            KEYS.add(gate)
+        roster = VenueKeys(VENUE, ["gate-a", "gate-b"], admin=ADMIN)  # these two alone (keys from the names, as KEYS's)
         admin = Watcher(self.broker.port, [], "venue-admin", "pw-venue-admin")
         try:
-            payload = KEYS.bundle(version, retired=retired, directions=directions, retired_at=retired_at)
+            payload = roster.bundle(version, retired=retired, directions=directions, retired_at=retired_at)
             admin.publish(ROOT + "bundle", payload, retain=True)
         finally:
             admin.close()

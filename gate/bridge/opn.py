@@ -87,11 +87,12 @@ class OpnClient:
 
     def reachable(self) -> str:
         """'' when the engine answers with this key; else why not (doctor, status)."""
-        try:
-            answer = self.http.get(f"{self.url}/actions/00000000-0000-0000-0000-000000000000")
+        try:  # only the status matters: the body is never read
+            with self.http.stream("GET", f"{self.url}/actions/00000000-0000-0000-0000-000000000000") as answer:
+                status = answer.status_code
         except httpx.HTTPError as exc:
             return f"not reached ({exc.__class__.__name__})"
-        return "API key refused (403)" if answer.status_code == 403 else ""
+        return "API key refused (403)" if status == 403 else ""
 
 
 def read_limited(answer: httpx.Response, limit: int) -> bytes | None:

@@ -235,6 +235,17 @@ class BridgeStore:
                                    (sink, PENDING, part[1], part[0])).fetchone()
         return row[0]
 
+    def waiting(self, sink: str, now: float) -> dict[str, tuple[int, float]]:
+        """Pending jobs of ``sink`` not due yet, by ticket key: the earliest one's (id, next_at).
+        (Few but in an outage; a later action of such a ticket must not overtake it.)"""
+        out: dict[str, tuple[int, float]] = {}
+        for row in self._conn().execute("SELECT id, next_at, body FROM jobs WHERE sink=? AND state=? AND next_at>? ORDER BY id",
+                                        (sink, PENDING, now)):
+            key = json.loads(row["body"]).get("ticket_key")
+            if isinstance(key, str):
+                out.setdefault(key, (row["id"], row["next_at"]))
+        return out
+
     def done(self, job_id: int, result: str = "", now: float | None = None) -> None:
         with self._tx() as conn:
             conn.execute("UPDATE jobs SET state=?, done_at=?, result=?, attempts=attempts+1, last_error=NULL WHERE id=?",

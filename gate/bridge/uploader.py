@@ -39,6 +39,18 @@ def backoff(attempts: int) -> float:
     return min(BACKOFF[1], BACKOFF[0] * 2 ** min(attempts, 10))
 
 
+def retry_after(pause: float, attempts: int, was_working: bool) -> float:
+    """When a job that failed on its own is due again: after the worker's ``pause`` and a
+    delay of its own, so that when the worker resumes, the next job goes first (were it due
+    exactly then, the failing job, the oldest, would be taken again and again).
+
+    The own delay grows (``backoff``) only when the destination was working just before
+    (``was_working``): then it is this job that fails. During an outage every job fails; a
+    growing delay each would keep them waiting long after the destination is back, so they
+    wait only one step longer than the pause."""
+    return time.time() + pause + (backoff(attempts) if was_working else BACKOFF[0])
+
+
 class Worker(threading.Thread):
     """Takes ``sink``'s due jobs and hands them to ``deliver`` (which records each outcome)."""
 
@@ -137,12 +149,14 @@ def pretix_delivery(config: BridgeConfig, store: BridgeStore) -> Callable[[list[
                     continue
                 # This job waits its own growing delay (later jobs go first meanwhile); the worker
                 # pauses as a whole too, so that a pretix outage is not hammered.
+                was_working = getattr(failures, "count", 0) == 0
                 failures.count = getattr(failures, "count", 0) + 1
+                pause = backoff(failures.count - 1)
                 last = job.attempts + 1 >= MAX_TRANSIENT_ATTEMPTS
-                store.failed(job.id, str(exc), None if last else time.time() + backoff(job.attempts))
+                store.failed(job.id, str(exc), None if last else retry_after(pause, job.attempts, was_working))
                 log.warning("pretix upload failed, %s nonce=%s attempts=%d error=%s", "given up" if last else "retrying",
                             job.body["nonce"], job.attempts + 1, exc)
-                return backoff(failures.count - 1)
+                return pause
             failures.count = 0
             if result.ok:
                 store.done(job.id, "ok")
@@ -170,9 +184,16 @@ def opn_delivery(config: BridgeConfig, store: BridgeStore) -> Callable[[list[Job
     def deliver(jobs: list[Job]) -> float:
         now = time.time()
         batch: list[tuple[Job, dict[str, Any]]] = []
+        # OPN's lifecycle takes a ticket's actions in order (a scannedTicket after the ticket's
+        # checkedInTicket is refused): an action waits while an earlier one of its ticket waits.
+        waiting = store.waiting("opn", now)
         for job in jobs:
             if len(batch) >= limit[0]:
                 break
+            earlier = waiting.get(job.body["ticket_key"])
+            if earlier is not None and earlier[0] < job.id:
+                store.defer(job.id, "waits for an earlier action of its ticket", earlier[1])
+                continue
             own_id = store.opn_ticket(job.body["ticket_key"])  # a GT1 ticket listed by its id
             row = store.secret(job.body["ticket_key"]) if own_id is None else None
             if own_id is not None:
@@ -191,6 +212,7 @@ def opn_delivery(config: BridgeConfig, store: BridgeStore) -> Callable[[list[Job
         try:
             outcomes = api.stream([a for _, a in batch])
         except opn_api.OpnError as exc:
+            was_working = failures[0] == 0
             failures[0] += 1
             pause = backoff(failures[0] - 1)
             if len(batch) > 1:
@@ -204,7 +226,9 @@ def opn_delivery(config: BridgeConfig, store: BridgeStore) -> Callable[[list[Job
                 job = batch[0][0]
                 cap = MAX_TRANSIENT_ATTEMPTS if exc.transient else settings.max_attempts
                 last = job.attempts + 1 >= cap
-                store.failed(job.id, str(exc), None if last else time.time() + max(pause, backoff(job.attempts)))
+                # Refused as this action (not transient): its own growing delay; OPN away: one step.
+                store.failed(job.id, str(exc), None if last else retry_after(pause, job.attempts,
+                                                                             was_working or not exc.transient))
                 log.warning("OPN stream failed for one action, %s action=%s attempts=%d error=%s",
                             "given up" if last else "retrying", batch[0][1]["action"], job.attempts + 1, exc)
             return pause
@@ -227,16 +251,21 @@ def webhook_delivery(config: BridgeConfig, store: BridgeStore, hook: WebhookConf
     """One receiver's deliveries (its queue is ``hook.sink``); each message keeps its
     ``webhook-id`` on every retry."""
     sender = Sender(hook.url, secret_bytes(hook.secret))
+    failures = [0]
 
     def deliver(jobs: list[Job]) -> float:
         for job in jobs:
             try:
                 sender.deliver(job.body["id"], job.body["payload"].encode())
             except WebhookError as exc:
+                was_working = failures[0] == 0
+                failures[0] += 1
+                pause = backoff(failures[0] - 1)
                 last = job.attempts + 1 >= hook.max_attempts
-                store.failed(job.id, str(exc), None if last else time.time() + backoff(job.attempts))
+                store.failed(job.id, str(exc), None if last else retry_after(pause, job.attempts, was_working))
                 log.warning("webhook not delivered sink=%s attempts=%d error=%s", hook.sink, job.attempts + 1, exc)
-                return backoff(job.attempts)
+                return pause
+            failures[0] = 0
             store.done(job.id, "delivered")
         return 0.0
 

@@ -52,6 +52,17 @@ def test_the_unit_neither_loops_on_a_bad_config_nor_waits_for_the_network() -> N
     assert settings["MemoryMax"] and settings["ProtectProc"] == ["invisible"] and settings["ProcSubset"] == ["pid"]
 
 
+@needs_analyze
+def test_the_bridge_unit_verifies_and_keeps_its_queue_to_itself(tmp_path: Path) -> None:
+    text = (REPO / "systemd" / "gate-bridge.service").read_text()
+    unit = tmp_path / "gate-bridge.service"
+    unit.write_text(text.replace("/opt/gate/venv/bin/gate", sys.executable))
+    run = subprocess.run([ANALYZE, "verify", "--man=no", str(unit)], capture_output=True, text=True)
+    assert run.returncode == 0 and not (run.stdout + run.stderr).strip(), run.stdout + run.stderr
+    settings = unit_settings(text)
+    assert settings["UMask"] == ["0077"] and settings["User"] == ["gate-bridge"] and settings["RestartPreventExitStatus"] == ["2"]
+
+
 def test_the_unit_runs_the_lane_as_a_watched_unprivileged_service() -> None:
     settings = unit_settings(UNIT.read_text())
     expected = {

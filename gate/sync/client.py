@@ -47,6 +47,7 @@ MARK_SAVE_INTERVAL = 1.0  # seconds; a mark lost in a crash only means a few dup
 REQUEST_MIN_INTERVAL = 1.0  # seconds between catch-up requests triggered by gaps
 ANSWER_MIN_INTERVAL = 1.0  # seconds: one answer per asker at most this often (a flood of requests costs one)
 ANSWER_BUDGET = 0.003  # seconds of answering per turn of the loop (one batch at least): a scan waits behind no more
+ANSWER_WAIT = 5.0  # seconds: a request with no complete answer by then is asked again (of the next peer in turn)
 QUIET = 0.5  # seconds without peers' records after a reconnect: the broker's queue for this gate is taken in
 MERGE_BUDGET = 0.003  # seconds of merging per turn of the loop: what a scan may wait behind a backlog
 MERGE_BATCH = (16, 2000)  # records per merge transaction: at least, at most (sized to the budget in between)
@@ -385,6 +386,7 @@ class VenueSync:
             else:
                 self._request_catch_up(now, why="connected")
         elif kind == "disconnected":
+            self.online.clear()  # who is online is learnt again from their statuses (a restarted broker kept none)
             if self.connected:
                 log.warning("broker connection lost reason=%s outbox=%d", event[1], self.outbox_size())
             self.connected = False
@@ -543,7 +545,7 @@ class VenueSync:
             self._next_catch_up = now + 1.0 if self.recovering else now + self.settings.catch_up_interval
             return
         self._last_request = now
-        self._next_catch_up = now + self.settings.catch_up_interval
+        self._next_catch_up = now + min(ANSWER_WAIT, self.settings.catch_up_interval)  # no answer: ask again, another peer
         self._want_catch_up = False
         marks = self.ledger.marks()  # this gate's own stream too: else the answer sends it back to us
         self._asked = responder
@@ -593,6 +595,7 @@ class VenueSync:
         marks = self.ledger.marks()
         missing = {k: v for k, v in holds.items() if marks.get(k, 0) < v and k != (self.gate_id, self.epoch)}
         if not missing:
+            self._next_catch_up = now + self.settings.catch_up_interval  # caught up: the next one at the interval
             if self.recovering:
                 self._end_recovery(f"caught up from {responder}: {self._records_held} records")
             return

@@ -54,6 +54,8 @@ class _Section:
     def _error(self, key: str, message: str) -> None:
         self.problems.append(f"{self.key(key)}: {message}")
 
+    problem = _error  # for the other programs' configs that read their tables with this class (TomlTable)
+
     def get(
         self,
         key: str,
@@ -94,13 +96,30 @@ class _Section:
         self.read.add(key)
         if key not in self.data:
             return None
-        return _Section(self.key(key), self.data[key], self.problems)
+        return type(self)(self.key(key), self.data[key], self.problems)
+
+    def tables(self, key: str) -> list["_Section"]:
+        """An array of tables (``[[name.key]]``), each read as strictly."""
+        self.read.add(key)
+        items = self.data.get(key, [])
+        if not isinstance(items, list):
+            self._error(key, f"must be an array of tables ([[{self.name}.{key}]])")
+            return []
+        return [type(self)(f"{self.key(key)}[{i}]", item, self.problems) for i, item in enumerate(items)]
+
+    def path(self, key: str, base: Path, default: Any = _REQUIRED) -> Path | None:
+        """A file named relative to the config's folder."""
+        value = self.get(key, str, default)
+        return (base / value) if value else None
 
     def finish(self) -> None:
         for key in self.data:
             if key not in self.read:
                 self._error(key, "unknown key")
 
+
+
+TomlTable = _Section  # gate bridge's config reads its tables with the lane config's own strict reader
 
 @dataclass(frozen=True)
 class OutputPin:

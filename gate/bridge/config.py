@@ -41,7 +41,6 @@ to other hosts than this one; without it only loopback may be.
 from __future__ import annotations
 
 import hashlib
-import math
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -52,81 +51,16 @@ from urllib.parse import urlsplit
 from nacl.signing import SigningKey
 
 from gate.bridge.transport import insecure
-from gate.config import SyncConfig
+from gate.config import SyncConfig, TomlTable
 from gate.errors import ConfigError, TrustError
 from gate.formats.trustdoc import decode_key
 
 DEFAULT_PATH = "/etc/gate/bridge.toml"
 BRIDGE_USER = "venue-bridge"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")
-_MISSING = object()
 
 
-class _Table:
-    """One table read strictly: what was read is remembered, the rest is an unknown key."""
-
-    def __init__(self, name: str, data: Any, problems: list[str]) -> None:
-        self.name, self.problems = name, problems
-        if not isinstance(data, dict):
-            problems.append(f"{name}: must be a table")
-            data = {}
-        self.data, self.read = data, set()
-
-    def _key(self, key: str) -> str:
-        return f"{self.name}.{key}" if self.name else key
-
-    def problem(self, key: str, message: str) -> None:
-        self.problems.append(f"{self._key(key)}: {message}")
-
-    def get(self, key: str, kind: type, default: Any = _MISSING, *, choices: tuple[Any, ...] | None = None,
-            minval: float | None = None, maxval: float | None = None) -> Any:
-        self.read.add(key)
-        if key not in self.data:
-            if default is _MISSING:
-                self.problem(key, "required value missing")
-                return None
-            return default
-        value = self.data[key]
-        if kind is float and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
-        if kind is list:
-            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-                self.problem(key, f"expected a list of strings, got {value!r}")
-                return [] if default is _MISSING else default
-        elif isinstance(value, bool) and kind is not bool or not isinstance(value, kind):
-            self.problem(key, f"expected {kind.__name__}, got {type(value).__name__} {value!r}")
-            return None if default is _MISSING else default
-        if kind is float and not math.isfinite(value):  # TOML has nan and inf: a poll interval of nan never comes
-            self.problem(key, f"must be a finite number, got {value!r}")
-            return None if default is _MISSING else default
-        if choices is not None and value not in choices:
-            self.problem(key, f"must be one of {', '.join(map(str, choices))}, got {value!r}")
-        if minval is not None and value < minval:
-            self.problem(key, f"must be at least {minval}, got {value!r}")
-        if maxval is not None and value > maxval:
-            self.problem(key, f"must be at most {maxval}, got {value!r}")
-        return value
-
-    def table(self, key: str) -> "_Table | None":
-        self.read.add(key)
-        return _Table(self._key(key), self.data[key], self.problems) if key in self.data else None
-
-    def tables(self, key: str) -> list["_Table"]:
-        self.read.add(key)
-        items = self.data.get(key, [])
-        if not isinstance(items, list):
-            self.problem(key, f"must be an array of tables ([[{self.name}.{key}]])")
-            return []
-        return [_Table(f"{self._key(key)}[{i}]", item, self.problems) for i, item in enumerate(items)]
-
-    def path(self, key: str, base: Path, default: Any = _MISSING) -> Path | None:
-        value = self.get(key, str, default)
-        return (base / value) if value else None
-
-    def finish(self) -> None:
-        for key in self.data:
-            if key not in self.read:
-                self.problem(key, "unknown key")
+_Table = TomlTable  # the lane config's strict reader (gate.config): one reader, one set of messages
 
 
 @dataclass(frozen=True)
@@ -216,7 +150,7 @@ def load(path: str) -> BridgeConfig:
 
 
 def _secret(table: _Table, key: str, base: Path, required: bool = True) -> str:
-    path = table.path(key, base, _MISSING if required else "")
+    path = table.path(key, base) if required else table.path(key, base, "")
     if path is None:
         return ""
     try:

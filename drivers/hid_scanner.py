@@ -252,8 +252,10 @@ class HidScanner(ReaderThread):
                 if self.unterminated == "accept" and partial:
                     self._deliver(partial)
                 else:
+                    self.note_error("line without suffix dropped")
                     log.warning("scanner partial line without suffix dropped chars=%d", len(partial))
 
     def _deliver(self, line: str) -> None:
         self.lines_read += 1
+        self.note_activity()
         self.on_line(line)

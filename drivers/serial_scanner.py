@@ -96,16 +96,21 @@ class SerialScanner(ReaderThread):
             now = time.monotonic()
             if data:
                 last_byte = now
+                overlong = framer.overlong
                 for line in framer.feed(data):
                     self._deliver(line)
+                if framer.overlong != overlong:
+                    self.note_error(f"line longer than {self.max_line} bytes dropped")
             elif framer.partial and now - last_byte >= self.line_timeout:
                 partial = framer.take_partial()
                 if self.unterminated == "accept" and partial:
                     self._deliver(partial)
                 else:
+                    self.note_error("line without terminator dropped")
                     log.warning("scanner partial line without terminator dropped bytes=%d", len(partial))
 
     def _deliver(self, line: bytes) -> None:
         self.lines_read += 1
+        self.note_activity()
         # Scanned codes are ASCII; anything else is kept visible (U+FFFD) and refused downstream.
         self.on_line(line.decode("utf-8", errors="replace"))

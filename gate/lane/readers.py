@@ -101,6 +101,7 @@ class Readers:
             lambda text, began: loop.scan(text, "nfc", nfc.direction, received=began),
             lambda answer, nonce, gate_id, began: loop.tap(answer, nonce, gate_id, nfc.direction, received=began),
             exchange_timeout=nfc.exchange_timeout,
+            poll_interval=nfc.poll_interval,
             reconnect_interval=nfc.reconnect_interval,
             wall_clock=self.clock.now,
         )
@@ -108,17 +109,19 @@ class Readers:
         self.nfc = reader
 
     def status(self) -> dict[str, Any]:
-        """What each configured reader is doing (status topic, ``gate status``)."""
+        """What each configured reader is doing (status topic, ``gate status``): besides its own
+        counts, ``connected``, ``last_activity_age_s`` (its last line, frame or poll) and
+        ``last_error`` (short text, never what was read)."""
         readers: dict[str, Any] = {name: {"problem": problem} for name, problem in self.problems.items()}
         if self.scanner is not None:
-            readers["scanner"] = {"connected": self.scanner.connected.is_set(), "lines": self.scanner.lines_read,
+            readers["scanner"] = {**self.scanner.status(), "lines": self.scanner.lines_read,
                                   "kind": self.config.scanner.kind, "device": self.scanner.device}
             if self.config.scanner.kind == "hid":
                 readers["scanner"].update(grabbed=self.scanner.grabbed, unknown_keys=self.scanner.unknown_keys)
         if self.camera is not None:
             readers["camera"] = self.camera.status()
         if self.nfc is not None:
-            readers["nfc"] = {"connected": self.nfc.connected.is_set(), "taps": self.nfc.taps, "failed": self.nfc.failed_taps}
+            readers["nfc"] = self.nfc.status()
         return readers
 
     def stop(self) -> None:

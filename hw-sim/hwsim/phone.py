@@ -40,9 +40,12 @@ MAX_STAY = 3.0  # a card the reader never finishes with is taken away after this
 class IsoDepCard:
     """The card's side of ISO-DEP over an nfcpy frontend activated as a Type A target."""
 
-    def __init__(self, frontend: Any, handle_apdu: Callable[[bytes], bytes | None]) -> None:
+    ATS = bytes([0x05, 0x70 | FSCI, 0x80, FWI << 4, 0x00])  # FSCI, no bit-rate change, FWI, no NAD/CID
+
+    def __init__(self, frontend: Any, handle_apdu: Callable[[bytes], bytes | None], ats: bytes = ATS) -> None:
         self.frontend = frontend
         self.handle_apdu = handle_apdu  # APDU → response with status word; None: taken away now
+        self.ats = ats
         self.gone = False
         self._chained: list[bytes] = []  # a command the reader sends in parts
         self._pending: list[bytes] = []  # the parts of our answer not sent yet
@@ -69,8 +72,8 @@ class IsoDepCard:
 
     def _answer(self, command: bytes) -> bytes | None:
         pcb = command[0]
-        if pcb == 0xE0:  # RATS → ATS: FSCI, no bit-rate change, FWI, no NAD/CID
-            return bytes([0x05, 0x70 | FSCI, 0x80, FWI << 4, 0x00])
+        if pcb == 0xE0:  # RATS → ATS
+            return self.ats
         if pcb & 0xF6 == 0xA2 and self._pending:  # R(ACK): the next part of our answer
             return self._next_block(pcb & 1)
         if pcb & 0xE2 == 0x02:  # I-block
@@ -97,7 +100,13 @@ class IsoDepCard:
 
 
 class EmulatedCard:
-    """Something the reader can tap: listens on nfcpy's udp driver, serves one ISO-DEP session."""
+    """Something the reader can tap: listens on nfcpy's udp driver, serves one ISO-DEP session.
+    A card of another make changes what it announces (``sel_res``, ``ats``) or how it speaks
+    ISO-DEP (``iso_dep``, an ``IsoDepCard`` subclass)."""
+
+    sel_res = 0x20  # SAK: ISO-DEP
+    ats = IsoDepCard.ATS
+    iso_dep = IsoDepCard
 
     def __init__(self, port: int, host: str = "localhost", uid: bytes = b"\x08\x12\x34\x56") -> None:
         self.path = f"udp:{host}:{port}"
@@ -121,7 +130,7 @@ class EmulatedCard:
             target = nfc.clf.LocalTarget("106A")
             target.sens_res = bytearray.fromhex("0400")
             target.sdd_res = bytearray(self.uid)
-            target.sel_res = bytearray.fromhex("20")  # ISO-DEP
+            target.sel_res = bytearray([self.sel_res])
             deadline = time.monotonic() + timeout
             while True:  # until a reader polls and activates us (RATS); stray frames are not that
                 activated = frontend.listen(target, max(0.05, deadline - time.monotonic()))
@@ -142,7 +151,7 @@ class EmulatedCard:
                     leave_at[0] = min(leave_at[0], time.monotonic() + seconds)
                 return answer
 
-            self.last_end = IsoDepCard(frontend, handle).serve(activated.tt4_cmd, leaving)
+            self.last_end = self.iso_dep(frontend, handle, self.ats).serve(activated.tt4_cmd, leaving)
             return True
         finally:
             frontend.close()

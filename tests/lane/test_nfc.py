@@ -3,7 +3,6 @@ tag (nfcpy card emulation) over nfcpy's own ``udp`` driver, through the running 
 
 from __future__ import annotations
 
-import socket
 import time
 
 import pytest
@@ -11,12 +10,7 @@ from hwsim.phone import GT1Phone, NdefTag
 
 from gate.formats import gt1
 from tests.support.lanes import wait_until
-
-
-def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.support.nfc import free_udp_port
 
 
 @pytest.fixture

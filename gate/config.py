@@ -191,6 +191,15 @@ class CameraConfig:
     downscale: int = 1
     hold_off: float = 2.0
     direction: str = IN
+    # Focus (drivers.camera.CameraControls): a Camera Module 3 starts at 1 dioptre (1 m); tickets
+    # are held 10-30 cm away. Cameras without a focus motor ignore these.
+    af_mode: str = "manual"  # "manual": the lens stays at lens_position | "continuous": autofocus over af_range
+    lens_position: float = 5.0  # dioptres (1 / metres): 5.0 = 20 cm
+    af_range: str = "macro"  # "macro" | "normal" | "full" (continuous autofocus only)
+    max_exposure_ms: float = 10.0  # longer exposures blur a moving hand; 0: libcamera's own exposure
+    stall_seconds: float = 5.0  # no frame for this long: the camera is closed and opened again
+    illumination: str = "off"  # [gpio.illumination]: "presence" (on while someone is in front) | "always" | "off"
+    illumination_hold: float = 10.0  # seconds the light stays on after the last movement in front of the camera
 
 
 @dataclass(frozen=True)
@@ -199,6 +208,7 @@ class NfcConfig:
     direction: str = IN
     exchange_timeout: float = 1.0
     reconnect_interval: float = 2.0
+    poll_interval: float = 0.05  # one poll's start to the next (drivers/nfc_reader.py DEFAULT_POLL_INTERVAL says why)
 
 
 @dataclass(frozen=True)
@@ -393,6 +403,11 @@ def parse(data: dict[str, Any], path: str = "<config>") -> Config:
     for name, reader in (("scanner", scanner), ("camera", camera), ("nfc", nfc)):
         if reader is not None and reader.direction not in gpio.unlock:
             problems.append(f"{name}.direction: {reader.direction!r} needs gpio.unlock_{reader.direction}")
+    if camera is not None:  # the camera's light: on when wired, unless told otherwise
+        lit = "illumination" in gpio.lights
+        camera = dataclasses.replace(camera, illumination=camera.illumination or ("presence" if lit else "off"))
+        if camera.illumination != "off" and not lit:
+            problems.append(f"camera.illumination: {camera.illumination!r} needs the light's pin ([gpio.illumination] pin = ...)")
     if camera is not None and camera.source == "simulator" and not simulator.enabled:
         problems.append("camera.source: 'simulator' needs [simulator] enabled = true")
     for direction in gpio.unlock:
@@ -481,7 +496,7 @@ def _read_gpio(sec: _Section) -> GpioConfig:
     unlock = {d: _output(t) for d in DIRECTIONS if (t := sec.table(f"unlock_{d}"))}
     if IN not in unlock:
         sec._error("unlock_in", "required table missing (the entry relay)")
-    lights = {c: _output(t) for c in ("green", "red", "amber") if (t := sec.table(c))}
+    lights = {c: _output(t) for c in ("green", "red", "amber", "illumination") if (t := sec.table(c))}  # illumination: [camera]
     buzzer_table = sec.table("buzzer")
     passage = {d: _input(t) for d in DIRECTIONS if (t := sec.table(f"passage_{d}"))}
     fire_table, tamper_table = sec.table("fire_alarm"), sec.table("tamper")
@@ -611,6 +626,13 @@ def _read_camera(sec: _Section) -> CameraConfig:
         downscale=sec.get("downscale", int, 1, minval=1, maxval=4),
         hold_off=sec.get("hold_off", float, 2.0, minval=0.3, maxval=60.0),
         direction=sec.get("direction", str, IN, choices=DIRECTIONS),
+        af_mode=sec.get("af_mode", str, "manual", choices=("manual", "continuous")),
+        lens_position=sec.get("lens_position", float, 5.0, minval=0.0, maxval=32.0),  # libcamera's LensPosition range
+        af_range=sec.get("af_range", str, "macro", choices=("macro", "normal", "full")),
+        max_exposure_ms=sec.get("max_exposure_ms", float, 10.0, minval=0.0, maxval=100.0),
+        stall_seconds=sec.get("stall_seconds", float, 5.0, minval=1.0, maxval=120.0),
+        illumination=sec.get("illumination", str, "", choices=("presence", "always", "off")),  # "": by [gpio.illumination]
+        illumination_hold=sec.get("illumination_hold", float, 10.0, minval=0.5, maxval=600.0),
     )
     sec.finish()
     return camera
@@ -622,6 +644,7 @@ def _read_nfc(sec: _Section) -> NfcConfig:
         direction=sec.get("direction", str, IN, choices=DIRECTIONS),
         exchange_timeout=sec.get("exchange_timeout", float, 1.0, minval=0.05, maxval=10.0),
         reconnect_interval=sec.get("reconnect_interval", float, 2.0, minval=0.1, maxval=60.0),
+        poll_interval=sec.get("poll_interval", float, 0.05, minval=0.0, maxval=2.0),
     )
     sec.finish()
     if nfc.device and not re.match(r"^(usb|tty|udp)(:[A-Za-z0-9._-]*)*$", nfc.device):
@@ -652,21 +675,26 @@ def _read_display(sec: _Section) -> DisplayConfig:
     return display
 
 
+def loopback_listen(sec: _Section, key: str) -> tuple[str, int] | None:
+    """A metrics endpoint's ``host:port``, on this machine's loopback only (also gate bridge's)."""
+    listen = sec.get(key, str, "")
+    if not listen:
+        return None
+    host, _, port = listen.rpartition(":")
+    host = host.strip("[]")
+    if host not in ("127.0.0.1", "::1", "localhost") or not port.isdigit() or not 0 < int(port) < 65536:
+        sec._error(key, f"a loopback address and port such as '127.0.0.1:9464', got {listen!r} "
+                        "(the endpoint is for a local agent or an ssh tunnel, not the venue network)")
+        return None
+    return host, int(port)
+
+
 def _read_status(sec: _Section) -> StatusConfig:
     socket_path = sec.get("socket", str, StatusConfig.socket)
-    listen = sec.get("metrics", str, "")
+    metrics = loopback_listen(sec, "metrics")
     sec.finish()
     if socket_path and (not socket_path.startswith("/") or len(socket_path.encode()) > 107):
         sec._error("socket", f"an absolute path of at most 107 bytes (a Unix socket), got {socket_path!r}")
-    metrics = None
-    if listen:
-        host, _, port = listen.rpartition(":")
-        host = host.strip("[]")
-        if host not in ("127.0.0.1", "::1", "localhost") or not port.isdigit() or not 0 < int(port) < 65536:
-            sec._error("metrics", f"a loopback address and port such as '127.0.0.1:9464', got {listen!r} "
-                                  "(the endpoint is for a local agent or an ssh tunnel, not the venue network)")
-        else:
-            metrics = (host, int(port))
     return StatusConfig(socket=socket_path, metrics=metrics)
 
 

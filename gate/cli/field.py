@@ -26,7 +26,9 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     try:
         config = config_module.load(args.config)
     except config_module.ConfigError as exc:
-        checks = [Check("config", FAIL, "; ".join(exc.problems), f"fix {exc.path}, then gate check-config")]
+        hint = ("sudo gate doctor (the config is root's and the gate user's)" if exc.problems == ["not readable by this user"]
+                else "fix the config, then: gate check-config")
+        checks = [Check("config", FAIL, "; ".join(exc.problems), hint, f"the config: {exc.path}")]
         title = f"gate doctor: {args.config}"
     else:
         formats = ", ".join(config.engine.formats)
@@ -43,6 +45,10 @@ def cmd_doctor(args: argparse.Namespace) -> int:
             print(f"  {check.name:<{width}}  {MARK[check.result]:<4}  {check.detail}")
             if check.fix and check.result in (FAIL, WARN):
                 print(f"  {'':<{width}}        → {check.fix}")
+                if args.verbose and check.more:
+                    print(f"  {'':<{width}}          {check.more}")
+        if not args.verbose and any(c.more and c.result in (FAIL, WARN) for c in checks):
+            print("(gate doctor --verbose: the details behind each hint)")
         print(f"{failed} failed, {warned} to look at" if failed or warned else "all good")
     return EXIT_FAILED if failed else EXIT_OK
 
@@ -55,8 +61,13 @@ def cmd_status(args: argparse.Namespace) -> int:
     waits for a lane that is not running yet and reconnects when the lane restarts."""
     from gate import config as config_module
 
-    config = config_module.load(args.config)
-    path = config.status.socket
+    try:
+        path = config_module.load(args.config).status.socket
+    except config_module.ConfigError as exc:
+        if exc.problems != ["not readable by this user"]:
+            raise
+        # A technician in the gate-status group reads the status socket, not the config.
+        path = config_module.StatusConfig.socket
     live = not (args.once or args.json)
     view = StatusView()
     while True:
@@ -65,7 +76,7 @@ def cmd_status(args: argparse.Namespace) -> int:
             sock.settimeout(5)
             sock.connect(path)
         except PermissionError:
-            print(f"gate: not allowed to read {path}: run with sudo, or join the gate group", file=sys.stderr)
+            print(f"gate: not allowed to read {path}: run with sudo, or join the gate-status group", file=sys.stderr)
             return EXIT_FAILED
         except OSError as exc:
             sock.close()
@@ -151,6 +162,9 @@ class StatusView:
     def render(self, out: TextIO, width: int = 80) -> None:
         from gate.field.doctor import duration_text
 
+        def age_text(seconds: float) -> str:
+            return f"{seconds:.1f} s" if seconds < 60 else duration_text(seconds)
+
         s = self.status
         line = lambda text="": out.write(text[:width] + "\n")  # noqa: E731
         line(f"{s.get('gate')} at {s.get('venue')}   gate {s.get('version')}   pid {s.get('pid')}   up {duration_text(s.get('uptime', 0))}")
@@ -191,7 +205,18 @@ class StatusView:
                 readers.append(f"{name} {'up' if reader['connected'] else 'DOWN'}")
             else:
                 readers.append(f"{name} {reader.get('frames', 0)} frames")
-        line("READERS  " + (" · ".join(readers) or "none"))
+            if reader.get("restarts"):  # the camera's stall watchdog
+                readers[-1] += f" ({reader.get('stalls', 0)} stalls, {reader['restarts']} restarts)"
+            if reader.get("last_activity_age_s") is not None:  # the camera's last frame, the scanner's line, NFC's poll
+                what = "frame" if "frames" in reader else "poll" if name == "nfc" else "line"
+                readers[-1] += f", last {what} {age_text(reader['last_activity_age_s'])} ago"
+            if "taps" in reader:
+                readers[-1] += f", {reader['taps']} taps ({reader.get('failed', 0)} failed)"
+            if reader.get("last_error"):  # why it is down, or what went wrong since: a line of its own
+                when = reader.get("last_error_age_s")
+                readers.append(f"  {'last error' if when is None else age_text(when) + ' ago'}: {reader['last_error']}")
+        for n, text in enumerate(readers or ["none"]):  # one a line: 80 columns hold one reader's story
+            line(("READERS  " if n == 0 else " " * 9) + text)
         counters = s.get("counters", {})
         shown = [f"accepted {counters.get('accepted', 0)}"]
         shown += [f"{name.removeprefix('denied.')} {count}" for name, count in sorted(counters.items()) if name != "accepted"]
@@ -235,6 +260,7 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("doctor", parents=[common], help="check config, devices, clock, broker, trust, database and disk")
     p.add_argument("--json", action="store_true", help="the checks as JSON, for scripts")
     p.add_argument("--click", action="store_true", help="also pulse each unlock relay once (the lane must be stopped)")
+    p.add_argument("--verbose", "-v", action="store_true", help="the details behind each hint (why, and the long form of the fix)")
     p.set_defaults(fn=cmd_doctor)
 
     p = sub.add_parser("status", parents=[common], help="a live view of the running lane (Ctrl-C to leave)")

@@ -20,9 +20,9 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--config", default=default_path(), help="config file (default: $GATE_CONFIG or /etc/gate/gate.toml)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    from gate.cli import admin, bridge, dashboard, decode, field, lane, tickets
+    from gate.cli import admin, bridge, camera, dashboard, decode, field, lane, tickets
 
-    for group in (lane, tickets, admin, decode, field, dashboard, bridge):
+    for group in (lane, tickets, admin, decode, camera, field, dashboard, bridge):
         group.add_parsers(sub, common)
     return parser
 

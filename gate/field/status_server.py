@@ -3,9 +3,13 @@
 
 Each client gets one JSON object per line: ``{"event": "status", ...}`` at once and then every
 second (mode, clock, counters, readers, bundle, sync, the last decisions), and every decision,
-alarm, mode and clock change as it happens. Clients cannot send anything: commands go through
-signed messages (gate.trust.commands), never through this socket. The socket is mode 0660, so the
-gate user's group (technicians added to it) may read it.
+alarm, mode and clock change as it happens. Commands go through signed messages
+(gate.trust.commands), never through this socket. A client may send one request that changes
+nothing, one JSON line: ``{"request": "snapshot"}`` (the camera's newest frame, for ``gate camera
+snapshot``: aiming and focusing); it then leaves the stream, gets one answer line and is closed.
+The socket is mode 0660 and
+belongs to the ``gate-status`` group when there is one (install-pi.sh adds technicians to it): they
+read the lane's status, and nothing of its config, keys or ledger.
 
 A client that stops reading is dropped, never waited for: the decision loop publishes here.
 """
@@ -15,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import select
 import socket
 import threading
 import time
@@ -23,13 +28,33 @@ from typing import Any, Callable, Iterator
 log = logging.getLogger(__name__)
 
 STREAMED_EVENTS = ("decision", "alarm", "mode", "clock", "bundle")
+MAX_REQUEST = 1024  # bytes: a request is one short JSON line
+ANSWER_TIMEOUT = 10.0  # seconds an answer (a camera frame, some 100 KB) may take to be read
+STATUS_GROUP = "gate-status"  # technicians' group (systemd/gate.sysusers; the gate user is a member)
+
+
+def _give_to_group(path: str, group: str) -> None:
+    """The socket to ``group`` when it exists (a development machine has none: the lane's own
+    group keeps it). The lane's user must be a member; when it is not, the socket stays as it is."""
+    import grp
+
+    try:
+        gid = grp.getgrnam(group).gr_gid
+    except KeyError:
+        return
+    try:
+        os.chown(path, -1, gid)
+    except OSError as exc:
+        log.warning("status socket not given to group %s path=%s error=%s", group, path, exc.strerror or exc)
 
 
 class StatusServer:
-    def __init__(self, path: str, snapshot: Callable[[], dict[str, Any]], interval: float = 1.0) -> None:
+    def __init__(self, path: str, snapshot: Callable[[], dict[str, Any]], interval: float = 1.0,
+                 group: str = STATUS_GROUP, requests: dict[str, Callable[[], dict[str, Any]]] | None = None) -> None:
         self.path = path
         self.snapshot = snapshot  # any thread; answers quickly even when the loop hangs
         self.interval = interval
+        self.requests = requests or {}  # request name → its answer (on the asking client's thread)
         self._clients: list[socket.socket] = []
         self._lock = threading.Lock()
         self._closed = threading.Event()
@@ -38,6 +63,7 @@ class StatusServer:
         self._server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
         self._server.bind(path)
         os.chmod(path, 0o660)
+        _give_to_group(path, group)
         self._server.listen(8)
         threading.Thread(target=self._accept, name="status-accept", daemon=True).start()
         threading.Thread(target=self._tick, name="status-tick", daemon=True).start()
@@ -68,8 +94,58 @@ class StatusServer:
             client.setblocking(False)
             line = self._status_line()
             with self._lock:
-                if self._send(client, line):
-                    self._clients.append(client)
+                if not self._send(client, line):
+                    continue
+                self._clients.append(client)
+            threading.Thread(target=self._serve_request, args=(client,), name="status-request", daemon=True).start()
+
+    def _serve_request(self, client: socket.socket) -> None:
+        """Wait for the client's one request line, if it sends one; answer it and close."""
+        buffer = b""
+        while b"\n" not in buffer and len(buffer) <= MAX_REQUEST:
+            try:
+                readable, _, _ = select.select([client], [], [], 1.0)
+                if self._closed.is_set():
+                    return
+                if not readable:
+                    continue
+                data = client.recv(MAX_REQUEST + 1)
+            except BlockingIOError:
+                continue
+            except (OSError, ValueError):  # dropped as a slow reader: closed under us
+                return
+            if not data:
+                return  # the client left
+            buffer += data
+        with self._lock:  # out of the stream first: no status line in the middle of the answer
+            if client not in self._clients:
+                return
+            self._clients.remove(client)
+        answer = _line(self._answer(buffer.split(b"\n", 1)[0]))
+        try:
+            client.settimeout(ANSWER_TIMEOUT)
+            client.sendall(answer)
+        except OSError as exc:
+            log.warning("status request answer not delivered error=%r", str(exc))
+        finally:
+            client.close()
+
+    def _answer(self, line: bytes) -> dict[str, Any]:
+        if len(line) > MAX_REQUEST:
+            return {"event": "error", "problem": f"a request is one JSON line of at most {MAX_REQUEST} bytes"}
+        try:
+            request = json.loads(line)
+        except ValueError:
+            return {"event": "error", "problem": "a request is one JSON object, such as {\"request\": \"snapshot\"}"}
+        name = request.get("request") if isinstance(request, dict) else None
+        if not isinstance(name, str) or name not in self.requests:
+            known = ", ".join(sorted(self.requests)) or "none"
+            return {"event": "error", "problem": f"unknown request {str(name)[:40]!r} (known: {known})"}
+        try:
+            return {"event": name, **self.requests[name]()}
+        except Exception as exc:  # the lane goes on; the technician reads why
+            log.warning("status request failed request=%s error=%r", name, str(exc))
+            return {"event": "error", "problem": str(exc)}
 
     def _tick(self) -> None:
         while not self._closed.wait(self.interval):
@@ -142,3 +218,16 @@ def read_status(path: str, timeout: float = 3.0) -> dict[str, Any]:
         for message in json_lines(sock):
             return message
     raise ConnectionError("the lane closed the status socket")
+
+
+def ask(path: str, request: str, timeout: float = 10.0) -> dict[str, Any]:
+    """The running lane's answer to one request (``{"event": request, ...}`` or ``{"event":
+    "error", "problem": ...}``); OSError when no lane answers."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        sock.connect(path)
+        sock.sendall(_line({"request": request}))
+        for message in json_lines(sock):
+            if message.get("event") in (request, "error"):
+                return message
+    raise ConnectionError("the lane closed the status socket without answering")

@@ -37,7 +37,7 @@ class SimulatedHardware:
         if camera.source != "simulator":
             from drivers.camera import Picamera2Source
 
-            return Picamera2Source(camera.width, camera.height, camera.fps, camera.index)
+            return Picamera2Source.from_config(camera)
         from hwsim.camera import SimulatedCamera
 
         self.camera = SimulatedCamera(camera.width, camera.height, camera.fps)

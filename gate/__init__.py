@@ -4,4 +4,6 @@ Pure code (ticket formats, decisions, turnstile rules) lives apart from I/O (dri
 start reading at ``gate.lane.loop`` for the decision loop and ``gate.daemon`` for how it is wired.
 """
 
-__version__ = "0.1.0"
+from gate.version import __version__
+
+__all__ = ["__version__"]

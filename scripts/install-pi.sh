@@ -1,19 +1,29 @@
 #!/usr/bin/env bash
 # Install gate on a Raspberry Pi (Raspberry Pi OS Bookworm or later) as a systemd service.
-# Run it from a checkout, as root:
+# Run it as root, from a checkout or from a release's wheelhouse (scripts/release):
 #
-#   sudo ./scripts/install-pi.sh              install, or update to this checkout
+#   sudo ./scripts/install-pi.sh --from gate-VERSION-aarch64.tar.gz   install or update to a release,
+#                                             with no network (pip --no-index, hashes checked)
+#   sudo ./scripts/install-pi.sh              install or update to this checkout (pip needs PyPI)
+#   sudo ./scripts/install-pi.sh --rollback   back to the release that ran before; restarts the lane
 #   sudo ./scripts/install-pi.sh --dry-run    print what it would do; change nothing
 #   sudo ./scripts/install-pi.sh --uninstall  remove the service; keep /etc/gate and the ledger
-#   sudo ./scripts/install-pi.sh --uninstall --purge   ... and the config, the ledger and the user
+#   sudo ./scripts/install-pi.sh --uninstall --purge   ... and the config, the ledger (a backup
+#                                             goes to /var/backups/gate/) and the user
+#
+# Each release goes into its own directory, /opt/gate/releases/VERSION/venv, and the symlink
+# /opt/gate/current is switched to it in one step (rename): the running lane never runs
+# half-replaced files. The release before it stays as /opt/gate/previous (older ones are removed).
 #
 # Options:
+#   --from WHEELHOUSE   a release from scripts/release: its directory or .tar.gz
 #   --scanner VID:PID   a barcode scanner the shipped udev rules do not know (see `lsusb`), in
 #                       serial (/dev/gate-scanner) or keyboard mode (/dev/gate-scanner-hid)
-#   --technician USER   let USER read the lane (gate status, gate doctor) without sudo
-#                       (default: the user who ran sudo)
+#   --technician USER   put USER in group gate-status: gate status without sudo (the status socket
+#                       only; the config, keys and ledger stay the gate user's). Default: who ran sudo
 #   --no-apt            do not install Debian packages
 #   --no-start          install and enable, but do not start or restart the lane
+#   --no-backup         with --purge: no backup of the ledger
 #   --root DIR          install into DIR as if it were / (tests, staging): no apt, no udevadm,
 #                       nothing started; the virtualenv is built for DIR's paths as seen from here
 #
@@ -21,9 +31,13 @@
 # lines, in a block marked "gate" that a later run updates and --uninstall removes: they hold
 # the pins from early boot until the lane drives them. Rerun after changing [gpio].
 #
+# gate.service is enabled only once /etc/gate/gate.toml passes `gate check-config` (the skeleton
+# it writes does not: it waits for the issuer's key). Its IPAddressAllow= gets the broker's
+# addresses from the config: rerun after changing [sync] host or brokers.
+#
 # Idempotent: a second run reports every step as unchanged. It never overwrites
-# /etc/gate/gate.toml. Afterwards: edit /etc/gate/gate.toml, `gate check-config`,
-# `sudo systemctl start gate`, `gate doctor` (docs/technicians.md).
+# /etc/gate/gate.toml. Afterwards: edit /etc/gate/gate.toml, `gate check-config`, rerun the
+# installer (it enables and starts the lane), `gate doctor` (docs/technicians.md).
 set -euo pipefail
 
 SRC=$(cd "$(dirname "$0")/.." && pwd)
@@ -31,6 +45,8 @@ ROOT=""
 DRY=0
 ACTION=install
 PURGE=0
+BACKUP=1
+FROM=""
 APT=1
 START=1
 SCANNER=""
@@ -48,6 +64,11 @@ while [ $# -gt 0 ]; do
     --dry-run) DRY=1 ;;
     --uninstall) ACTION=uninstall ;;
     --purge) PURGE=1 ;;
+    --no-backup) BACKUP=0 ;;
+    --rollback) ACTION=rollback ;;
+    --from) [ $# -ge 2 ] || die "--from needs a wheelhouse (a directory or .tar.gz from scripts/release)"
+            [ -e "$2" ] || die "--from: no such file or directory: $2"
+            FROM=$(cd "$(dirname "$2")" && pwd)/$(basename "$2"); shift ;;
     --no-apt) APT=0 ;;
     --no-start) START=0 ;;
     --root) [ $# -ge 2 ] || die "--root needs a directory"; ROOT=$(cd "$2" && pwd) || die "no directory $2"; shift ;;
@@ -56,12 +77,17 @@ while [ $# -gt 0 ]; do
       [[ $2 =~ ^[0-9a-fA-F]{4}:[0-9a-fA-F]{4}$ ]] || die "--scanner: VID:PID as lsusb prints it (e.g. 0c2e:0b61), got $2"
       SCANNER=${2,,}; shift ;;
     --technician) [ $# -ge 2 ] || die "--technician needs a user name"; TECHNICIAN=$2; shift ;;
-    -h|--help) sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "$0"; exit 0 ;;
     *) die "unknown option $1 (--help lists them)" ;;
   esac
   shift
 done
 [ "$ROOT" = / ] && ROOT=""
+[ $PURGE = 0 ] || [ "$ACTION" = uninstall ] || die "--purge goes with --uninstall (it removes the config and the ledger)"
+[ $BACKUP = 1 ] || [ $PURGE = 1 ] || die "--no-backup goes with --uninstall --purge"
+[ -z "$FROM" ] || [ "$ACTION" = install ] || die "--from installs a release: not with --$ACTION"
+# Run from an unpacked release (gate-VERSION-PLATFORM/scripts/install-pi.sh): that release.
+if [ -z "$FROM" ] && [ "$ACTION" = install ] && [ -f "$SRC/requirements.lock" ]; then FROM=$SRC; fi
 if [ -n "$ROOT" ]; then APT=0; START=0; fi
 if [ $DRY = 0 ] && [ -z "$ROOT" ] && [ "$(id -u)" -ne 0 ]; then die "run as root (sudo), or with --dry-run"; fi
 
@@ -123,7 +149,7 @@ install_packages() {
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
   done
   if [ ${#missing[@]} -eq 0 ]; then unchanged "Debian packages: ${wanted[*]}"; return; fi
-  run "apt-get install ${missing[*]}" sh -c "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ${missing[*]}"
+  run "apt-get install ${missing[*]}" sh -c "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends ${missing[*]}"
 }
 
 install_user() {
@@ -131,58 +157,168 @@ install_user() {
   if grep -q '^gate:' "$ROOT/etc/passwd" 2>/dev/null && grep -q '^gate:' "$ROOT/etc/group" 2>/dev/null; then
     unchanged "user gate"
   else
+    [ $DRY = 1 ] || mkdir -p "$ROOT/etc"  # an empty root: sysusers writes passwd and group there
     run "create user gate (systemd-sysusers)" systemd-sysusers ${ROOT:+--root="$ROOT"} "$ROOT/usr/lib/sysusers.d/gate.conf"
   fi
+  if grep -q '^gate-status:' "$ROOT/etc/group" 2>/dev/null; then unchanged "group gate-status"
+  else run "create group gate-status (technicians: the status socket only)" systemd-sysusers ${ROOT:+--root="$ROOT"} "$ROOT/usr/lib/sysusers.d/gate.conf"; fi
   local group
-  for group in gpio dialout video; do  # sysusers adds these memberships; say it for the record
+  for group in gpio dialout video gate-status; do  # sysusers adds these memberships; say it for the record
     if grep -Eq "^$group:[^:]*:[^:]*:(.*,)?gate(,|$)" "$ROOT/etc/group" 2>/dev/null; then unchanged "gate is in group $group"
     elif [ $DRY = 1 ]; then say "would    add gate to group $group"; fi
   done
-  if [ -n "$TECHNICIAN" ] && [ "$TECHNICIAN" != root ] && [ -z "$ROOT" ]; then
-    if id -nG "$TECHNICIAN" 2>/dev/null | tr ' ' '\n' | grep -qx gate; then unchanged "technician $TECHNICIAN is in group gate"
-    elif id "$TECHNICIAN" >/dev/null 2>&1; then run "add technician $TECHNICIAN to group gate (log in again to use it)" usermod -a -G gate "$TECHNICIAN"
-    else say "skip     technician $TECHNICIAN: no such user"; fi
+  [ -n "$TECHNICIAN" ] && [ "$TECHNICIAN" != root ] && [ "$TECHNICIAN" != gate ] || return 0
+  if ! grep -q "^$TECHNICIAN:" "$ROOT/etc/passwd" 2>/dev/null; then say "skip     technician $TECHNICIAN: no such user"; return; fi
+  if in_group "$TECHNICIAN" gate-status; then unchanged "technician $TECHNICIAN is in group gate-status"
+  else run "add technician $TECHNICIAN to group gate-status (gate status without sudo; log in again)" \
+    usermod ${ROOT:+--prefix "$ROOT"} -a -G gate-status "$TECHNICIAN"; fi
+  if in_group "$TECHNICIAN" gate; then  # an older installer put technicians in the lane's own group
+    local others
+    others=$(awk -F: -v u="$TECHNICIAN" '$1 != "gate" && ("," $4 ",") ~ ("," u ",") { print $1 }' "$ROOT/etc/group" | paste -sd,)
+    run "take technician $TECHNICIAN out of group gate (it reads the lane's secrets; gate-status is enough)" \
+      usermod ${ROOT:+--prefix "$ROOT"} -G "$others" "$TECHNICIAN"
   fi
 }
 
-install_software() {
-  # The checkout's files (git's list when it is a repository), as one archive: its hash tells
-  # whether anything changed since the last run.
-  local archive=$TMP/source.tar
+in_group() {  # in_group USER GROUP: USER is a listed member of GROUP in the target system
+  awk -F: -v u="$1" -v g="$2" '$1 == g && ("," $4 ",") ~ ("," u ",") { found = 1 } END { exit !found }' "$ROOT/etc/group" 2>/dev/null
+}
+
+# --- the software: one directory per release, /opt/gate/current switched to it ---------------
+
+release_from_wheelhouse() {  # sets VERSION, DIGEST and HOUSE from --from (a directory or .tar.gz)
+  HOUSE=$FROM
+  if [ -f "$FROM" ]; then
+    mkdir "$TMP/house"
+    tar -C "$TMP/house" -xzf "$FROM" || die "--from: $FROM is not a release tarball (scripts/release)"
+    HOUSE=$(find "$TMP/house" -mindepth 1 -maxdepth 1 -type d | head -1)
+  fi
+  [ -n "$HOUSE" ] && [ -f "$HOUSE/requirements.lock" ] && [ -f "$HOUSE/VERSION" ] ||
+    die "--from: $FROM holds no release (requirements.lock and VERSION, as scripts/release writes them)"
+  VERSION=$(head -1 "$HOUSE/VERSION")
+  [[ $VERSION =~ ^[0-9][A-Za-z0-9.+]*$ ]] || die "--from: $HOUSE/VERSION: not a version: $VERSION"
+  local arch
+  arch=$(head -1 "$HOUSE/PLATFORM" 2>/dev/null | cut -d' ' -f1 || true)
+  [ "$arch" = "$(uname -m)" ] || die "--from: the release is for ${arch:-an unknown platform}, this machine is $(uname -m)"
+  DIGEST=$(sha256sum "$HOUSE/requirements.lock" | cut -c1-64)
+}
+
+release_from_checkout() {  # sets VERSION and DIGEST, and puts the checkout's files into $TMP/src
+  [ -f "$SRC/gate/version.py" ] && [ -x "$SRC/scripts/version" ] ||
+    die "$SRC is neither a checkout nor a release: give the release with --from (or --rollback, --uninstall)"
+  mkdir -p "$TMP/src"
   if git -C "$SRC" rev-parse --git-dir >/dev/null 2>&1; then
-    git -C "$SRC" ls-files -z --cached --others --exclude-standard | tar -C "$SRC" --null -T - --sort=name \
-      --mtime=@0 --owner=0 --group=0 --numeric-owner -cf "$archive"
+    git -C "$SRC" ls-files -z --cached --others --exclude-standard | tar -C "$SRC" --null -T - -cf - | tar -C "$TMP/src" -xf -
   else
-    tar -C "$SRC" --exclude=.venv --exclude=.git --exclude='__pycache__' --sort=name --mtime=@0 --owner=0 \
-      --group=0 --numeric-owner -cf "$archive" .
+    tar -C "$SRC" --exclude=.venv --exclude=.git --exclude=__pycache__ --exclude=build -cf - . | tar -C "$TMP/src" -xf -
   fi
-  local digest stamp=$ROOT$PREFIX/src/.gate-source-sha256 venv=$ROOT$PREFIX/venv
-  digest=$(sha256sum "$archive" | cut -c1-64)
-  if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$digest" ]; then
-    unchanged "$PREFIX/src (this checkout, ${digest:0:12})"
-  else
-    run "copy this checkout to $PREFIX/src" sh -c "rm -rf '$ROOT$PREFIX/src' && mkdir -p '$ROOT$PREFIX/src' \
-      && tar -C '$ROOT$PREFIX/src' -xf '$archive' && printf '%s' '$digest' > '$stamp.new'"
-  fi
+  VERSION=$("$SRC/scripts/version" "$SRC")
+  printf '"""Written by scripts/install-pi.sh."""\n\n__version__ = "%s"\n' "$VERSION" > "$TMP/src/gate/version.py"
+  DIGEST=$(tar -C "$TMP/src" --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner -cf - . | sha256sum | cut -c1-64)
+}
+
+target_of() {  # target_of LINK: the release directory a link under $PREFIX names ('' when none)
+  readlink "$ROOT$PREFIX/$1" 2>/dev/null || true
+}
+
+switch_link() {  # switch_link NAME TARGET: $PREFIX/NAME → TARGET in one rename (never missing, never half)
+  ln -sfn "$2" "$ROOT$PREFIX/.$1.new" && mv -T "$ROOT$PREFIX/.$1.new" "$ROOT$PREFIX/$1"
+}
+
+install_software() {
   [ -x "$PYTHON" ] || die "$PYTHON not found (GATE_PYTHON= names another; it must be 3.11 or newer)"
   "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' || die "$PYTHON is older than 3.11"
-  if [ -x "$venv/bin/python" ]; then
-    unchanged "$PREFIX/venv"
+  local VERSION DIGEST HOUSE=""
+  if [ -n "$FROM" ]; then release_from_wheelhouse; else release_from_checkout; fi
+  local rel=releases/$VERSION dir=$ROOT$PREFIX/releases/$VERSION
+  if [ -f "$dir/.gate-installed" ] && [ "$(cat "$dir/.gate-installed")" = "$DIGEST" ]; then
+    unchanged "$PREFIX/$rel (gate $VERSION)"
+  elif [ "$(target_of current)" = "$rel" ]; then
+    die "gate $VERSION is the running release but other files: give this build its own version (scripts/release --version)"
   else
-    run "create $PREFIX/venv (sees the system's picamera2 and lgpio)" "$PYTHON" -m venv --system-site-packages "$venv"
+    local how="this checkout (pip fetches the dependencies)"
+    [ -z "$FROM" ] || how="the wheelhouse, no network: pip --no-index --require-hashes"
+    run "install gate $VERSION into $PREFIX/$rel from $how" install_release "$dir" "$HOUSE"
   fi
-  if [ -f "$venv/.gate-installed" ] && [ "$(cat "$venv/.gate-installed")" = "$digest" ]; then
-    unchanged "gate in $PREFIX/venv"
+  if [ "$(target_of current)" = "$rel" ]; then
+    unchanged "$PREFIX/current → $rel"
   else
-    run "install gate and its Python packages into $PREFIX/venv (pip)" sh -c \
-      "'$venv/bin/python' -m pip install -q --disable-pip-version-check '$ROOT$PREFIX/src' && printf '%s' '$digest' > '$venv/.gate-installed'"
+    local before
+    before=$(target_of current)
+    if [ -n "$before" ] && [ -d "$ROOT$PREFIX/$before" ]; then
+      run "keep $PREFIX/previous → $before (install-pi.sh --rollback goes back to it)" switch_link previous "$before"
+    fi
+    run "switch $PREFIX/current → $rel (one rename: the lane runs the old or the new, never a mix)" switch_link current "$rel"
   fi
-  [ $DRY = 1 ] || { [ ! -f "$stamp.new" ] || mv "$stamp.new" "$stamp"; }
-  if [ "$(readlink "$ROOT/usr/local/bin/gate" 2>/dev/null)" = "$PREFIX/venv/bin/gate" ]; then
+  prune_releases
+  link_commands
+}
+
+install_release() {  # install_release DIR [WHEELHOUSE]: a fresh virtualenv in DIR/venv, gate in it
+  # (Called through run's `||`, where set -e does not stop a function: each step is checked.)
+  local dir=$1 house=$2
+  rm -rf "$dir" || return  # a release directory is never the running one here (install_software checked)
+  mkdir -p "$dir" || return
+  "$PYTHON" -m venv --system-site-packages "$dir/venv" || return  # sees the system's picamera2 and lgpio
+  if [ -n "$house" ]; then
+    "$dir/venv/bin/python" -m pip install -q --disable-pip-version-check --no-index --find-links "$house" \
+      --require-hashes -r "$house/requirements.lock" || { say "failed   pip: nothing was switched"; return 1; }
+    if [ -d "$house/docs" ]; then cp -r "$house/docs" "$dir/docs" || return; fi
+  else
+    cp -r "$TMP/src" "$dir/src" || return
+    "$dir/venv/bin/python" -m pip install -q --disable-pip-version-check "$dir/src" || { say "failed   pip: nothing was switched"; return 1; }
+    ln -s src/docs "$dir/docs" || return
+  fi
+  # The installer comes along: sudo /opt/gate/current/install-pi.sh --rollback, with no checkout.
+  cp "$SRC/scripts/install-pi.sh" "$dir/install-pi.sh" || return
+  printf '%s' "$DIGEST" > "$dir/.gate-installed"  # last: a directory without it is unfinished
+}
+
+prune_releases() {  # keep the current and the previous release; older ones only take space
+  local keep_current keep_previous entry
+  keep_current=$(target_of current); keep_previous=$(target_of previous)
+  [ -d "$ROOT$PREFIX/releases" ] || return 0
+  for entry in "$ROOT$PREFIX"/releases/*; do
+    [ -e "$entry" ] || continue
+    case releases/${entry##*/} in
+      "$keep_current"|"$keep_previous") ;;
+      *) run "remove the older release $PREFIX/releases/${entry##*/}" rm -rf "$entry" ;;
+    esac
+  done
+}
+
+link_commands() {  # /usr/local/bin/gate and the older layout's /opt/gate/venv, through current
+  if [ "$(readlink "$ROOT/usr/local/bin/gate" 2>/dev/null)" = "$PREFIX/current/venv/bin/gate" ]; then
     unchanged "/usr/local/bin/gate"
   else
-    run "link /usr/local/bin/gate → $PREFIX/venv/bin/gate" sh -c "mkdir -p '$ROOT/usr/local/bin' && ln -sfn '$PREFIX/venv/bin/gate' '$ROOT/usr/local/bin/gate'"
+    run "link /usr/local/bin/gate → $PREFIX/current/venv/bin/gate" sh -c "mkdir -p '$ROOT/usr/local/bin' && ln -sfn '$PREFIX/current/venv/bin/gate' '$ROOT/usr/local/bin/gate'"
   fi
+  # Units that name /opt/gate/venv (gate-bridge, the venue dashboard) follow current too. An
+  # older install's real venv there goes once no lane runs from it.
+  if [ -d "$ROOT$PREFIX/venv" ] && [ ! -L "$ROOT$PREFIX/venv" ]; then
+    if systemd_running && systemctl is-active --quiet gate; then
+      say "kept     $PREFIX/venv (the older layout, still running): the next run removes it"
+      return
+    fi
+    run "remove the older layout's $PREFIX/venv and $PREFIX/src" rm -rf "$ROOT$PREFIX/venv" "$ROOT$PREFIX/src"
+  fi
+  if [ "$(readlink "$ROOT$PREFIX/venv" 2>/dev/null)" = current/venv ]; then unchanged "$PREFIX/venv → current/venv"
+  else run "link $PREFIX/venv → current/venv (for gate-bridge and the venue dashboard's units)" switch_link venv current/venv; fi
+}
+
+rollback() {
+  local now before
+  now=$(target_of current); before=$(target_of previous)
+  [ -n "$before" ] && [ -f "$ROOT$PREFIX/$before/.gate-installed" ] ||
+    die "no previous release to go back to ($PREFIX/previous: ${before:-none})"
+  run "switch $PREFIX/current → $before (back from ${now:-none})" switch_link current "$before"
+  [ -z "$now" ] || run "keep $PREFIX/previous → $now (--rollback again returns to it)" switch_link previous "$now"
+  if [ $START = 1 ] && systemd_running && [ -L "$ROOT/etc/systemd/system/multi-user.target.wants/gate.service" ]; then
+    run "restart gate" systemctl restart gate
+  else
+    say "skip     restarting the lane (not enabled, --no-start or --root)"
+  fi
+  say "gate     $("$ROOT$PREFIX/current/venv/bin/gate" --version 2>/dev/null || printf 'in %s' "$before")"
 }
 
 install_config() {
@@ -199,6 +335,85 @@ install_config() {
   put "$TMP/gate.toml" /etc/gate/gate.toml 0640 gate || true
 }
 
+# What the installer needs from the config: the secrets it names and the brokers' hosts (a config
+# that does not load names no broker: the unit then allows loopback alone, and is not enabled).
+CONFIG_FACTS='
+import pathlib, sys, tomllib
+config, root = pathlib.Path(sys.argv[1]), sys.argv[2]
+try:
+    raw = tomllib.loads(config.read_text())
+except (OSError, ValueError) as exc:
+    sys.exit(f"unreadable {exc}")
+sync, trust = raw.get("sync") or {}, raw.get("trust") or {}
+def here(name):  # a path as the lane sees it, as seen from this installer (--root)
+    return root + name if name.startswith("/") else str(config.parent / name)
+names = [sync.get(key) for key in ("password_file", "key_file", "identity_file")] + list(trust.get("files") or [])
+for name in names:
+    if isinstance(name, str) and name:
+        print("secret", here(name))
+try:
+    from gate.config import load
+    loaded = load(str(config))
+except Exception as exc:
+    sys.exit(f"invalid {exc}")
+for host, _port in (loaded.sync.brokers if loaded.sync is not None else ()):
+    print("broker", host)
+'
+
+config_facts() {  # config_facts secret|broker: the config's secret files or brokers' hosts, one a line
+  local python=$ROOT$PREFIX/current/venv/bin/python
+  if [ ! -f "$TMP/config-facts" ]; then
+    if [ -x "$python" ] && [ -f "$ROOT/etc/gate/gate.toml" ]; then
+      "$python" -c "$CONFIG_FACTS" "$ROOT/etc/gate/gate.toml" "$ROOT" > "$TMP/config-facts" 2>/dev/null || true
+    else
+      : > "$TMP/config-facts"
+    fi
+  fi
+  awk -v kind="$1" '$1 == kind { sub(/^[^ ]+ /, ""); print }' "$TMP/config-facts"
+}
+
+config_valid() {  # the installed gate's check-config passes on the installed config
+  local gate=$ROOT$PREFIX/current/venv/bin/gate
+  [ -x "$gate" ] && "$gate" check-config --config "$ROOT/etc/gate/gate.toml" >/dev/null 2>"$TMP/config-errors"
+}
+
+secure_secrets() {
+  # Keys, the broker's password and the trust documents (pretix secrets, TOTP keys) are the gate
+  # user's alone: 0600 files, 0700 directories. The config (no secrets in it) and certificates
+  # stay root's, readable by the gate group (the lane's own user: technicians are in gate-status).
+  local path uid gid
+  uid=$(uid_of gate); gid=$(gid_of gate)
+  while IFS= read -r path; do
+    [ -e "$path" ] && [ ! -L "$path" ] || continue
+    local mode=600
+    [ ! -d "$path" ] || mode=700
+    if [ "$(stat -c '%u %g %a' "$path")" = "$uid $gid $mode" ]; then unchanged "${path#"$ROOT"} (user gate only, $mode)"
+    else run "make ${path#"$ROOT"} the gate user's alone (mode $mode)" sh -c "chown $uid:$gid '$path' && chmod $mode '$path'"; fi
+  done < <({ find "$ROOT/etc/gate" -mindepth 1 \( -name gate.toml -o -name '*.crt' -o -name '*.example*' \) -prune -o -print 2>/dev/null
+             config_facts secret; } | sort -u)
+}
+
+broker_addresses() {  # the IP addresses of the config's brokers (and the name servers, for names)
+  local host addresses="" named=0
+  while IFS= read -r host; do
+    case $host in
+      localhost|127.*|::1) ;;  # loopback: allowed anyway
+      *:*) addresses+=" $host" ;;  # an IPv6 address
+      *[!0-9.]*)
+        named=1
+        local found
+        found=$(getent ahosts "$host" 2>/dev/null | awk '{ print $1 }' | sort -u | paste -sd' ')
+        if [ -n "$found" ]; then addresses+=" $found"
+        else say "warning  broker $host does not resolve here: the lane may not reach it (IPAddressAllow=); rerun when it does" >&2; fi ;;
+      *) addresses+=" $host" ;;
+    esac
+  done < <(config_facts broker)
+  if [ $named = 1 ] && [ -r "$ROOT/etc/resolv.conf" ]; then  # the lane resolves the name itself
+    addresses+=" $(awk '$1 == "nameserver" && $2 !~ /^127\./ && $2 != "::1" { print $2 }' "$ROOT/etc/resolv.conf" | paste -sd' ')"
+  fi
+  printf '%s' "$addresses" | tr ' ' '\n' | awk 'NF && !seen[$0]++' | paste -sd' '
+}
+
 install_identity() {
   # The lane's own Ed25519 key: it signs every ledger record this lane puts on the venue bus.
   # 32 random bytes (an Ed25519 seed), as `gate keygen --out` writes it; the gate user's alone.
@@ -213,9 +428,9 @@ install_identity() {
 install_udev() {
   cp "$SRC/systemd/99-gate.rules" "$TMP/99-gate.rules"
   if [ -n "$SCANNER" ]; then
-    printf '# added by install-pi.sh --scanner %s\nSUBSYSTEM=="tty", ATTRS{idVendor}=="%s", ATTRS{idProduct}=="%s", SYMLINK+="gate-scanner", GROUP="dialout", MODE="0660"\n' \
+    printf '# added by install-pi.sh --scanner %s\nSUBSYSTEM=="tty", ATTRS{idVendor}=="%s", ATTRS{idProduct}=="%s", SYMLINK+="gate-scanner", OWNER="gate", GROUP="gate", MODE="0600"\n' \
       "$SCANNER" "${SCANNER%%:*}" "${SCANNER##*:}" >> "$TMP/99-gate.rules"
-    printf 'SUBSYSTEM=="input", KERNEL=="event*", ENV{ID_INPUT_KEYBOARD}=="1", ATTRS{idVendor}=="%s", ATTRS{idProduct}=="%s", SYMLINK+="gate-scanner-hid", GROUP="gate", MODE="0660"\n' \
+    printf 'SUBSYSTEM=="input", KERNEL=="event*", ENV{ID_INPUT_KEYBOARD}=="1", ATTRS{idVendor}=="%s", ATTRS{idProduct}=="%s", SYMLINK+="gate-scanner-hid", OWNER="gate", GROUP="gate", MODE="0600"\n' \
       "${SCANNER%%:*}" "${SCANNER##*:}" >> "$TMP/99-gate.rules"
   elif [ -f "$ROOT/etc/udev/rules.d/99-gate.rules" ]; then  # keep a scanner added by an earlier run
     grep -A2 '^# added by install-pi.sh --scanner' "$ROOT/etc/udev/rules.d/99-gate.rules" | grep -v '^--$' >> "$TMP/99-gate.rules" || true
@@ -248,7 +463,7 @@ boot_block() {  # boot_block FILE [BLOCK_FILE]: FILE with gate's block replaced 
 }
 
 install_boot_pins() {
-  local txt gate=$ROOT$PREFIX/venv/bin/gate
+  local txt gate=$ROOT$PREFIX/current/venv/bin/gate
   txt=$(boot_config) || { say "skip     gpio boot defaults (no /boot/firmware/config.txt: not a Raspberry Pi boot partition)"; return; }
   if [ ! -x "$gate" ]; then say "would    write the outputs' safe levels into $txt (gpio= lines)"; return; fi
   if ! "$gate" safe --boot-lines --config "$ROOT/etc/gate/gate.toml" > "$TMP/boot-lines" 2>"$TMP/boot-errors"; then
@@ -278,14 +493,32 @@ uninstall_boot_pins() {
 }
 
 install_unit() {
+  local allow
+  allow=$(broker_addresses)
   sed -e "s#/opt/gate/#$PREFIX/#g" "$SRC/systemd/gate.service" > "$TMP/gate.service"
+  if [ -n "$allow" ]; then
+    sed -i "s#^IPAddressAllow=localhost\$#&\n\# the brokers of /etc/gate/gate.toml (install-pi.sh)\nIPAddressAllow=$allow#" "$TMP/gate.service"
+  fi
   if put "$TMP/gate.service" /etc/systemd/system/gate.service 0644 && systemd_running; then
     run "systemctl daemon-reload" systemctl daemon-reload
   fi
+  local why=""
+  if [ ! -x "$ROOT$PREFIX/current/venv/bin/gate" ]; then
+    why="gate is not installed yet"
+  elif ! config_valid; then
+    why=$(tail -n +2 "$TMP/config-errors" | head -2 | tr -s ' \n' ' ' | sed 's/^ //; s/ $//' || true)
+    why=${why:-see gate check-config}
+  fi
   if [ -L "$ROOT/etc/systemd/system/multi-user.target.wants/gate.service" ]; then
     unchanged "gate.service enabled"
+    [ -z "$why" ] || say "warning  /etc/gate/gate.toml does not pass gate check-config: the lane stops at start (exit 2): $why"
+  elif [ -z "$why" ]; then
+    run "enable gate.service (starts at boot; the config passes gate check-config)" systemctl ${ROOT:+--root="$ROOT"} enable gate.service
+  elif [ $DRY = 1 ]; then
+    say "would    enable gate.service once /etc/gate/gate.toml passes gate check-config"
   else
-    run "enable gate.service (starts at boot)" systemctl ${ROOT:+--root="$ROOT"} enable gate.service
+    say "skip     enabling gate.service: /etc/gate/gate.toml does not pass gate check-config yet: $why"
+    say "         edit it, then rerun the installer (it enables and starts the lane)"
   fi
 }
 
@@ -293,7 +526,7 @@ start_lane() {
   [ $START = 1 ] || { say "skip     starting the lane (--no-start or --root)"; return; }
   systemd_running || { say "skip     starting the lane (systemd is not running here: a container or chroot)"; return; }
   if [ $DRY = 1 ]; then say "would    start (or restart) the lane if /etc/gate/gate.toml is valid"; return; fi
-  if ! "$PREFIX/venv/bin/gate" check-config --config /etc/gate/gate.toml >/dev/null 2>"$TMP/config-errors"; then
+  if ! "$PREFIX/current/venv/bin/gate" check-config --config /etc/gate/gate.toml >/dev/null 2>"$TMP/config-errors"; then
     say "next     edit /etc/gate/gate.toml ($(head -c 300 "$TMP/config-errors" | tail -n +2 | head -3 | tr -s ' \n' ' '))"
     say "         then: gate check-config && sudo systemctl start gate && gate doctor"
     return
@@ -315,6 +548,18 @@ remove() {  # remove TARGET_PATH...
   done
 }
 
+backup_ledger() {  # the ledger (every admission) and the config, kept unless --no-backup
+  [ -d "$ROOT/var/lib/gate" ] || [ -d "$ROOT/etc/gate" ] || return 0
+  if [ $BACKUP = 0 ]; then say "skip     backup of the ledger (--no-backup)"; return; fi
+  local stamp parts=()
+  stamp=$(date -u +%Y%m%dT%H%M%SZ)
+  [ ! -d "$ROOT/var/lib/gate" ] || parts+=(var/lib/gate)
+  [ ! -d "$ROOT/etc/gate" ] || parts+=(etc/gate)
+  run "back up ${parts[*]} to /var/backups/gate/gate-$stamp.tar.gz (root only)" sh -c \
+    "umask 077 && mkdir -p '$ROOT/var/backups/gate' && tar -C '$ROOT/' -czf '$ROOT/var/backups/gate/gate-$stamp.tar.gz' ${parts[*]}" ||
+    die "the backup failed: nothing was removed (--no-backup removes without one)"
+}
+
 uninstall() {
   if systemd_running && systemctl is-active --quiet gate; then run "stop gate" systemctl stop gate; fi
   if [ -L "$ROOT/etc/systemd/system/multi-user.target.wants/gate.service" ]; then
@@ -325,9 +570,13 @@ uninstall() {
     /usr/local/bin/gate "$PREFIX"
   if systemd_running && [ $DRY = 0 ]; then systemctl daemon-reload; fi
   if [ $PURGE = 1 ]; then
+    backup_ledger
     remove /etc/gate /var/lib/gate /usr/lib/sysusers.d/gate.conf  # (identity.key too: retire the lane in the roster)
     if grep -q '^gate:' "$ROOT/etc/passwd" 2>/dev/null; then run "remove user gate" userdel ${ROOT:+--prefix "$ROOT"} gate; fi
-    if grep -q '^gate:' "$ROOT/etc/group" 2>/dev/null; then run "remove group gate" groupdel ${ROOT:+--prefix "$ROOT"} gate; fi
+    local group
+    for group in gate gate-status; do
+      if grep -q "^$group:" "$ROOT/etc/group" 2>/dev/null; then run "remove group $group" groupdel ${ROOT:+--prefix "$ROOT"} "$group"; fi
+    done
   else
     say "kept     /etc/gate (the config) and /var/lib/gate (the ledger: every admission) and the user gate;"
     say "         --uninstall --purge removes them too"
@@ -337,6 +586,8 @@ uninstall() {
 [ $DRY = 1 ] && say "dry run: nothing is changed${ROOT:+ (target root $ROOT)}"
 if [ "$ACTION" = uninstall ]; then
   uninstall
+elif [ "$ACTION" = rollback ]; then
+  rollback
 else
   check_os
   install_packages
@@ -344,6 +595,7 @@ else
   install_software
   install_config
   install_identity
+  secure_secrets
   install_udev
   install_boot_pins
   install_unit

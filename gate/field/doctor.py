@@ -1,7 +1,8 @@
 """``gate doctor``: what a technician at the lane needs to know, one check per line.
 
 Each check returns a ``Check``: ``ok``, ``warn`` (the lane runs, but look at this), ``fail`` (the
-lane cannot do its job) or ``skip`` (not configured), with what was seen and what to do. When
+lane cannot do its job) or ``skip`` (not configured), with what was seen and what to do: a hint
+that fits an 80-column ssh (``HINT_MAX``) and, for ``gate doctor --verbose``, the details. When
 the lane is running, its own view (readers, clock, broker connection) is read from its status
 socket and devices it holds are not opened a second time; when it is stopped, doctor opens the
 configured devices itself, so a lane can be checked before it is ever started.
@@ -26,6 +27,7 @@ DISK_WARN_BYTES = 512 * 2**20
 BUNDLE_OLD_SECONDS = 7 * 86400
 BOOT_BEGIN, BOOT_END = "# >>> gate:", "# <<< gate"  # install-pi.sh's block in config.txt
 SANE_EPOCH = 1767225600  # 2026-01-01: a clock before this has never been set (no RTC on a Pi)
+HINT_MAX = 80  # a hint is one line on an 80-column terminal; the rest goes into Check.more
 
 
 @dataclass(frozen=True)
@@ -33,7 +35,8 @@ class Check:
     name: str
     result: str
     detail: str
-    fix: str = ""
+    fix: str = ""  # what to do, at most HINT_MAX characters
+    more: str = ""  # the why and the long form of the fix (gate doctor --verbose)
 
     def as_dict(self) -> dict[str, str]:
         return asdict(self)
@@ -57,7 +60,8 @@ class Doctor:
             try:
                 checks.append(check())
             except Exception as exc:  # a check that breaks is a finding, not a crash
-                checks.append(Check(check.__name__.removeprefix("check_"), FAIL, f"the check itself failed: {exc!r}"))
+                checks.append(Check(check.__name__.removeprefix("check_"), FAIL, f"the check itself failed: {exc!r}",
+                                    "the other checks may say why (a corrupt ledger breaks several)"))
         return [c for c in checks if c is not None]
 
     # --- the lane --------------------------------------------------------------------------
@@ -71,7 +75,9 @@ class Doctor:
         try:
             self.lane = read_status(path)
         except PermissionError:
-            return Check("lane", WARN, f"not allowed to read {path}", "run as root, or add yourself to the gate group")
+            return Check("lane", WARN, f"not allowed to read {path}", "sudo gate doctor, or join gate-status: sudo usermod -aG gate-status $USER",
+                         "the status socket is mode 0660, group gate-status (install-pi.sh --technician USER adds one); "
+                         "log in again after joining")
         except (OSError, ValueError):
             return Check("lane", WARN, "not running (no answer on the status socket); devices are checked directly",
                          "sudo systemctl start gate; journalctl -u gate -e shows why it stopped")
@@ -81,7 +87,8 @@ class Doctor:
         state = f"running (pid {self.lane.get('pid')}), mode {self.lane.get('mode')}, up {duration_text(self.lane.get('uptime', 0))}"
         if self.lane.get("emergency"):
             return Check("lane", FAIL, state + ", FIRE LOOP OPEN: every scan refused",
-                         "the fire panel's contact is open (alarm, or a cut wire on the normally-closed loop)")
+                         "the fire panel's contact is open: an alarm, or a cut wire",
+                         "the fire loop is normally closed: open means alarm, and so does a broken wire")
         return Check("lane", OK, state)
 
     def check_clock(self) -> Check:
@@ -103,7 +110,8 @@ class Doctor:
         effect = ("tickets whose decision depends on the time are REFUSED (clock_unsynced)" if guard == "refuse"
                   else "time-dependent tickets are admitted on an unchecked clock ([clock] unsynchronized = \"admit\")")
         return Check("clock", FAIL if guard == "refuse" else WARN, f"{when}, NOT synchronized ({seen} view): {effect}",
-                     "timedatectl timesync-status (or chronyc tracking); is the venue's NTP server reachable?")
+                     "is the venue's NTP server reachable? timedatectl timesync-status",
+                     "chronyc tracking where chrony keeps the time; a Pi has no real-time clock: it waits for NTP at every boot")
 
     # --- hardware --------------------------------------------------------------------------
 
@@ -120,7 +128,8 @@ class Doctor:
         try:
             number, label = PiHardware(self.config).gpio_chip()
         except ChipNotFound as exc:
-            return Check("gpio", FAIL, str(exc), "sudo gate doctor; `gpiodetect` lists the chips; [gpio] chip = \"auto\" finds a Pi's own")
+            return Check("gpio", FAIL, str(exc), "`gpiodetect` lists the chips; [gpio] chip = \"auto\" finds a Pi's own",
+                         "run as root (sudo gate doctor) to see every chip")
         chip = f"{self.dev}/gpiochip{number}"
         what = f"{chip} [{label}]" + (f" ({PI_GPIO_LABELS[label]})" if label in PI_GPIO_LABELS else "")
         if not os.access(chip, os.R_OK | os.W_OK):
@@ -153,7 +162,7 @@ class Doctor:
         if BOOT_BEGIN in text:
             block = text.split(BOOT_BEGIN, 1)[1].split(BOOT_END, 1)[0]
             held = [line.strip() for line in block.splitlines() if line.strip().startswith("gpio=")]
-        fix = "sudo scripts/install-pi.sh (it writes the block; the lines take effect at the next boot)"
+        fix = "sudo scripts/install-pi.sh writes them (they take effect at the next boot)"
         if held is None:
             return Check("boot pins", WARN, f"{found} sets no safe levels: from power-on until the lane starts, the outputs "
                                             "are inputs and only the wiring's pull resistors hold the relays", fix)
@@ -180,7 +189,7 @@ class Doctor:
                 time.sleep(0.5)
         simulated = " (simulated pins: nothing moves)" if self.config.gpio.pin_factory == "mock" else ""
         return Check("relay click", OK, f"pulsed {', '.join(clicked)} for {pulse * 1000:.0f} ms with green and buzzer{simulated}",
-                     "the turnstile should have unlocked once per relay; if not, check active_high and the wiring")
+                     "each relay should have unlocked once; if not: active_high, the wiring")
 
     def _reader(self, name: str) -> dict[str, Any] | None:
         return None if self.lane is None else self.lane.get("readers", {}).get(name, {"problem": "not started by the lane"})
@@ -195,15 +204,15 @@ class Doctor:
         if reader is not None:
             if reader.get("connected"):
                 return Check("scanner", OK, f"{scanner.port}: open in the lane, {reader.get('lines', 0)} lines read")
-            return Check("scanner", FAIL, f"{scanner.port}: the lane cannot open it", _serial_fix(scanner.port))
+            return Check("scanner", FAIL, f"{scanner.port}: the lane cannot open it", _SERIAL_FIX, _serial_more(scanner.port))
         if not os.path.exists(scanner.port):
-            return Check("scanner", FAIL, f"{scanner.port}: no such device", _serial_fix(scanner.port))
+            return Check("scanner", FAIL, f"{scanner.port}: no such device", _SERIAL_FIX, _serial_more(scanner.port))
         import serial
 
         try:
             serial.Serial(scanner.port, scanner.baudrate, timeout=0).close()
         except (serial.SerialException, OSError) as exc:
-            return Check("scanner", FAIL, f"{scanner.port}: cannot open: {exc}", _serial_fix(scanner.port))
+            return Check("scanner", FAIL, f"{scanner.port}: cannot open: {exc}", _SERIAL_FIX, _serial_more(scanner.port))
         return Check("scanner", OK, f"{scanner.port} opens at {scanner.baudrate} baud")
 
     def _check_hid_scanner(self) -> Check:
@@ -219,9 +228,9 @@ class Doctor:
                 unknown = f", {reader['unknown_keys']} keys outside the layout (check [scanner] layout)" if reader.get("unknown_keys") else ""
                 return Check("scanner", OK if reader.get("grabbed") and not unknown else WARN,
                              f"{where}: open in the lane, {grab}, {reader.get('lines', 0)} lines read{unknown}")
-            return Check("scanner", FAIL, f"{where}: the lane cannot open it", _HID_FIX)
+            return Check("scanner", FAIL, f"{where}: the lane cannot open it", _HID_FIX, _HID_MORE)
         if not os.path.exists(scanner.device):
-            return Check("scanner", FAIL, f"{where}: no such device", _HID_FIX)
+            return Check("scanner", FAIL, f"{where}: no such device", _HID_FIX, _HID_MORE)
         from drivers.hid_scanner import KEY_ENTER, HidUnavailable, open_evdev
 
         try:
@@ -229,17 +238,17 @@ class Doctor:
         except HidUnavailable as exc:
             return Check("scanner", FAIL, str(exc), "sudo apt install python3-evdev (install-pi.sh does)")
         except OSError as exc:
-            return Check("scanner", FAIL, f"{where}: cannot open: {exc}", _HID_FIX)
+            return Check("scanner", FAIL, f"{where}: cannot open: {exc}", _HID_FIX, _HID_MORE)
         try:
             keys = device.capabilities().get(1, [])  # EV_KEY
             if KEY_ENTER not in keys:
-                return Check("scanner", FAIL, f"{where}: {device.name!r} is not a keyboard", _HID_FIX)
+                return Check("scanner", FAIL, f"{where}: {device.name!r} is not a keyboard", _HID_FIX, _HID_MORE)
             try:
                 device.grab()
                 device.ungrab()
             except OSError as exc:
                 return Check("scanner", FAIL, f"{where}: {device.name!r} is held by another program ({exc})",
-                             "stop whatever reads it (a lane still running? `sudo fuser -v " + scanner.device + "`)")
+                             "stop the program that reads it (a lane still running?)", f"sudo fuser -v {scanner.device} names it")
             return Check("scanner", OK, f"{where}: {device.name!r} opens and can be grabbed")
         finally:
             device.close()
@@ -252,7 +261,7 @@ class Doctor:
         if reader is not None:
             if "problem" in reader:
                 return Check("camera", FAIL, reader["problem"], "docs/readers.md: camera")
-            return Check("camera", OK, f"{camera.source}: {reader.get('frames', 0)} frames, {reader.get('codes', 0)} codes read")
+            return _camera_in_lane(camera.source, reader)
         if camera.source == "simulator":
             return Check("camera", OK, "simulated camera")
         try:
@@ -260,11 +269,12 @@ class Doctor:
 
             found = Picamera2.global_camera_info()
         except Exception as exc:
-            return Check("camera", FAIL, f"picamera2 not usable: {exc}",
-                         "sudo apt install python3-picamera2; the virtualenv needs --system-site-packages (install-pi.sh)")
+            return Check("camera", FAIL, f"picamera2 not usable: {exc}", "sudo apt install python3-picamera2, then rerun install-pi.sh",
+                         "the lane's virtualenv sees the system's packages (--system-site-packages), as install-pi.sh makes it")
         if len(found) <= camera.index:
             return Check("camera", FAIL, f"camera {camera.index} not found ({len(found)} connected)",
-                         "check the ribbon cable (contacts toward the board), then `rpicam-hello --list-cameras`")
+                         "check the ribbon cable, then: rpicam-hello --list-cameras",
+                         "the ribbon's contacts face the board's connector contacts; power off before reseating it")
         return Check("camera", OK, f"camera {camera.index}: {found[camera.index].get('Model', '?')}")
 
     def check_nfc(self) -> Check:
@@ -275,13 +285,13 @@ class Doctor:
         if reader is not None:
             if reader.get("connected"):
                 return Check("nfc", OK, f"{nfc.device}: open in the lane, {reader.get('taps', 0)} taps")
-            return Check("nfc", FAIL, f"{nfc.device}: {reader.get('problem', 'the lane cannot open the reader')}", _NFC_FIX)
+            return Check("nfc", FAIL, f"{nfc.device}: {reader.get('problem', 'the lane cannot open the reader')}", _NFC_FIX, _NFC_MORE)
         import nfc as nfcpy
 
         try:
             frontend = nfcpy.ContactlessFrontend(nfc.device)
         except (IOError, OSError) as exc:
-            return Check("nfc", FAIL, f"{nfc.device}: {exc}", _NFC_FIX)
+            return Check("nfc", FAIL, f"{nfc.device}: {exc}", _NFC_FIX, _NFC_MORE)
         try:
             return Check("nfc", OK, f"{nfc.device}: {frontend.device}")
         finally:
@@ -308,7 +318,10 @@ class Doctor:
         problem = probe_broker(self.config, self.broker_timeout)
         if problem:
             return Check("broker", FAIL, f"{where}: {problem}{lane}",
-                         "is mosquitto running there (systemctl status mosquitto)? user and password_file as in the broker's password file?")
+                         "is mosquitto running there? are [sync] username and password_file right?",
+                         "on the broker: systemctl status mosquitto, and the lane's user in its password file "
+                         "(docs/mqtt.md); the lane's unit allows only the brokers install-pi.sh found in the config "
+                         "(IPAddressAllow=): rerun it after changing them")
         return Check("broker", OK, f"{where}: connected{lane}")
 
     def _lane_uid(self) -> int:
@@ -346,7 +359,8 @@ class Doctor:
         detail = "; ".join(f"{name}: {line}" for name, line in lines.items()) or "no keys"
         if missing:
             return Check("trust", FAIL, f"no keys for {', '.join(missing)}: every such ticket is refused unknown_key ({detail})",
-                         "gate keys import FILE, [trust] in the config, or a signed bundle (docs/trust-documents.md)")
+                         "gate keys import FILE, [trust] in the config, or a signed bundle",
+                         "docs/trust-documents.md: which document each format's keys come in")
         return Check("trust", OK, detail)
 
     def check_bundle(self) -> Check:
@@ -375,7 +389,9 @@ class Doctor:
         if (unreadable := self._state_unreadable("database")) is not None:
             return unreadable
         if (owned := ownership_problem(path, self._lane_uid())):
-            return Check("database", FAIL, owned.split(" (fix: ")[0], owned.split(" (fix: ")[1].rstrip(")"))
+            return Check("database", FAIL, owned.split(" (fix: ")[0], owned.split(" (fix: ")[1].rstrip(")"),
+                         "the lane runs as its own user; files root made (sudo gate bundle load before the first start, "
+                         "recovery steps run as root) keep it from writing its ledger: not a corrupt database")
         if not path.exists():
             return Check("database", WARN, f"{path}: none yet (the lane creates it at its first start)")
         from gate.store.db import StoreError, inspect
@@ -383,9 +399,9 @@ class Doctor:
         try:
             problems, records = inspect(path)
         except StoreError as exc:
-            return Check("database", FAIL, f"{path}: {exc}", _DB_FIX)
+            return Check("database", FAIL, f"{path}: {exc}", _DB_FIX, _DB_MORE)
         if problems:
-            return Check("database", FAIL, f"{path}: integrity check failed: {'; '.join(problems)[:300]}", _DB_FIX)
+            return Check("database", FAIL, f"{path}: integrity check failed: {'; '.join(problems)[:300]}", _DB_FIX, _DB_MORE)
         mode = path.stat().st_mode & 0o777
         if mode & 0o077:
             return Check("database", WARN, f"{path}: intact, {records} records, but mode {mode:o}", f"chmod 600 {path}")
@@ -398,7 +414,8 @@ class Doctor:
         free = shutil.disk_usage(where).free
         detail = f"{free / 2**30:.1f} GiB free on {where}"
         if free < DISK_FAIL_BYTES:
-            return Check("disk", FAIL, detail, "the ledger cannot grow: free space (journalctl --vacuum-size=100M) or a bigger card")
+            return Check("disk", FAIL, detail, "free space (sudo journalctl --vacuum-size=100M) or use a bigger card",
+                         "below 64 MiB the ledger cannot grow: admissions cannot be recorded")
         if free < DISK_WARN_BYTES:
             return Check("disk", WARN, detail, "free some space before the next event")
         return Check("disk", OK, detail)
@@ -470,9 +487,30 @@ def _trust_name(format_name: str) -> str:
     return "pretix" if format_name.startswith("pretix") else format_name
 
 
-def _serial_fix(port: str) -> str:
-    return (f"plug the scanner in and check `ls -l {port} /dev/serial/by-id/`; the udev rule from install-pi.sh names it; "
+_SERIAL_FIX = "plug the scanner in; ls -l /dev/serial/by-id/; install-pi.sh --scanner VID:PID"
+
+
+def _serial_more(port: str) -> str:
+    return (f"ls -l {port}: the udev rule from install-pi.sh names known scanners /dev/gate-scanner, the gate "
+            "user's alone (0600); install-pi.sh --scanner VID:PID (from lsusb) adds another; a UART scanner: "
             "the gate user must be in the dialout group")
+
+
+def _camera_in_lane(source: str, reader: dict[str, Any]) -> Check:
+    """The running lane's camera: frames coming (and how old the last one is), stalls and restarts."""
+    age = reader.get("last_activity_age_s")
+    counts = f"{reader.get('frames', 0)} frames, {reader.get('codes', 0)} codes read"
+    restarts = f"; {reader.get('stalls', 0)} stalls, {reader.get('restarts', 0)} restarts" if reader.get("restarts") else ""
+    if reader.get("connected") is False:
+        last = "never a frame" if age is None else f"last frame {duration_text(age)} ago"
+        return Check("camera", FAIL, f"{source}: no frames ({last}): {reader.get('last_error') or 'not open'}{restarts}",
+                     "check the ribbon cable; journalctl -u gate -e (the lane keeps trying)",
+                     "the lane opens the camera again and again until it works (docs/readers.md: camera)")
+    shown = f"{source}: {counts}, last frame {age:.1f} s ago{restarts}" if age is not None else f"{source}: {counts}"
+    if restarts:
+        return Check("camera", WARN, f"{shown} (last: {reader.get('last_error')})", "a camera that stalls again and again: "
+                     "check the ribbon cable and power supply")
+    return Check("camera", OK, shown)
 
 
 def duration_text(seconds: float) -> str:
@@ -486,10 +524,14 @@ def duration_text(seconds: float) -> str:
     return f"{seconds // 86400} days"
 
 
-_HID_FIX = ("plug the scanner in; `ls -l /dev/gate-scanner-hid /dev/input/by-id/` (the udev rule from install-pi.sh "
-            "names known scanners; install-pi.sh --scanner VID:PID adds one); the device must be readable by the gate group")
-_NFC_FIX = ("`lsusb` shows the reader? the kernel's own NFC drivers must not hold it "
-            "(/etc/modprobe.d/gate-nfc.conf from install-pi.sh); `python3 -m nfc` names what it finds")
+_HID_FIX = "plug the scanner in; ls -l /dev/input/by-id/; install-pi.sh --scanner VID:PID"
+_HID_MORE = ("ls -l /dev/gate-scanner-hid: the udev rule from install-pi.sh names known scanners, the gate user's "
+             "alone (0600); install-pi.sh --scanner VID:PID (from lsusb) adds another")
+_NFC_FIX = "does lsusb show the reader? python3 -m nfc names what it finds"
+_NFC_MORE = ("the kernel's own NFC drivers must not hold it (/etc/modprobe.d/gate-nfc.conf from install-pi.sh); "
+             "the udev rule gives the reader to the gate user (0600, /dev/gate-nfc)")
 SERVICE_USER = "gate"
-_DB_FIX = ("stop the lane, keep a copy of the file, then `sqlite3 gate.db .recover | sqlite3 recovered.db`; "
-           "with venue sync the other gates hold every record this lane published")
+_DB_FIX = "stop the lane, copy gate.db, then sqlite3 gate.db .recover (see --verbose)"
+_DB_MORE = ("sudo systemctl stop gate; keep a copy of the file; sqlite3 gate.db .recover | sqlite3 recovered.db; "
+            "put recovered.db in its place (owned by gate); with venue sync the other gates hold every record "
+            "this lane published")

@@ -260,7 +260,7 @@ def test_doctor_missing_serial_device(tmp_path, config_data) -> None:
     checks = doctor(write_config(tmp_path / "gate.toml", config_data), 1)
     assert checks["lane"]["result"] == "warn", "not running: devices are checked directly"
     assert checks["scanner"]["result"] == "fail" and "no such device" in checks["scanner"]["detail"]
-    assert "dialout" in checks["scanner"]["fix"]
+    assert "/dev/serial/by-id" in checks["scanner"]["fix"] and "udev rule" in checks["scanner"]["more"]
 
 
 def test_doctor_scanner_unplugged_from_a_running_lane(lane, tmp_path, config_data) -> None:

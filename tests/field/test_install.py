@@ -35,7 +35,7 @@ def verify(unit_text: str, gate_binary: Path, tmp_path: Path) -> None:
     """``systemd-analyze verify`` finds nothing to say (an unknown key is only a warning to it,
     so any output at all fails) and the hardening keeps its exposure score."""
     unit = tmp_path / "gate.service"
-    unit.write_text(unit_text.replace("/opt/gate/venv/bin/gate", str(gate_binary)))
+    unit.write_text(unit_text.replace("/opt/gate/current/venv/bin/gate", str(gate_binary)))
     run = subprocess.run([ANALYZE, "verify", "--man=no", str(unit)], capture_output=True, text=True)
     noise = [line for line in (run.stdout + run.stderr).splitlines() if "riscv_hwprobe" not in line and "uretprobe" not in line]
     assert run.returncode == 0 and not noise, run.stdout + run.stderr
@@ -74,7 +74,7 @@ def test_the_unit_runs_the_lane_as_a_watched_unprivileged_service() -> None:
     for key, value in expected.items():
         assert settings.get(key) == value, key
     assert int(settings["WatchdogSec"][0]) >= 5
-    assert settings["ExecStopPost"] == ["-/opt/gate/venv/bin/gate safe --config /etc/gate/gate.toml"]
+    assert settings["ExecStopPost"] == ["-/opt/gate/current/venv/bin/gate safe --config /etc/gate/gate.toml"]
     assert "char-gpiochip rw" in settings["DeviceAllow"] and "char-ttyACM rw" in settings["DeviceAllow"]
     assert "adjtimex" in settings["SystemCallFilter"][0], "the clock guard reads adjtimex"
     assert "ProtectClock" not in settings, "ProtectClock would forbid the clock guard's question"
@@ -116,7 +116,7 @@ def test_dry_run_changes_nothing(tmp_path: Path) -> None:
     out = installer("--dry-run", "--root", str(tmp_path)).stdout
     assert files_under(tmp_path) == before
     for step in ("create user gate", "write /etc/systemd/system/gate.service", "write /etc/udev/rules.d/99-gate.rules",
-                 "write /etc/gate/gate.toml", "enable gate.service", "create /opt/gate/venv"):
+                 "write /etc/gate/gate.toml", "enable gate.service once", "install gate", "switch /opt/gate/current"):
         assert f"would    {step}" in out, step
     assert "do  " not in out
 
@@ -189,14 +189,18 @@ def test_install_into_a_throwaway_root(installed: tuple[Path, str]) -> None:
     assert (root / "etc/gate").stat().st_mode & 0o777 == 0o750
     assert 'id = "lane-7"' in config.read_text()
     rules = (root / "etc/udev/rules.d/99-gate.rules").read_text()
-    assert 'ATTRS{idVendor}=="0c2e", ATTRS{idProduct}=="0b61", SYMLINK+="gate-scanner"' in rules
+    assert 'ATTRS{idVendor}=="0c2e", ATTRS{idProduct}=="0b61", SYMLINK+="gate-scanner", OWNER="gate", GROUP="gate", MODE="0600"' in rules
     assert "blacklist pn533_usb" in (root / "etc/modprobe.d/gate-nfc.conf").read_text()
-    assert os.readlink(root / "etc/systemd/system/multi-user.target.wants/gate.service") == "/etc/systemd/system/gate.service"
-    assert os.readlink(root / "usr/local/bin/gate") == "/opt/gate/venv/bin/gate"
+    # The skeleton config waits for the issuer's key: enabled, the lane would stop at every boot.
+    assert not os.path.lexists(root / "etc/systemd/system/multi-user.target.wants/gate.service")
+    assert "skip     enabling gate.service" in out
+    assert os.readlink(root / "usr/local/bin/gate") == "/opt/gate/current/venv/bin/gate"
 
-    gate = root / "opt/gate/venv/bin/gate"
-    assert subprocess.run([str(gate), "--version"], capture_output=True, text=True).stdout.strip() == "gate 0.1.0"
-    assert "include-system-site-packages = true" in (root / "opt/gate/venv/pyvenv.cfg").read_text(), "picamera2 comes from Debian"
+    gate = root / "opt/gate/current/venv/bin/gate"
+    version = subprocess.run([str(gate), "--version"], capture_output=True, text=True).stdout.strip()
+    assert re.fullmatch(r"gate 0\.1\.0\+g[0-9a-f]{7}(\.dirty\.[0-9a-f]{8})?", version), "the checkout's commit"
+    assert os.readlink(root / "opt/gate/current") == f"releases/{version.split()[1]}"
+    assert "include-system-site-packages = true" in (root / "opt/gate/current/venv/pyvenv.cfg").read_text(), "picamera2 comes from Debian"
     check = subprocess.run([str(gate), "check-config", "--config", str(config)], capture_output=True, text=True)
     assert check.returncode == 2 and "trust.gt1_issuers[0]" in check.stderr, "the skeleton asks for the issuer's key"
 
@@ -210,7 +214,7 @@ def test_install_into_a_throwaway_root(installed: tuple[Path, str]) -> None:
 @needs_analyze
 def test_the_installed_unit_verifies(installed: tuple[Path, str], tmp_path: Path) -> None:
     root, _ = installed
-    verify((root / "etc/systemd/system/gate.service").read_text(), root / "opt/gate/venv/bin/gate", tmp_path)
+    verify((root / "etc/systemd/system/gate.service").read_text(), root / "opt/gate/current/venv/bin/gate", tmp_path)
 
 
 @needs_root

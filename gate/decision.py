@@ -32,6 +32,7 @@ class Reason(StrEnum):
     BUSY = "busy"
     ERROR = "error"
     RECOVERING = "recovering"  # the lane's database is new: it learns the venue's records before it admits
+    ZONE_FULL = "zone_full"  # the lane's zone holds its capacity (or, cut off from some of its lanes, this lane's share)
 
 
 IN = "in"

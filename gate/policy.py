@@ -1,6 +1,7 @@
 """The gate's own rules applied to verified claims: revocation, event, validity window,
-product, zone, proof replay, entries and re-entry. Pure functions of claims, settings, what the
-store holds about the ticket (``TicketState``) and time.
+product, zone, proof replay, entries and re-entry, and the zone's capacity. Pure functions of
+claims, settings, what the store holds about the ticket (``TicketState``) and its zone
+(``ZoneState``), and time.
 """
 
 from __future__ import annotations
@@ -30,8 +31,56 @@ class TicketState:
     proof_used: bool = False  # the proof it came with already opened a gate (and was not reverted)
 
 
-def judge(claims: Claims, state: TicketState, policy: GatePolicy, direction: str, now: float) -> Decision:
-    """The gate's checks on verified claims, for any format and any reader."""
+@dataclass(frozen=True)
+class Cut:
+    """Since when this lane has not heard some lanes of its zone."""
+
+    occupancy: int  # the zone's occupancy this ledger held when the cut began
+    own: int  # this lane's own entries minus exits since the cut began
+
+
+@dataclass(frozen=True)
+class ZoneState:
+    """The lane's zone as the ledger and the bus know it at one decision (``gate.lane.zones``).
+
+    ``occupancy`` is entries minus exits of the zone's lanes as this ledger holds them (an
+    admission counts from the moment it is recorded, a revert takes it back, exits count when
+    their passage is confirmed). ``cut`` is set while the lane does not hear every other lane
+    of its zone: then it may admit only its share of the room that was left when the cut began.
+    """
+
+    zone: str
+    capacity: int
+    occupancy: int
+    lanes: int  # the zone's lanes on the roster (not retired), this one included
+    cut: Cut | None = None
+
+
+def zone_share(capacity: int, occupancy: int, lanes: int) -> int:
+    """What one lane of ``lanes`` may admit (net) while cut off: an equal part of the room left,
+    rounded down, so that all of them together never admit more than the room left."""
+    return max(0, capacity - occupancy) // max(1, lanes)
+
+
+def check_zone(zone: ZoneState | None) -> Denial | None:
+    """May one more person enter the lane's zone?"""
+    if zone is None:
+        return None
+    if zone.occupancy >= zone.capacity:
+        return Denial(Reason.ZONE_FULL, f"zone {zone.zone} holds {zone.occupancy} of {zone.capacity}")
+    if zone.cut is not None:
+        share = zone_share(zone.capacity, zone.cut.occupancy, zone.lanes)
+        if zone.cut.own >= share:
+            return Denial(Reason.ZONE_FULL, f"zone {zone.zone}: cut off from some of its {zone.lanes} lanes, this lane's "
+                                            f"share ({share} of {zone.capacity - zone.cut.occupancy} left) is used")
+    return None
+
+
+def judge(claims: Claims, state: TicketState, policy: GatePolicy, direction: str, now: float,
+          zone: ZoneState | None = None) -> Decision:
+    """The gate's checks on verified claims, for any format and any reader. ``zone``: the
+    lane's zone when it has a capacity; an entry is refused ``zone_full`` last, after every
+    check of the ticket itself (a used ticket is told ``already_used``, not that the zone is full)."""
     if state.revoked:
         return Decision.deny(Reason.REVOKED, "ticket is on the revocation list", claims=claims, direction=direction)
     entries: tuple[int, int] | None = None
@@ -42,6 +91,8 @@ def judge(claims: Claims, state: TicketState, policy: GatePolicy, direction: str
         if denial is None:
             denial = check_entry(claims, policy, state)
             entries = (state.entries, entry_limit(claims, policy))
+        if denial is None:
+            denial = check_zone(zone)
         if denial is not None:
             return Decision.deny(denial.reason, denial.detail, claims=claims, direction=direction)
     details = {"event": claims.event}

@@ -48,14 +48,14 @@ def _make(args: argparse.Namespace) -> int:
     else:
         if args.restore or args.restored or args.previous or args.base is not None:
             raise UsageError("--restore, --restored, --previous and --base are for --delta")
-        roster = _read_roster(args.roster) if args.roster else None
+        roster, zones = _read_roster(args.roster) if args.roster else (None, None)
         documents = []
         for path in args.documents:
             try:
                 documents.append(json.loads(Path(path).read_bytes()))
             except (OSError, ValueError) as exc:
                 raise UsageError(f"cannot read trust document {path}: {exc}") from None
-        payload = signed.bundle_payload(venue, version, time.time(), documents, signed.pack_prefixes(revoked), roster)
+        payload = signed.bundle_payload(venue, version, time.time(), documents, signed.pack_prefixes(revoked), roster, zones)
     _write(args.out, json.dumps(payload, separators=(",", ":")).encode() + b"\n")
     summary = {k: v for k, v in payload.items() if k in ("type", "venue", "version", "base")}
     summary["revoked"] = payload["revoked"]["count"]
@@ -64,15 +64,18 @@ def _make(args: argparse.Namespace) -> int:
     else:
         summary["documents"] = len(payload["documents"])
         summary["gates"] = len(payload.get("roster", []))
+        if payload.get("zones"):
+            summary["zones"] = {zone["zone"]: zone["capacity"] for zone in payload["zones"]}
     print(json.dumps(summary), file=sys.stderr if args.out is None else sys.stdout)
     return EXIT_OK
 
 
-def _read_roster(path: str) -> list[dict[str, Any]]:
-    """The venue's gates from a roster file::
+def _read_roster(path: str) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    """The venue's gates, and each zone's capacity, from a roster file::
 
         {"gates": [{"gate": "lane-1", "public_key": "<its identity key's public half>", "zone": "north",
-                    "directions": ["in", "out"], "retired": false}, ...]}
+                    "directions": ["in", "out"], "retired": false}, ...],
+         "zones": {"north": 5000}}
     """
     from gate.formats.trustdoc import Fields, decode_key
     from gate.trust import signed
@@ -86,10 +89,32 @@ def _read_roster(path: str) -> list[dict[str, Any]]:
                 zone=gate.text("zone", None, max_len=64), directions=tuple(gate.texts("directions", ["in", "out"])),
                 retired=gate.boolean("retired", False), retired_at=_retired_at(gate)))
             gate.done()
+        zones = _zone_capacities(doc, {entry["zone"] for entry in entries if "zone" in entry})
         doc.done()
     except (OSError, ValueError) as exc:  # TrustError is a ValueError: the field and what is wrong
         raise UsageError(f"roster {path}: {exc}") from None
-    return entries
+    return entries, zones
+
+
+def _zone_capacities(doc: Any, gate_zones: set[str]) -> dict[str, int]:
+    """``"zones": {"north": 5000}``: how many people each zone holds at most. Every zone named
+    must be some gate's zone (a misspelt zone would otherwise have no capacity at all)."""
+    from gate.trust.signed import MAX_CAPACITY
+
+    table = doc.obj("zones", None)
+    if table is None:
+        return {}
+    zones = {}
+    for zone in sorted(table.data):
+        capacity = table.get(zone, None)
+        if isinstance(capacity, bool) or not isinstance(capacity, int) or not 1 <= capacity <= MAX_CAPACITY:
+            raise ValueError(f"{table.path}.{zone}: a capacity is a whole number of people, 1 to {MAX_CAPACITY}")
+        if zone not in gate_zones:
+            raise ValueError(f"{table.path}.{zone}: no gate of the roster is in zone {zone!r} "
+                             f"(the gates' zones: {', '.join(sorted(gate_zones)) or 'none'})")
+        zones[zone] = capacity
+    table.done()
+    return zones
 
 
 def _retired_at(gate: Any) -> float | None:

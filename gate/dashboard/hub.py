@@ -117,7 +117,7 @@ class Hub:
             if self.venue.bundle_version is not None and message.version < self.venue.bundle_version:
                 raise SignedError("older", f"bundle {message.version} is older than {self.venue.bundle_version}")
             self._roster = Roster(message.roster)
-            self.venue.on_roster(message.version, message.roster)
+            self.venue.on_roster(message.version, message.roster, message.zones)
             waiting, self._waiting = self._waiting, []
         log.info("bundle read version=%d gates=%d", message.version, len(message.roster))
         by_sender: dict[str | None, list[tuple[str, bytes]]] = {}

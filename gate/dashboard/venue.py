@@ -99,11 +99,12 @@ class Lane:
 class Venue:
     venue: str
     stale_after: float = 30.0
-    capacity: dict[str, int] = field(default_factory=dict)
+    capacity: dict[str, int] = field(default_factory=dict)  # the dashboard's config: zones the bundle gives none
     alarm_percent: float = 90.0
     lanes: dict[str, Lane] = field(default_factory=dict)
     roster: dict[str, RosterRow] = field(default_factory=dict)
     bundle_version: int | None = None
+    bundle_capacity: dict[str, int] = field(default_factory=dict)  # the admin's bundle: what the lanes hold to
     seen: dict[tuple[str, str], Seqs] = field(default_factory=dict)  # (origin, epoch) → seqs counted
     malformed: Counter[str] = field(default_factory=Counter)  # refused bus messages by kind
     commands: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=RECENT_COMMANDS))
@@ -153,9 +154,10 @@ class Venue:
                 lane.forced += 1
         return new
 
-    def on_roster(self, version: int, rows: Iterable[RosterRow]) -> None:
+    def on_roster(self, version: int, rows: Iterable[RosterRow], zones: dict[str, int] | None = None) -> None:
         self.bundle_version = version
         self.roster = {row.gate: row for row in rows}
+        self.bundle_capacity = dict(zones or {})
         for gate in self.roster:
             self.lane(gate)
 
@@ -257,11 +259,12 @@ class Venue:
                 z["exits"] += lane.exits
                 z["gates"] += 1
                 z["per_minute"] += lane.per_minute.get(minute - 1, 0)
-        for name in self.capacity:
+        capacities = {**self.capacity, **self.bundle_capacity}
+        for name in capacities:
             zones.setdefault(name, {"zone": name, "entries": 0, "exits": 0, "gates": 0, "per_minute": 0})
         for z in zones.values():
             z["occupancy"] = z["entries"] - z["exits"]
-            capacity = self.capacity.get(z["zone"])
+            capacity = capacities.get(z["zone"])
             z["capacity"] = capacity
             z["percent"] = round(100 * z["occupancy"] / capacity, 1) if capacity else None
             z["alarm"] = bool(capacity and z["occupancy"] >= capacity * self.alarm_percent / 100)

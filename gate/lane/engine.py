@@ -1,5 +1,5 @@
 """From scanned text to a decision: format → signature and proof → one read of what the store
-holds about the ticket → gate policy. Owned by the decision loop's thread; ``gate verify`` uses it
+holds about the ticket (and its zone's occupancy) → gate policy. Owned by the decision loop's thread; ``gate verify`` uses it
 too. It records nothing: the loop writes the admission.
 
 Any exception while deciding denies the scan with ``error``: the gate never opens on an error.
@@ -14,8 +14,9 @@ from typing import Any
 
 from gate import formats as fmt
 from gate import policy, trust
-from gate.decision import Claims, Decision, Denial, Reason
+from gate.decision import IN, Claims, Decision, Denial, Reason
 from gate.lane.guesses import WrongCodeLimit
+from gate.lane.zones import ZoneWatch
 from gate.store import Store
 
 log = logging.getLogger(__name__)
@@ -57,6 +58,7 @@ class DecisionEngine:
         self._trust_checked = float("-inf")
         self.clock_synchronized = True  # the decision loop keeps this up to date (gate.clock.ClockSync)
         self.wrong_codes = WrongCodeLimit()
+        self.zones = ZoneWatch(store, settings.gate_id, settings.gate_policy.zone)  # the bus tells it whom it hears (daemon)
         self.refresh_trust(force=True)
 
     def refresh_trust(self, force: bool = False) -> None:
@@ -156,6 +158,8 @@ class DecisionEngine:
         return self._verdict(result, name, direction, now)
 
     def judge(self, claims: Claims, direction: str, now: float) -> Decision:
-        """The gate's checks on verified claims: one read of the store, then pure policy."""
+        """The gate's checks on verified claims: one read of the store (and, for an entry into a
+        zone with a capacity, one of the zone's occupancy), then pure policy."""
         state = self.store.ticket_state(claims.ticket_key, claims.proof.key if claims.proof else None)
-        return policy.judge(claims, state, self.settings.gate_policy, direction, now)
+        zone = self.zones.state() if direction == IN else None
+        return policy.judge(claims, state, self.settings.gate_policy, direction, now, zone)

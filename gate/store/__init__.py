@@ -12,7 +12,7 @@ table, every migration and every query; the rest of gate calls its methods.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 from gate.decision import revocation_prefix
 from gate.policy import TicketState
@@ -53,17 +53,19 @@ class Store:
         return TicketState(bool(revoked), usage.entries, usage.exits, bool(proof_used))
 
     def install_bundle(self, prefixes: bytes, documents: list[tuple[str, str, str]], held: HeldMessage, at: float,
-                       check: Callable[[Held], None], roster: Sequence[RosterRow] = ()) -> None:
+                       check: Callable[[Held], None], roster: Sequence[RosterRow] = (),
+                       zones: Mapping[str, int] | None = None) -> None:
         """A new signed bundle, whole or not at all: its revocations are staged in chunks (the
         lane goes on deciding meanwhile), then one short transaction checks ``check`` against
         what is held at that moment (another process may have applied a newer one) and swaps in
-        the revocations, the documents, the roster and the version together."""
+        the revocations, the documents, the roster, the zones' capacities and the version together."""
         self.revocations.stage_bundle(prefixes)
         with self.db.transaction():
             check(self.trust.held())
             self.revocations.swap_in_staged()
             self.trust.replace_bundle_documents(documents, at)
             self.trust.replace_roster(list(roster))
+            self.trust.replace_zones(dict(zones or {}))
             self.trust.set_held("bundle", held, at, replace_all=True)
 
     def install_delta(self, revoked: bytes, restored: bytes, held: HeldMessage, at: float,

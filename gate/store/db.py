@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 # the database the moment a bundle worker's chunk is committed.
 WRITE_LOCK = threading.RLock()
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 
 class StoreError(GateError):
@@ -131,7 +131,8 @@ class Database:
         import sqlite_utils
 
         db = sqlite_utils.Database(self.conn)
-        for target, step in ((1, _schema_1), (2, _schema_2), (3, _schema_3), (4, _schema_4), (5, _schema_5), (6, _schema_6)):
+        for target, step in ((1, _schema_1), (2, _schema_2), (3, _schema_3), (4, _schema_4), (5, _schema_5), (6, _schema_6),
+                             (7, _schema_7)):
             if version >= target:
                 continue
             with self.transaction():  # another process may have migrated meanwhile: ask again
@@ -242,6 +243,42 @@ def _schema_6(db: sqlite_utils.Database) -> None:
     """A retired gate's retirement time: its records made before it stay the venue's past (a
     catch-up still passes them on), those after it are refused."""
     db.conn.execute("ALTER TABLE roster ADD COLUMN retired_at FLOAT")
+
+
+def _schema_7(db: sqlite_utils.Database) -> None:
+    """Zone capacity: each zone's capacity from the bundle (``zones``), and each gate's entries
+    and exits as this ledger holds them (``occupancy``), kept by triggers on the ledger as records
+    are written, whatever writes them (a lane's own records, a merge, ``gate verify``), so a
+    decision reads a zone's occupancy from a row per gate, never by counting the ledger.
+
+    An entry is an admission in (from the moment it is recorded: the person is on their way), or
+    a forced passage in; a revert takes its admission's entry back. An exit is a confirmed
+    passage out, a free exit or a forced passage out (the dashboard counts the same records,
+    once passages confirm the admissions: gate.dashboard.venue)."""
+    conn = db.conn
+    conn.execute("CREATE TABLE zones (zone TEXT PRIMARY KEY, capacity INTEGER NOT NULL)")
+    conn.execute("CREATE TABLE occupancy (origin TEXT PRIMARY KEY, entries INTEGER NOT NULL, exits INTEGER NOT NULL) "
+                 "WITHOUT ROWID")
+    conn.execute(f"""CREATE TRIGGER occupancy_on_record AFTER INSERT ON ledger
+        WHEN {_COUNTED}
+        BEGIN
+            INSERT INTO occupancy (origin, entries, exits) VALUES (NEW.origin, {_ENTRY}, {_EXIT})
+            ON CONFLICT (origin) DO UPDATE SET entries = entries + excluded.entries, exits = exits + excluded.exits;
+        END""")
+    conn.execute(f"""INSERT INTO occupancy (origin, entries, exits)
+        SELECT NEW.origin, SUM({_ENTRY}), SUM({_EXIT}) FROM ledger AS NEW WHERE {_COUNTED} GROUP BY NEW.origin""")
+
+
+# The occupancy a ledger record adds (NEW: the record), for the trigger and the first count.
+_COUNTED = ("NEW.kind IN ('admission', 'revert', 'forced_passage', 'free_exit') "
+            "OR (NEW.kind = 'passage' AND NEW.direction = 'out')")
+_ENTRY = ("CASE WHEN NEW.kind = 'admission' THEN (COALESCE(NEW.direction, 'in') != 'out') "
+          "WHEN NEW.kind = 'forced_passage' THEN COALESCE(NEW.direction = 'in', 0) "
+          "WHEN NEW.kind = 'revert' THEN -COALESCE((SELECT COALESCE(a.direction, 'in') != 'out' FROM ledger AS a "
+          "WHERE a.origin = NEW.ref_origin AND a.epoch = NEW.ref_epoch AND a.seq = NEW.ref_seq AND a.kind = 'admission'), 0) "
+          "ELSE 0 END")
+_EXIT = ("CASE WHEN NEW.kind IN ('passage', 'forced_passage') THEN COALESCE(NEW.direction = 'out', 0) "
+         "WHEN NEW.kind = 'free_exit' THEN 1 ELSE 0 END")
 
 
 def create_prefix_table(conn: sqlite3.Connection, table: str) -> None:

@@ -117,6 +117,17 @@ class TrustStore:
             "INSERT INTO roster (gate, public_key, zone, directions, retired, retired_at) VALUES (?, ?, ?, ?, ?, ?)",
             [(r.gate, r.public_key, r.zone, json.dumps(list(r.directions)), int(r.retired), r.retired_at) for r in rows])
 
+    # --- zone capacities (from the bundle) ----------------------------------------------
+
+    def zones(self) -> dict[str, int]:
+        """Each zone's capacity as the held bundle gives it."""
+        return {zone: int(capacity) for zone, capacity in self.db.conn.execute("SELECT zone, capacity FROM zones")}
+
+    def replace_zones(self, zones: dict[str, int]) -> None:
+        """Inside the caller's transaction: a new bundle's capacities replace the previous ones."""
+        self.db.conn.execute("DELETE FROM zones")
+        self.db.conn.executemany("INSERT INTO zones (zone, capacity) VALUES (?, ?)", sorted(zones.items()))
+
     # --- the signed bundle and delta held -------------------------------------------------
 
     def held(self) -> Held:

@@ -2,7 +2,8 @@
 version rules here, the writing in ``gate.store`` (``Store.install_bundle`` / ``install_delta``).
 
 A bundle replaces the previous one whole: its trust documents (stored as ``bundle/…`` trust
-documents, which the engine picks up within a second) and its revocation list. A delta changes
+documents, which the engine picks up within a second), its revocation list, the venue's roster
+of gates and each zone's capacity (``gate.lane.zones`` reads them within a second). A delta changes
 the revocations of the bundle it names as its base. Versions only move forward: an older bundle
 or delta is refused and nothing changes.
 
@@ -102,9 +103,11 @@ def _apply_bundle(store: Store, bundle: Bundle, sources: Any, now: float) -> str
     held = HeldMessage(bundle.version, 0, bundle.issued_at, bundle.sha256, bundle.revoked_count, 0, len(documents))
     store.install_bundle(bundle.revoked, documents, held, now,
                          check=lambda current: _check_newer(bundle.version, current.bundle_version, "bundle"),
-                         roster=bundle.roster)
-    log.info("bundle applied version=%d documents=%d revoked=%d gates=%d seconds=%.2f",
-             bundle.version, len(documents), bundle.revoked_count, len(bundle.roster), time.monotonic() - started)
+                         roster=bundle.roster, zones=bundle.zones)
+    log.info("bundle applied version=%d documents=%d revoked=%d gates=%d zones=%s seconds=%.2f",
+             bundle.version, len(documents), bundle.revoked_count, len(bundle.roster),
+             ",".join(f"{zone}:{capacity}" for zone, capacity in sorted(bundle.zones.items())) or "-",
+             time.monotonic() - started)
     return Outcome.APPLIED
 
 

@@ -63,6 +63,7 @@ class Bundle:
     revoked: bytes  # PREFIX_BYTES each
     sha256: str = field(default="", compare=False)  # of the whole signed message
     roster: tuple[RosterRow, ...] = ()  # the venue's gates: whose ledger records are taken in
+    zones: dict[str, int] = field(default_factory=dict)  # zone → capacity (people inside at most)
 
     @property
     def revoked_count(self) -> int:
@@ -113,8 +114,9 @@ def pack_prefixes(prefixes: set[bytes] | list[bytes]) -> bytes:
 
 
 def bundle_payload(venue: str, version: int, issued_at: float, documents: list[dict[str, Any]], revoked: bytes,
-                   roster: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-    """``roster``: the venue's gates as ``roster_entry`` gives them."""
+                   roster: list[dict[str, Any]] | None = None, zones: dict[str, int] | None = None) -> dict[str, Any]:
+    """``roster``: the venue's gates as ``roster_entry`` gives them; ``zones``: each zone's
+    capacity (a zone some gate of the roster is in)."""
     payload = {
         "v": PROTOCOL,
         "type": "bundle",
@@ -126,6 +128,8 @@ def bundle_payload(venue: str, version: int, issued_at: float, documents: list[d
     }
     if roster:
         payload["roster"] = roster
+    if zones:
+        payload["zones"] = [{"zone": name, "capacity": capacity} for name, capacity in sorted(zones.items())]
     return payload
 
 
@@ -322,7 +326,8 @@ def read(data: bytes, admin_key: bytes | None, venue: str) -> Bundle | Delta | C
                 tuple(_documents(doc)),
                 _prefixes(doc, "revoked"),
                 sha,
-                _roster(doc),
+                roster := _roster(doc),
+                _zones(doc, roster),
             )
         elif kind == "delta":
             message = Delta(
@@ -395,6 +400,30 @@ def _roster(doc: _Fields) -> tuple[RosterRow, ...]:
         entry.done()
         rows.append(RosterRow(gate, public_key, zone, directions, retired, retired_at))
     return tuple(rows)
+
+
+MAX_CAPACITY = 10_000_000  # people in one zone
+
+
+def _zones(doc: _Fields, roster: tuple[RosterRow, ...]) -> dict[str, int]:
+    """Each zone's capacity: a zone named once, that some gate of the roster is in (a capacity
+    for a zone no gate admits to is a typo the admin must hear about, not a silent no-op)."""
+    zones: dict[str, int] = {}
+    gate_zones = {row.zone for row in roster if row.zone}
+    for entry in doc.objects("zones", []):
+        if len(zones) >= MAX_ROSTER:
+            raise ValueError(f"payload.zones: more than {MAX_ROSTER} zones")
+        zone = entry.text("zone", max_len=64)
+        if zone in zones:
+            raise ValueError(f"{entry.path}.zone: {zone!r} named twice")
+        if zone not in gate_zones:
+            raise ValueError(f"{entry.path}.zone: {zone!r} is no gate's zone on the roster")
+        capacity = entry.integer("capacity", minval=1)
+        if capacity > MAX_CAPACITY:
+            raise ValueError(f"{entry.path}.capacity: more than {MAX_CAPACITY}")
+        zones[zone] = capacity
+        entry.done()
+    return zones
 
 
 def _prefixes(doc: _Fields, key: str) -> bytes:

@@ -1,10 +1,12 @@
 """Reading hostile JSON strictly: limits checked before a text reaches ``json.loads``, and
 ``Fields``, which reads one parsed object field by field (every field typed, unknown fields
 refused, errors naming the path of the offending field, ``pretix.checkin_list.limit_products[2]``).
-Trust documents, signed messages and bus messages are all read with it."""
+``load_object`` is the step before: size, nesting, ``json.loads`` and "is it an object", with
+one set of messages. Trust documents, signed messages and bus messages are all read with it."""
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
@@ -34,6 +36,36 @@ def nesting(text: bytes | str, limit: int) -> int:
             if deepest > limit:
                 break
     return deepest
+
+
+def _size(limit: int) -> str:
+    if limit % 2**20 == 0:
+        return f"{limit // 2**20} MiB"
+    return f"{limit // 1024} KiB" if limit % 1024 == 0 else f"{limit:,} bytes"
+
+
+def load_object(data: bytes | str, what: str, *, max_depth: int, max_bytes: int | None = None,
+                error: type[Exception] = ValueError) -> dict[str, Any]:
+    """One JSON object from a stranger's text, or ``error`` naming ``what`` and what is wrong.
+
+    The size (``max_bytes``: of the text as given, bytes or characters) and the nesting are
+    checked before the text reaches ``json.loads``; the message never quotes the text (it may
+    be a ticket or a secret)."""
+    if max_bytes is not None and len(data) > max_bytes:
+        raise error(f"{what}: larger than {_size(max_bytes)}")
+    if nesting(data, max_depth) > max_depth:
+        raise error(f"{what}: nested deeper than {max_depth} levels")
+    try:
+        value = json.loads(data)
+    except json.JSONDecodeError as exc:
+        raise error(f"{what}: not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
+    except UnicodeDecodeError:
+        raise error(f"{what}: not valid JSON (not UTF-8 text)") from None
+    except (ValueError, RecursionError):  # the parser's own limits (a number of 5,000 digits)
+        raise error(f"{what}: not valid JSON") from None
+    if not isinstance(value, dict):
+        raise error(f"{what}: must be a JSON object")
+    return value
 
 
 _MISSING = object()

@@ -11,13 +11,12 @@ records that its gate's key signed, from gates on the admin's roster.
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from gate.strictjson import nesting
+from gate.strictjson import load_object
 
 MAX_PAYLOAD = 64 * 1024  # a status is about 1 kB
 MAX_DEPTH = 8
@@ -69,17 +68,7 @@ class CommandResult:
 
 
 def _load(payload: bytes, what: str) -> dict[str, Any]:
-    if len(payload) > MAX_PAYLOAD:
-        raise BadMessage(f"{what}: {len(payload)} bytes, more than {MAX_PAYLOAD}")
-    if nesting(payload, MAX_DEPTH) > MAX_DEPTH:
-        raise BadMessage(f"{what}: nested deeper than {MAX_DEPTH}")
-    try:
-        data = json.loads(payload)
-    except (UnicodeDecodeError, ValueError, RecursionError):
-        raise BadMessage(f"{what}: not JSON") from None
-    if not isinstance(data, dict):
-        raise BadMessage(f"{what}: not an object")
-    return data
+    return load_object(payload, what, max_depth=MAX_DEPTH, max_bytes=MAX_PAYLOAD, error=BadMessage)
 
 
 def _gate(data: dict[str, Any], topic_gate: str, what: str) -> str:

@@ -9,7 +9,6 @@ An example with every key: ``config/dashboard.example.toml``.
 from __future__ import annotations
 
 import ipaddress
-import math
 import os
 import re
 import stat
@@ -18,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gate.config import SyncConfig
+from gate.config import SyncConfig, TomlTable
 from gate.errors import ConfigError
 from gate.formats import TrustError
 from gate.formats.trustdoc import decode_key
@@ -27,7 +26,6 @@ DEFAULT_PATH = "/etc/gate/dashboard.toml"
 MAX_BYTES = 256 * 1024
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")
 _HASH = re.compile(r"^scrypt\$\d+\$\d+\$\d+\$[A-Za-z0-9+/=]+\$[A-Za-z0-9+/=]+\Z")
-_REQUIRED = object()
 
 
 @dataclass(frozen=True)
@@ -81,54 +79,16 @@ def default_path() -> str:
     return os.environ.get("GATE_DASHBOARD_CONFIG", DEFAULT_PATH)
 
 
-class _Table:
-    """One TOML table: typed reads, problems collected, unknown keys reported."""
+_Table = TomlTable  # the lane config's strict reader (gate.config): one reader, one set of messages
 
-    def __init__(self, name: str, data: Any, problems: list[str]) -> None:
-        self.name, self.problems = name, problems
-        if not isinstance(data, dict):
-            problems.append(f"{name}: must be a table")
-            data = {}
-        self.data: dict[str, Any] = data
-        self.seen: set[str] = set()
 
-    def error(self, key: str, message: str) -> None:
-        self.problems.append(f"{self.name}.{key}: {message}" if self.name else f"{key}: {message}")
-
-    def get(self, key: str, kind: type, default: Any = _REQUIRED, *, minval: float | None = None,
-            maxval: float | None = None) -> Any:
-        self.seen.add(key)
-        if key not in self.data:
-            if default is _REQUIRED:
-                self.error(key, "required value missing")
-                return None
-            return default
-        value = self.data[key]
-        if kind is float and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
-        if isinstance(value, bool) != (kind is bool) or not isinstance(value, kind):
-            self.error(key, f"expected {kind.__name__}, got {type(value).__name__}")
-            return None if default is _REQUIRED else default
-        if kind is float and not math.isfinite(value):  # TOML has nan and inf: a session of nan hours never ends
-            self.error(key, f"must be a finite number, got {value!r}")
-            return None if default is _REQUIRED else default
-        if minval is not None and value < minval or maxval is not None and value > maxval:
-            self.error(key, f"must be between {minval} and {maxval}, got {value!r}")
-            return None if default is _REQUIRED else default
-        return value
-
-    def table(self, key: str, required: bool = False) -> _Table | None:
-        self.seen.add(key)
-        if key not in self.data:
-            if required:
-                self.error(key, "required table missing")
-            return None
-        return _Table(f"{self.name}.{key}" if self.name else key, self.data[key], self.problems)
-
-    def finish(self) -> None:
-        for key in self.data:
-            if key not in self.seen:
-                self.error(key, "unknown key")
+def _required(root: _Table, key: str) -> _Table:
+    """A table the dashboard cannot start without (an empty one, and the problem named, when missing)."""
+    table = root.table(key)
+    if table is None:
+        root.problem(key, "required table missing")
+        return _Table(key, {}, root.problems)
+    return table
 
 
 def load(path: str | os.PathLike[str]) -> DashboardConfig:
@@ -153,15 +113,15 @@ def parse(data: dict[str, Any], path: str = "<dashboard config>") -> DashboardCo
     base = Path(path).parent
     root = _Table("", data, problems)
 
-    main = root.table("dashboard", required=True) or _Table("dashboard", {}, problems)
+    main = _required(root, "dashboard")
     venue = main.get("venue", str)
     if venue is not None and not _NAME.match(venue):
-        main.error("venue", "letters, digits, '.', '_' and '-' only (the lanes' [gate] venue)")
+        main.problem("venue", "letters, digits, '.', '_' and '-' only (the lanes' [gate] venue)")
     listen = main.get("listen", str, "127.0.0.1:8080")
     host, _, port_text = listen.rpartition(":")
     host = host.strip("[]")
     if not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
-        main.error("listen", f"'host:port' such as '0.0.0.0:8443', got {listen!r}")
+        main.problem("listen", f"'host:port' such as '0.0.0.0:8443', got {listen!r}")
         port = 0
     else:
         port = int(port_text)
@@ -169,7 +129,7 @@ def parse(data: dict[str, Any], path: str = "<dashboard config>") -> DashboardCo
     cert_file = _file(main, "cert_file", base)
     key_file = _file(main, "key_file", base)
     if bool(cert_file) != bool(key_file):
-        main.error("cert_file", "cert_file and key_file go together (HTTPS)")
+        main.problem("cert_file", "cert_file and key_file go together (HTTPS)")
     if key_file:
         _private(key_file, "dashboard.key_file", warnings)
     if port and not cert_file and not _loopback(host):
@@ -183,10 +143,10 @@ def parse(data: dict[str, Any], path: str = "<dashboard config>") -> DashboardCo
     main.finish()
 
     users = _users(root, problems)
-    bus = _broker(root.table("bus", required=True) or _Table("bus", {}, problems), base, venue or "", "venue-monitor",
+    bus = _broker(_required(root, "bus"), base, venue or "", "venue-monitor",
                   warnings)
 
-    trust = root.table("trust", required=True) or _Table("trust", {}, problems)
+    trust = _required(root, "trust")
     admin_key = b""
     admin_text = trust.get("admin_key", str)
     trust.finish()
@@ -202,7 +162,7 @@ def parse(data: dict[str, Any], path: str = "<dashboard config>") -> DashboardCo
         key_path = _path(section, "signing_key_file", base, "")
         wait = section.get("wait", float, 5.0, minval=0.5, maxval=60.0)
         broker_data = {k: v for k, v in section.data.items() if k not in ("signing_key_file", "wait")}
-        section.seen.update(broker_data)
+        section.read.update(broker_data)
         section.finish()
         signing_key = None
         if key_path and _private(key_path, "commands.signing_key_file", None) is not None:
@@ -233,7 +193,7 @@ def parse(data: dict[str, Any], path: str = "<dashboard config>") -> DashboardCo
             for zone in list(caps.data):
                 value = caps.get(zone, int, minval=1, maxval=10_000_000)
                 if not _NAME.match(zone):
-                    caps.error(zone, "a zone name as the roster gives it")
+                    caps.problem(zone, "a zone name as the roster gives it")
                 elif value is not None:
                     capacity[zone] = value
             caps.finish()
@@ -284,12 +244,12 @@ def _path(table: _Table, key: str, base: Path, default: str) -> str:
 def _file(table: _Table, key: str, base: Path) -> str:
     path = _path(table, key, base, "")
     if path and not Path(path).is_file():
-        table.error(key, f"no such file {path}")
+        table.problem(key, f"no such file {path}")
     return path
 
 
 def _users(root: _Table, problems: list[str]) -> tuple[User, ...]:
-    root.seen.add("users")
+    root.read.add("users")
     raw = root.data.get("users")
     if not isinstance(raw, list) or not raw:
         problems.append("users: at least one [[users]] table with name and password_hash "
@@ -302,11 +262,11 @@ def _users(root: _Table, problems: list[str]) -> tuple[User, ...]:
         password_hash = table.get("password_hash", str)
         table.finish()
         if name is not None and not _NAME.match(name):
-            table.error("name", "letters, digits, '.', '_' and '-' only")
+            table.problem("name", "letters, digits, '.', '_' and '-' only")
         if password_hash is not None and not _HASH.match(password_hash):
-            table.error("password_hash", "an scrypt hash made by gate venue-dashboard hash-password (never the password)")
+            table.problem("password_hash", "an scrypt hash made by gate venue-dashboard hash-password (never the password)")
         if name in names:
-            table.error("name", f"{name!r} given twice")
+            table.problem("name", f"{name!r} given twice")
         names.add(name)
         if name and password_hash:
             users.append(User(name, password_hash))
@@ -323,16 +283,16 @@ def _broker(table: _Table, base: Path, venue: str, default_user: str, warnings: 
     keepalive = table.get("keepalive", int, 15, minval=5, maxval=600)
     table.finish()
     if topic_root and (not topic_root.endswith("/") or "+" in topic_root or "#" in topic_root):
-        table.error("topic_root", f"must end with '/' and hold no wildcard, got {topic_root!r}")
+        table.problem("topic_root", f"must end with '/' and hold no wildcard, got {topic_root!r}")
     password = ""
     if password_file:
         _private(password_file, f"{table.name}.password_file", warnings)
         try:
             password = Path(password_file).read_text().strip()
         except OSError as exc:
-            table.error("password_file", f"cannot read {password_file}: {exc.strerror}")
+            table.problem("password_file", f"cannot read {password_file}: {exc.strerror}")
     if bool(cert_file) != bool(key_file):
-        table.error("cert_file", "cert_file and key_file go together (a client certificate)")
+        table.problem("cert_file", "cert_file and key_file go together (a client certificate)")
     if key_file:
         _private(key_file, f"{table.name}.key_file", warnings)
     return SyncConfig(host=host, port=port, brokers=((host, port),), topic_root=topic_root, username=username,

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,7 +30,7 @@ from nacl.signing import VerifyKey
 from gate.decision import Claims, Denial, Proof, Reason, ticket_key
 from gate.formats import Env, TicketFormat, TrustError, TrustFormat, Unreadable
 from gate.formats.trustdoc import Fields, add_unique, decode_key
-from gate.strictjson import nesting
+from gate.strictjson import load_object
 
 NAME = "jws"
 ALGORITHMS = ("EdDSA", "Ed25519")
@@ -105,16 +104,8 @@ def _b64url(segment: str, what: str) -> bytes:
 
 
 def _json_object(segment: str, what: str) -> dict[str, Any]:
-    raw = _b64url(segment, what)
-    if nesting(raw, MAX_DEPTH) > MAX_DEPTH:  # read before the signature is checked: a stranger's text
-        raise Unreadable(f"{what} nests deeper than {MAX_DEPTH} levels")
-    try:
-        value = json.loads(raw)
-    except (ValueError, UnicodeDecodeError, RecursionError):
-        raise Unreadable(f"{what} is not JSON") from None
-    if not isinstance(value, dict):
-        raise Unreadable(f"{what} is not a JSON object")
-    return value
+    # read before the signature is checked: a stranger's text (its size: MAX_TEXT, in recognises)
+    return load_object(_b64url(segment, what), what, max_depth=MAX_DEPTH, error=Unreadable)
 
 
 def _time(value: Any) -> bool:

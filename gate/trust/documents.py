@@ -9,13 +9,13 @@ format's module parses and merges its own documents; this module only dispatches
 
 from __future__ import annotations
 
-import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
 from gate import formats
 from gate.formats import TrustError
-from gate.strictjson import nesting
+from gate.strictjson import load_object
 
 MAX_DOCUMENT_DEPTH = 16  # the deepest format (pretix) nests 4 levels
 MAX_DOCUMENT_BYTES = 256 * 1024 * 1024  # a million pretix secrets is about 60 MB of JSON
@@ -31,14 +31,7 @@ class TrustDocument:
 
 def parse_document(data: bytes | str, name: str) -> TrustDocument:
     """Read and validate one document; ``TrustError`` names the document and the field."""
-    if len(data) > MAX_DOCUMENT_BYTES:
-        raise TrustError(f"{name}: larger than {MAX_DOCUMENT_BYTES // 2**20} MiB")
-    if nesting(data, MAX_DOCUMENT_DEPTH) > MAX_DOCUMENT_DEPTH:
-        raise TrustError(f"{name}: nested deeper than {MAX_DOCUMENT_DEPTH} levels")
-    try:
-        body = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise TrustError(f"{name}: not valid JSON ({exc})") from None
+    body = load_object(data, name, max_depth=MAX_DOCUMENT_DEPTH, max_bytes=MAX_DOCUMENT_BYTES, error=TrustError)
     return document_from(body, name)
 
 

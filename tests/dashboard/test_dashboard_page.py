@@ -5,6 +5,7 @@ room sees."""
 from __future__ import annotations
 
 import json
+import threading
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -126,6 +127,59 @@ def test_counts_and_zone_occupancy_on_the_page_equal_the_ledgers(make_bus: Any, 
     shows(page, '[data-total="forced passages"] .value', "1")
     WebDriverWait(page, 5).until(lambda d: "refused: already_used" in _text(d, "#lane-gate-a .c-last") or "let in" in _text(d, "#lane-gate-a .c-last"))
     screenshot(page, "dashboard")
+
+
+def entries_on_the_page(driver: Any) -> dict[str, int]:
+    """Each lane's entries as its row shows them."""
+    return driver.execute_script(
+        "const o = {}; for (const r of document.querySelectorAll('#lanes tbody tr')) "
+        "o[r.dataset.gate] = parseInt(r.querySelector('.c-entries').textContent, 10); return o;")
+
+
+def test_while_the_lanes_scan_the_page_keeps_up_with_the_ledgers_and_never_counts_ahead(
+        make_bus: Any, venue_lane: Any, dashboard: Any, page: Any, tickets: Tickets) -> None:
+    """A crowd at three lanes at once; the page is read throughout. How fast it keeps up is
+    scripts/bench --dashboard's to measure: here it only has to get there."""
+    bus, lanes = venue(make_bus, venue_lane, list(ZONES))
+    running: RunningDashboard = dashboard(bus)
+    log_in(page, running.url)
+    for gate in ZONES:
+        shows(page, f"#lane-{gate} .c-entries", "0")
+    per_lane = 10
+    queues = {gate: [tickets.static() for _ in range(per_lane)] for gate in ZONES}
+    failures: list[str] = []
+
+    def crowd(lane: Lane, queue: list[str]) -> None:
+        try:
+            for ticket in queue:
+                admit(lane, ticket)
+        except Exception as exc:  # noqa: BLE001 -- the test fails on it below
+            failures.append(f"{lane.daemon.config.gate_id}: {exc!r}")
+
+    def ledgers() -> dict[str, int]:
+        return {gate: own_counts(lane)[0] for gate, lane in lanes.items()}
+
+    def never_ahead() -> dict[str, int]:
+        shown = entries_on_the_page(page)  # read before the ledgers, which only grow
+        held = ledgers()
+        assert all(shown[gate] <= held[gate] for gate in ZONES), f"the page counts {shown}, the ledgers hold {held}"
+        return shown
+
+    threads = [threading.Thread(target=crowd, args=(lanes[g], queues[g]), daemon=True) for g in ZONES]
+    for thread in threads:
+        thread.start()
+    try:
+        wait_until(lambda: failures or min(ledgers().values()) >= per_lane // 2, 60)  # half the crowd is in
+        halfway = ledgers()
+        wait_until(lambda: all(n >= halfway[g] for g, n in never_ahead().items()), 30, 0.05)  # caught up, people still coming
+    finally:
+        for thread in threads:
+            thread.join(60)
+    assert not failures, failures
+    final = ledgers()
+    assert final == dict.fromkeys(ZONES, per_lane)
+    wait_until(lambda: never_ahead() == final, 30, 0.05)
+    shows(page, '[data-total="entries"] .value', str(sum(final.values())))
 
 
 def test_a_lane_that_stops_turns_red_and_a_killed_one_within_its_keepalive(make_bus: Any, venue_lane: Any, dashboard: Any,

@@ -48,7 +48,7 @@ def test_a_typo_or_a_bad_value_stops_the_start_and_every_problem_is_named(tmp_pa
     problems = "\n".join(caught.value.problems)
     for expected in ("dashboard.lisen: unknown key", "dashboard.stale_after: expected float", "bus.prot: unknown key",
                      "users[1].password_hash: an scrypt hash", "users[1].name: 'ops' given twice",
-                     "occupancy.capacity.north: must be between"):
+                     "occupancy.capacity.north: must be at least 1, got -5"):
         assert expected in problems, problems
     assert "hunter2" not in problems  # the wrong value of a password field is not echoed
 
@@ -76,6 +76,29 @@ def test_the_shipped_example_reads_once_its_files_exist(tmp_path: Path) -> None:
     assert config.commands.signing_key == bytes(ADMIN)
     assert config.capacity == {"north": 12000, "south": 9500} and config.alarm_percent == 90
     assert config.warnings == ()
+
+
+@pytest.mark.parametrize("table, key, value, expected", [
+    ("dashboard", "push_interval", 5, "must be at most 1.0, got 5.0"),
+    ("dashboard", "stale_after", 0.5, "must be at least 1.0, got 0.5"),
+    ("occupancy", "alarm_percent", 150, "must be at most 100.0, got 150.0"),
+    ("commands", "wait", 0, "must be at least 0.5, got 0.0"),
+    ("bus", "port", 70000, "must be at most 65535, got 70000"),
+])
+def test_a_value_out_of_its_range_stops_the_start_with_the_lane_configs_words(tmp_path: Path, table: str, key: str,
+                                                                               value: float, expected: str) -> None:
+    """The same strict reader as gate.toml's (gate.config.TomlTable): no default slipped in."""
+    with pytest.raises(ConfigError) as caught:
+        parse(minimal(**{table: {key: value}}), str(tmp_path / "dashboard.toml"))
+    assert f"{table}.{key}: {expected}" in caught.value.problems
+
+
+def test_a_missing_table_is_named(tmp_path: Path) -> None:
+    data = minimal()
+    del data["trust"], data["bus"]
+    with pytest.raises(ConfigError) as caught:
+        parse(data, str(tmp_path / "dashboard.toml"))
+    assert {"trust: required table missing", "bus: required table missing"} <= set(caught.value.problems)
 
 
 @pytest.mark.parametrize("table, key", [("dashboard", "session_hours"), ("dashboard", "push_interval"),

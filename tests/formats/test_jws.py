@@ -60,7 +60,7 @@ def test_a_header_nested_deeply_is_unreadable_not_an_error(verifier, signing_key
     token = ".".join([base64.urlsafe_b64encode(header.encode()).rstrip(b"=").decode(),
                       *vendors.unsigned_token({}, claims()).split(".")[1:]])
     decision = v.decide(token, NOW)
-    assert decision.reason == "unreadable" and "nests deeper" in decision.details["detail"]
+    assert decision.reason == "unreadable" and "nested deeper" in decision.details["detail"]
 
 
 def test_algorithm_is_pinned(verifier, signing_key):

@@ -1,0 +1,422 @@
+"""Dashboard benchmarks (issue 21): ``scripts/bench --dashboard`` writes the "Dashboard" section
+of BENCHMARKS.md. Both figures are taken in the browser, a real headless Chromium (Selenium),
+looking at ``gate venue-dashboard run`` as a venue runs it (its own process, the shipped
+``push_interval``), logged in as a person would:
+
+- **counts while lanes scan**: real ``gate run`` lanes (``bench.Lanes``: simulated hardware, a
+  real mosquitto) take tickets at a steady rate in total; a MutationObserver in the page notes
+  (``Date.now()``) each lane's entries as the page shows them. A lane's ledger count becomes N
+  when it writes its N-th entry (the record's own time, the same wall clock); the figure is the
+  time from there to the page first showing N or more for that lane, over every N of every lane.
+  At the end every lane's count on the page must equal its ledger's.
+- **100 lanes drawn**: 100 lanes' retained statuses and sealed records (simulated lanes, as
+  ``tests/dashboard/test_dashboard_scale.py`` publishes them: 100 ``gate run`` do not fit this
+  machine beside a browser); a script injected before the page's own (CDP) notes
+  ``performance.now()`` when the last of the 100 rows is drawn with its counts, i.e. from the
+  navigation's start, in the browser's own clock.
+"""
+
+from __future__ import annotations
+
+import argparse
+import bisect
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from contextlib import closing
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+from bench import (
+    ROOT,
+    TOPIC_ROOT,
+    VENUE,
+    Lanes,
+    admit,
+    log_tail,
+    machine,
+    percentile,
+    ticket,
+)
+from bench_venue import (  # a scenario in a folder of its own; the last column
+    attempt,
+    verdict,
+)
+from hwsim.broker import Mosquitto, Watcher, free_port
+from nacl.signing import SigningKey
+
+from gate.store import Store
+from gate.store.ledger import Record
+from gate.sync import messages as bus
+from gate.trust.records import sealer
+from tests.support.lanes import wait_until
+
+SECTION = "## Dashboard"
+BUDGET_S = 1.0  # issue 21: counts equal the ledgers' within 1 s; 100 lanes drawn in under 1 s
+ENTRIES = ("passage", "forced_passage")  # gate.dashboard.venue: an entry is one of these, direction in
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("the dashboard section (scripts/bench_dashboard.py)")
+    group.add_argument("--dashboard", action="store_true", help="run only the dashboard section; it replaces that section of --out")
+    group.add_argument("--dashboard-lanes", type=int, default=10, help="real lanes scanning while the page is watched")
+    group.add_argument("--dashboard-rate", type=float, default=100.0, help="scans per second, over all those lanes")
+    group.add_argument("--dashboard-seconds", type=float, default=60.0, help="how long they scan")
+    group.add_argument("--dashboard-rendered", type=int, default=100, help="simulated lanes the page draws")
+    group.add_argument("--dashboard-loads", type=int, default=10, help="page loads timed with that many lanes")
+
+
+# --- the dashboard, as a venue runs it, and the browser ------------------------------------------------
+
+
+class Dashboard:
+    """``gate venue-dashboard run`` in its own process, reading ``broker`` as venue-monitor (the
+    bench's broker takes anyone), verifying the roster against ``admin_public_hex``."""
+
+    def __init__(self, workdir: Path, broker: Mosquitto, admin_public_hex: str) -> None:
+        from gate.dashboard.auth import hash_password
+        from tests.support.dashboard import (  # the user open_browser logs in as
+            PASSWORD,
+            USER,
+        )
+
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        config = workdir / "dashboard.toml"
+        config.write_text(tomli_w.dumps({
+            "dashboard": {"venue": VENUE, "listen": f"127.0.0.1:{self.port}", "audit_log": str(workdir / "audit.log")},
+            "users": [{"name": USER, "password_hash": hash_password(PASSWORD)}],
+            "bus": {"host": "127.0.0.1", "port": broker.port, "username": "venue-monitor", "topic_root": TOPIC_ROOT},
+            "trust": {"admin_key": admin_public_hex},
+        }))
+        self.process = subprocess.Popen([sys.executable, "-m", "gate", "venue-dashboard", "run", "--config", str(config),
+                                         "--log-level", "warning"], stderr=subprocess.PIPE)
+        self.log: list[bytes] = []
+        threading.Thread(target=lambda: self.log.extend(self.process.stderr or ()), daemon=True).start()
+        deadline = time.monotonic() + 60
+        while not self._answers():
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError("the dashboard did not start:\n" + b"".join(self.log[-40:]).decode(errors="replace"))
+            time.sleep(0.1)
+
+    def _answers(self) -> bool:
+        try:
+            with urllib.request.urlopen(self.url + "/login", timeout=2) as answer:
+                return answer.status == 200
+        except (OSError, urllib.error.URLError):
+            return False
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+
+
+def open_browser(dashboard: Dashboard) -> Any:
+    """Headless Chromium logged in to ``dashboard``, its page live."""
+    from tests.support.dashboard import browser, chromium_paths, log_in
+
+    if chromium_paths() is None:
+        raise RuntimeError("chromium and chromium-driver are needed (scripts/test installs them)")
+    driver = browser()
+    try:
+        log_in(driver, dashboard.url)
+    except BaseException:
+        driver.quit()
+        raise
+    return driver
+
+
+def wait(what: str, condition: Callable[[], Any], timeout: float, poll: float = 0.05) -> Any:
+    """``condition``'s first true value; TimeoutError naming ``what`` (a row of the table says it)."""
+    try:
+        return wait_until(condition, timeout, poll)
+    except AssertionError:
+        raise TimeoutError(f"{what}: not within {timeout:.0f} s") from None
+
+
+# --- (a) the page's counts against the ledgers, while lanes scan ----------------------------------------
+
+
+# Each lane's entries as the page shows them: [gate, count, Date.now()] whenever one changes.
+WATCH_ENTRIES = """
+window.benchShown = [];
+const body = document.querySelector('#lanes tbody');
+const last = {};
+const note = () => {
+  const t = Date.now();
+  for (const row of body.rows) {
+    const cell = row.querySelector('.c-entries');
+    const count = cell ? parseInt(cell.textContent, 10) : NaN;
+    if (!Number.isNaN(count) && count !== last[row.dataset.gate]) {
+      last[row.dataset.gate] = count;
+      window.benchShown.push([row.dataset.gate, count, t]);
+    }
+  }
+};
+new MutationObserver(note).observe(body, {childList: true, subtree: true, characterData: true});
+note();
+"""
+
+
+def entry_times(database: Path, gate: str) -> list[float]:
+    """When ``gate``'s ledger count of entries became 1, 2, 3…: its entries' own times."""
+    with closing(Store(database, gate, read_only=True)) as store:
+        return sorted(r.at for r in store.ledger.records(origin=gate) if r.kind in ENTRIES and r.direction == "in")
+
+
+def shown_counts(driver: Any) -> dict[str, int]:
+    return driver.execute_script(
+        "const o = {}; for (const r of document.querySelectorAll('#lanes tbody tr')) "
+        "o[r.dataset.gate] = parseInt(r.querySelector('.c-entries').textContent, 10); return o;")
+
+
+def bench_counts(workdir: Path, issuer: SigningKey, count: int, rate: float, seconds: float) -> dict[str, Any]:
+    names = [f"lane-{i:02d}" for i in range(1, count + 1)]
+    per_lane = max(1, round(rate * seconds / count))
+    interval = count / rate  # between two scans at one lane
+    with Lanes(workdir, issuer, names, ready_timeout=120) as venue:
+        dashboard = Dashboard(workdir / "dashboard", venue.broker, venue.keys.admin_public_hex)
+        driver = None
+        try:
+            driver = open_browser(dashboard)
+            wait("every lane up on the page", lambda: len(shown_counts(driver)) == count, 30)
+            driver.execute_script(WATCH_ENTRIES)
+            failures: list[str] = []
+
+            def crowd(index: int, gate: str) -> None:
+                start = time.monotonic() + index * interval / count  # the lanes take turns
+                try:
+                    for k in range(per_lane):
+                        time.sleep(max(0.0, start + k * interval - time.monotonic()))
+                        admit(venue.lanes[gate], venue.scanners[gate], ticket(issuer, 7 * 10**6 + index * 10**5 + k))
+                except Exception as exc:  # noqa: BLE001 -- said in the result, with the lane's log
+                    failures.append(f"{gate}: {exc!r}\n{log_tail(venue.daemons[gate], 20)}")
+
+            threads = [threading.Thread(target=crowd, args=(i, g), name=f"crowd-{g}") for i, g in enumerate(names)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            if failures:
+                raise RuntimeError("the crowd stopped: " + failures[0])
+            ledgers = {g: entry_times(venue.database(g), g) for g in names}
+            final = {g: len(times) for g, times in ledgers.items()}
+            try:
+                wait("the page's counts equal the ledgers'", lambda: shown_counts(driver) == final, 30)
+            except TimeoutError:
+                pass  # measured all the same: the counts the page never reached are named below
+            shown = shown_counts(driver)
+            log = driver.execute_script("return window.benchShown")
+        finally:
+            if driver is not None:
+                driver.quit()
+            dashboard.stop()
+    pages: dict[str, tuple[list[int], list[float]]] = {g: ([], []) for g in names}
+    for gate, value, at_ms in log:
+        pages[gate][0].append(value)
+        pages[gate][1].append(at_ms / 1000)
+    delays, never = [], 0
+    for gate, times in ledgers.items():
+        values, seen = pages[gate]
+        for n, made in enumerate(times, start=1):
+            first = bisect.bisect_left(values, n)  # the page's counts only grow
+            if first == len(values):
+                never += 1
+            else:
+                delays.append((seen[first] - made) * 1000)
+    every = [t for times in ledgers.values() for t in times]
+    if not delays:
+        raise RuntimeError(f"the page showed none of the {len(every)} entries: {shown} against {final}")
+    return {"lanes": count, "rate": rate, "seconds": seconds, "entries": len(every), "equal": shown == final, "never": never,
+            "achieved": (len(every) - 1) / (max(every) - min(every)) if len(every) > 1 else 0.0,
+            "p50": percentile(delays, 50), "p99": percentile(delays, 99), "max": max(delays),
+            "within": sum(d <= BUDGET_S * 1000 for d in delays) / len(delays)}
+
+
+# --- (b) 100 lanes drawn ---------------------------------------------------------------------------------
+
+
+# Installed before the page's own scripts run: the moment every row is drawn with its entries.
+WATCH_DRAWN = """
+(() => {
+  const watch = new MutationObserver(() => {
+    const rows = document.querySelectorAll('#lanes tbody tr');
+    if (rows.length < %d) return;
+    for (const row of rows) {
+      const cell = row.querySelector('.c-entries');
+      if (!cell || cell.textContent === '') return;
+    }
+    window.benchDrawn = performance.now();
+    watch.disconnect();
+  });
+  watch.observe(document, {childList: true, subtree: true, characterData: true});
+})();
+"""
+
+
+def status(gate: str, outbox: int = 0) -> bytes:
+    """A lane's retained status, online (docs/mqtt.md)."""
+    return bus.encode_status(gate, "online", mode="normal", emergency=False, clock={"synchronized": True},
+                             counters={"accepted": 10}, version="0.1.0", venue=VENUE, outbox=outbox, conflicts=0,
+                             readers={"scanner": {"connected": True}}, bundle={"version": 1, "delta": 0}, at=time.time())
+
+
+def publish_venue(broker: Mosquitto, admin: SigningKey, gates: list[str], records: bool) -> int:
+    """The roster and every lane's retained status; with ``records``, lane i's i % 7 + 1 entries
+    (sealed with its key as a lane seals them: not retained, so once the dashboard reads the bus).
+    The entries in all."""
+    from hwsim.venue_keys import VenueKeys
+
+    keys = VenueKeys(VENUE, gates, admin=admin)
+    publisher = Watcher(broker.port, [])
+    try:
+        if not records:
+            publisher.publish(f"{TOPIC_ROOT}bundle", keys.bundle(), retain=True)
+        now = time.time()
+        for i, gate in enumerate(gates):
+            if not records:
+                publisher.publish(f"{TOPIC_ROOT}gates/{gate}/status", status(gate), retain=True)
+                continue
+            seal = sealer(keys.add(gate), VENUE)
+            entries = [Record(gate, n, "forced_passage", now, direction="in", epoch="e1") for n in range(1, i % 7 + 2)]
+            publisher.publish(f"{TOPIC_ROOT}ledger/{gate}", bus.encode_records(gate, [seal(r) for r in entries]))
+    finally:
+        publisher.close()
+    return sum(i % 7 + 1 for i in range(len(gates)))
+
+
+def bench_drawn(workdir: Path, count: int, loads: int) -> dict[str, Any]:
+    admin = SigningKey(b"\x05" * 32)
+    broker = Mosquitto(workdir / "broker")
+    try:
+        gates = [f"lane-{i:03d}" for i in range(count)]
+        publish_venue(broker, admin, gates, records=False)
+        dashboard = Dashboard(workdir / "dashboard", broker, bytes(admin.verify_key).hex())
+        driver = None
+        try:
+            driver = open_browser(dashboard)
+            wait(f"{count} lanes on the page", lambda: driver.execute_script(
+                f"return document.querySelectorAll('#lanes tbody tr').length === {count}"), 60)  # it reads the bus
+            total = publish_venue(broker, admin, gates, records=True)
+            totals = '[data-total="entries"] .value'
+            wait(f"{count} lanes and {total} entries on the page",
+                 lambda: driver.execute_script(f"return document.querySelectorAll('#lanes tbody tr').length === {count} && "
+                                               f"document.querySelector('{totals}').textContent === '{total}'"), 60)
+            script = driver.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": WATCH_DRAWN % count})
+            drawn, first_byte = [], []
+            for _ in range(loads):
+                driver.get(dashboard.url + "/")
+                drawn.append(wait("every row drawn", lambda: driver.execute_script("return window.benchDrawn"), 30, 0.01))
+                first_byte.append(driver.execute_script("return performance.getEntriesByType('navigation')[0].responseStart"))
+            driver.execute_cdp_cmd("Page.removeScriptToEvaluateOnNewDocument", {"identifier": script["identifier"]})
+            renders = []
+            publisher = Watcher(broker.port, [])
+            try:
+                for n in range(10):  # one push (lane-000's new status) re-rendered with every lane
+                    before = driver.execute_script("return document.body.dataset.stateAt")
+                    publisher.publish(f"{TOPIC_ROOT}gates/lane-000/status", status("lane-000", outbox=n), retain=True)
+                    wait("a push", lambda before=before: driver.execute_script("return document.body.dataset.stateAt") != before,
+                         10, 0.01)
+                    renders.append(driver.execute_script("return window.gateRenderMs"))
+            finally:
+                publisher.close()
+        finally:
+            if driver is not None:
+                driver.quit()
+            dashboard.stop()
+    finally:
+        broker.stop()
+    return {"lanes": count, "loads": loads, "median": statistics.median(drawn), "max": max(drawn),
+            "first_byte": statistics.median(first_byte),
+            "render_median": statistics.median(renders), "render_max": max(renders)}
+
+
+# --- BENCHMARKS.md -------------------------------------------------------------------------------
+
+
+def counts_rows(a: dict[str, Any], args: argparse.Namespace) -> list[str]:
+    what = (f"{args.dashboard_lanes} `gate run` lanes taking {args.dashboard_rate:g} scans/s in all for {args.dashboard_seconds:g} s: "
+            "an entry in a lane's ledger → the page shows that lane's count (Chromium)")
+    if "failed" in a:
+        return [f"| {what} | **failed**: {a['failed']} | ≤ 1 s | **not measured** |"]
+    equal = "yes" if a["equal"] else f"**no** ({a['never']} entries never shown)"
+    return [
+        (f"| {what} | p50 {a['p50']:.0f} ms, p99 {a['p99']:.0f} ms, max {a['max']:.0f} ms ({a['entries']:,} entries, "
+         f"{a['achieved']:.0f} scans/s reached) | ≤ 1 s | {verdict(a['max'] <= BUDGET_S * 1000 and a['equal'])} |"),
+        (f"| of which within 1 s | {a['within']:.1%}; at the end every lane's count on the page equals its ledger's: "
+         f"{equal} | | |"),
+    ]
+
+
+def drawn_rows(b: dict[str, Any], args: argparse.Namespace) -> list[str]:
+    what = f"{args.dashboard_rendered} lanes: navigation → every lane's row drawn with its count, in Chromium ({args.dashboard_loads} loads)"
+    if "failed" in b:
+        return [f"| {what} | **failed**: {b['failed']} | < 1 s | **not measured** |"]
+    return [
+        f"| {what} | median {b['median']:.0f} ms, max {b['max']:.0f} ms | < 1 s | {verdict(b['max'] < BUDGET_S * 1000)} |",
+        f"| of which: navigation → the page's first byte | median {b['first_byte']:.0f} ms | | |",
+        f"| one push re-rendered, {args.dashboard_rendered} lanes | median {b['render_median']:.1f} ms, max {b['render_max']:.1f} ms | | |",
+    ]
+
+
+def replace_section(document: str, section: str) -> str:
+    """``document`` with its dashboard section (up to the next ``## `` heading) swapped for
+    ``section``, or ``section`` added at its end."""
+    start = document.find(SECTION + "\n")
+    if start < 0:
+        return (document.rstrip("\n") + "\n\n" if document.strip() else "") + section
+    end = document.find("\n## ", start + len(SECTION))
+    rest = document[end + 1:] if end >= 0 else ""
+    return document[:start] + section + ("\n" + rest if rest else "")
+
+
+def run(args: argparse.Namespace) -> int:
+    """``scripts/bench --dashboard``: both figures, then the section printed and put into
+    ``args.out`` in place of its old one. Exit 1 when a scenario failed."""
+    issuer = SigningKey(b"\x01" * 32)
+    started = time.monotonic()
+    counts = attempt("the page's counts against the ledgers while lanes scan",
+                     lambda tmp: bench_counts(tmp, issuer, args.dashboard_lanes, args.dashboard_rate, args.dashboard_seconds))
+    drawn = attempt(f"{args.dashboard_rendered} lanes drawn", lambda tmp: bench_drawn(tmp, args.dashboard_rendered, args.dashboard_loads))
+    lines = [
+        SECTION,
+        "",
+        (f"Written by `scripts/bench --dashboard` on {time.strftime('%Y-%m-%d %H:%M %Z')}; the run took "
+         f"{(time.monotonic() - started) / 60:.1f} min."),
+        "`gate venue-dashboard run` in its own process (the shipped `push_interval`, 0.2 s) on a real mosquitto,",
+        "looked at by a real headless Chromium (Selenium) logged in to it; the lanes, the broker, the dashboard and",
+        "the browser share this machine. What the page shows is read in the page (a MutationObserver): a count",
+        "is shown once it is in the page's DOM. The scanning lanes are real `gate run` processes on simulated",
+        "hardware, each person scanned and walked through; the 100 lanes drawn are simulated (their retained",
+        "statuses and sealed records, as tests/dashboard/test_dashboard_scale.py publishes them).",
+        "",
+        *machine(),
+        "",
+        "| what | figure | budget | |",
+        "|---|---|---|---|",
+        *counts_rows(counts, args),
+        *drawn_rows(drawn, args),
+        "",
+    ]
+    section = "\n".join(lines)
+    out = Path(args.out)
+    out.write_text(replace_section(out.read_text() if out.exists() else "", section))
+    print(section)
+    return 1 if any("failed" in r for r in (counts, drawn)) else 0
+
+
+if __name__ == "__main__":  # pragma: no cover -- run through scripts/bench --dashboard
+    sys.exit(f"run it as {ROOT / 'scripts' / 'bench'} --dashboard")

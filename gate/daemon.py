@@ -129,6 +129,7 @@ class Daemon:
         loop.call(lambda: None)  # the loop has taken its first turn: the lane can decide
 
         self.readers.start()
+        self._light_camera()
         self._start_status()
         log.info("lane ready gate=%s venue=%s version=%s mode=%s formats=%s hardware=%s", config.gate_id, config.venue,
                  __version__, config.mode, ",".join(config.engine.formats), config.hardware)
@@ -143,7 +144,7 @@ class Daemon:
         status, view = self.config.status, self.view
         if status.socket:
             try:
-                self.status_server = StatusServer(status.socket, self.view.snapshot)
+                self.status_server = StatusServer(status.socket, self.view.snapshot, requests={"snapshot": self._camera_snapshot})
                 self.loop.listeners.append(self.status_server.publish)
             except OSError as exc:
                 log.error("status socket not started path=%s error=%r (gate status and doctor cannot see this lane)",
@@ -156,6 +157,29 @@ class Daemon:
                 self.loop.listeners.append(self.metrics.observe)
             except OSError as exc:
                 log.error("metrics endpoint not started listen=%s:%d error=%r", *status.metrics, exc.strerror or str(exc))
+
+    def _light_camera(self) -> None:
+        """The camera's light ([camera] illumination on [gpio.illumination]), switched from the
+        camera's thread; the lane's safe state switches it off."""
+        camera, reader, lane = self.config.camera, self.readers.camera if self.readers else None, self.lane
+        if camera is None or reader is None or lane is None or camera.illumination == "off":
+            return
+        from drivers.camera import Illumination
+
+        light = Illumination(lambda on: lane.set_light("illumination", on), camera.illumination, camera.illumination_hold)
+        reader.illumination = light
+        try:
+            light.start()
+        except Exception as exc:  # the camera reads without its light rather than not at all
+            log.error("camera illumination not switched on error=%r", str(exc))
+
+    def _camera_snapshot(self) -> dict[str, Any]:
+        """The camera's newest frame for ``gate camera snapshot`` (the status socket's thread)."""
+        camera = self.readers.camera if self.readers is not None else None
+        if camera is None:
+            problem = self.readers.problems.get("camera") if self.readers is not None else None
+            raise LookupError(f"this lane's camera is not running: {problem}" if problem else "this lane has no [camera]")
+        return camera.snapshot()  # type: ignore[no-any-return]
 
     def _start_display(self) -> None:
         """The screen at the lane ([display]): a lane runs without it (logged) rather than not at all."""
@@ -186,9 +210,12 @@ class Daemon:
         control.on_trust_reloaded.append(worker.trust_reloaded)
         sync = VenueSync(config.sync, config.gate_id, store, venue=config.venue, wake=lambda: loop.post(WAKE),
                          status=self._lane_status, on_bundle=worker.offer, on_command=control.on_command,
-                         on_hold=loop.hold_admissions)
+                         on_hold=loop.hold_admissions, scans_clear=loop.scans_clear)
         control.end_recovery = sync.end_recovery
         loop.after_turn.append(sync.pump)
+        if self.engine is not None:  # zone capacity: a lane that does not hear its zone's lanes admits only its share
+            self.engine.zones.heard = sync.heard
+            loop.after_turn.append(self.engine.zones.tick)
         sync.on_merged.append(loop.peer_records)
         loop.listeners.append(lambda kind, payload: sync.publish_scan(payload) if kind == "decision" else None)
         return sync

@@ -37,7 +37,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 from nacl.signing import SigningKey
 
-from bench import ROOT, TOPIC_ROOT, VENUE, Lanes, admit, log_tail, machine, peak_rss_mb, percentile, ticket
+from bench import ROOT, TOPIC_ROOT, VENUE, Lanes, admit, log_tail, machine, merged_record, peak_rss_mb, percentile, ticket
 from hwsim.broker import Mosquitto
 from hwsim.venue_keys import VenueKeys
 
@@ -262,7 +262,7 @@ def bench_lane_among_peers(workdir: Path, issuer: SigningKey, scans: int, rates:
     """gate-a, a real ``gate run``, scans tickets while the 99 simulated peers publish records
     at each rate. Per rate: gate-a's scan → relay (``bench.admit``), its CPU over the scans
     (% of one core), the peers' records published → merged at gate-a (the record's ``at`` and
-    its ``peer_record`` event's ``t``, both clocks of this host), and after the peers stop: how
+    its ``peer_records`` event's ``t``, both clocks of this host), and after the peers stop: how
     long until gate-a holds every record published so far, and how many it holds.
 
     gate-a's database is new and its 99 peers answer no catch-up request, so it decides at
@@ -278,7 +278,7 @@ def bench_lane_among_peers(workdir: Path, issuer: SigningKey, scans: int, rates:
         for rate in rates:
             mark = lane.mark()
             peers.rate(rate)
-            lane.wait_for(lambda e: e["event"] == "peer_record", start=mark, timeout=30)  # they are arriving
+            lane.wait_for(lambda e: e["event"] == "peer_records", start=mark, timeout=30)  # they are arriving
             cpu, started = cpu_seconds(daemon.pid), time.monotonic()
             latencies = []
             for _ in range(scans):
@@ -287,7 +287,8 @@ def bench_lane_among_peers(workdir: Path, issuer: SigningKey, scans: int, rates:
             cpu = (cpu_seconds(daemon.pid) - cpu) / (time.monotonic() - started) * 100
             published = peers.pause()
             drain, count, _ = wait_held(venue.database("gate-a"), "gate-a", published["streams"], drain_timeout)
-            lags = [(e["t"] + wall_offset - e["at"]) * 1000 for e in lane.events[mark:] if e["event"] == "peer_record"]
+            lags = [(e["t"] + wall_offset - r["at"]) * 1000 for e in lane.events[mark:] if e["event"] == "peer_records"
+                    for r in e["records"]]
             results.append({
                 "rate": rate, "actual": published["records"] / published["seconds"], "scans": len(latencies),
                 "p50": percentile(latencies, 50), "p99": percentile(latencies, 99), "max": max(latencies), "cpu": cpu,
@@ -306,7 +307,7 @@ def bench_ten_lanes(workdir: Path, issuer: SigningKey, scans: int, count: int = 
     """``count`` real lanes on one broker, a new venue (each lane learns that the others' databases
     are new too before it admits: ``recovery = "wait"``, the default). Tickets are scanned at
     each lane in turn, ``scans`` at each; for every admission, its ``record`` event at lane X →
-    its ``peer_record`` event at each other lane Y (both CLOCK_MONOTONIC) gives pair X → Y."""
+    its ``peer_records`` event at each other lane Y (both CLOCK_MONOTONIC) gives pair X → Y."""
     names = [f"lane-{i:02d}" for i in range(1, count + 1)]
     pairs: dict[tuple[str, str], list[float]] = {(x, y): [] for x in names for y in names if x != y}
     started = time.monotonic()
@@ -321,8 +322,8 @@ def bench_ten_lanes(workdir: Path, issuer: SigningKey, scans: int, count: int = 
                 admission = venue.lanes[x].wait_for(lambda e: e["event"] == "record" and e["kind"] == "admission", start=marks[x])
                 for y in names:
                     if y != x:
-                        merged = venue.lanes[y].wait_for(lambda e: e["event"] == "peer_record" and e["origin"] == x
-                                                         and e["seq"] == admission["seq"], start=marks[y], timeout=30)
+                        merged = venue.lanes[y].wait_for(lambda e: merged_record(e, x, admission["seq"]), start=marks[y],
+                                                         timeout=30)
                         pairs[(x, y)].append((merged["t"] - admission["t"]) * 1000)
         assert venue.watcher is not None
         refused = sum(venue.watcher.last_json(f"{TOPIC_ROOT}gates/{g}/status").get("sync", {}).get("refused", 0) for g in names)
@@ -553,20 +554,26 @@ def bench_merge(workdir: Path, count: int, rounds: int = 5) -> dict[str, float]:
 # --- BENCHMARKS.md ---------------------------------------------------------------------------------
 
 
-def section_of(document: str) -> str:
-    """The venue section of ``document`` ('' when it has none): its heading up to the next
-    ``## `` heading or the end."""
-    found = re.search(rf"^{SECTION}\n.*?(?=^## |\Z)", document, re.M | re.S)
+def section_of(document: str, heading: str = SECTION) -> str:
+    """The section ``heading`` (the venue's unless named) of ``document`` ('' when it has none):
+    its heading up to the next ``## `` heading or the end."""
+    found = re.search(rf"^{re.escape(heading)}\n.*?(?=^## |\Z)", document, re.M | re.S)
     return found.group(0) if found else ""
 
 
-def with_section(document: str, section: str) -> str:
-    """``document`` with its venue section replaced by ``section``, or ``section`` appended."""
-    old = section_of(document)
+def with_section(document: str, section: str, heading: str = SECTION) -> str:
+    """``document`` with its section ``heading`` replaced by ``section``, or ``section`` appended."""
+    old = section_of(document, heading)
     if old:
         before, after = document.split(old, 1)
         return before + section + ("\n" + after if after else "")
     return document.rstrip("\n") + "\n\n" + section if document.strip() else section
+
+
+def write_section(out: Path, section: str, heading: str = SECTION) -> None:
+    """Put ``section`` into the file ``out`` in place of its old one (the others kept), and print it."""
+    out.write_text(with_section(out.read_text() if out.exists() else "", section, heading))
+    print(section)
 
 
 def verdict(ok: bool) -> str:

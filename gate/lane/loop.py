@@ -116,7 +116,9 @@ class DecisionLoop:
         self.clock_sync = clock_sync  # None: the clock is taken as right (gate verify --at, tests)
         self._clock_checked = float("-inf")
         self.listeners: list[Listener] = []
-        self.after_turn: list[Callable[[], None]] = []  # run after every turn (the venue sync's pump)
+        # Run after every turn (the venue sync's pump); one may return a monotonic time by which
+        # it wants another turn (None: whenever the next event comes).
+        self.after_turn: list[Callable[[], float | None]] = []
         self.held = ""  # why admissions are held (a new database recovering the venue's records)
         self.counters: Counter[str] = Counter()
         self.crashed: BaseException | None = None
@@ -124,6 +126,11 @@ class DecisionLoop:
         self._scans: deque[Scan | Tap] = deque()  # readers' scans, at most MAX_WAITING_SCANS
         self._scans_lock = threading.Lock()
         self._scan_turn_queued = False
+        # Set while no scan waits or is being decided. Other threads' bulk work (the venue
+        # sync's verification of peers' records) waits on it, so a scan never shares the GIL with
+        # it: Python hands the GIL over only every sys.getswitchinterval(), at every release.
+        self.scans_clear = threading.Event()
+        self.scans_clear.set()
         self.scans_dropped = 0  # by a flood (readers' threads count them, under the lock)
         self._dropped_said = 0
         self._thread: threading.Thread | None = None
@@ -148,6 +155,7 @@ class DecisionLoop:
                 self._scans.popleft()
                 self.scans_dropped += 1
             self._scans.append(scan)
+            self.scans_clear.clear()
             if self._scan_turn_queued:
                 return
             self._scan_turn_queued = True
@@ -203,10 +211,13 @@ class DecisionLoop:
         try:
             self.turnstile.start()
             self._check_clock()  # before the first scan
+            wanted: float | None = None  # a time by which after-turn work wants a turn
             while True:
                 if self.watchdog is not None:
                     self.watchdog()
                 deadline = self.turnstile.next_deadline()
+                if wanted is not None and (deadline is None or wanted < deadline):
+                    deadline = wanted
                 wait = IDLE_WAKE if deadline is None else max(0.0, min(IDLE_WAKE, deadline - self.clock.monotonic()))
                 try:
                     event = self._queue.get(timeout=wait)
@@ -218,8 +229,13 @@ class DecisionLoop:
                     event = self._next_scan()
                 if event is not None and event is not WAKE:
                     self._handle(event)
+                    if isinstance(event, (Scan, Tap)):
+                        self._scan_decided()
+                wanted = None
                 for work in self.after_turn:
-                    self._after_turn(work)
+                    due = self._after_turn(work)
+                    if due is not None and (wanted is None or due < wanted):
+                        wanted = due
                 self.engine.refresh_trust()  # at most once a second: newly imported documents
                 self._check_clock()
                 expired = self.turnstile.tick()
@@ -232,11 +248,18 @@ class DecisionLoop:
         finally:
             self.turnstile.safe()
 
-    def _after_turn(self, work: Callable[[], None]) -> None:
+    def _after_turn(self, work: Callable[[], float | None]) -> float | None:
         try:
-            work()
+            return work()
         except Exception:  # the bus must never stop the lane
             log.exception("work after the turn failed work=%s", getattr(work, "__qualname__", work))
+            return None
+
+    def _scan_decided(self) -> None:
+        """The scan's turn is over: when none waits, the other threads' bulk work goes on."""
+        with self._scans_lock:
+            if not self._scans:
+                self.scans_clear.set()
 
     def _check_clock(self) -> None:
         """Keep the engine's clock guard current; say so loudly when synchronization is lost or won."""
@@ -402,9 +425,9 @@ class DecisionLoop:
         return decision
 
     def peer_records(self, added: list[Record]) -> None:
-        """Other gates' records just merged (venue sync, on this thread): shown to listeners."""
-        for record in added:
-            self._emit("peer_record", _record_dict(record))
+        """Other gates' records just merged (venue sync, on this thread): shown to listeners,
+        one event a merge (a busy venue merges hundreds a second)."""
+        self._emit("peer_records", {"records": [_record_dict(record) for record in added]})
 
     def _append(self, kind: str, **fields: Any) -> Record | None:
         try:

@@ -22,22 +22,22 @@ from __future__ import annotations
 
 import logging
 import queue
-import re
 import socket
 import ssl
 import sys
+import threading
 import time
 from collections import Counter, deque
-from typing import Any, Callable, NamedTuple
+from concurrent.futures import Future
+from typing import Any, Callable
 
 from gate.config import SyncConfig
-from gate.errors import SignedError
 from gate.store import Store
 from gate.store.ledger import MergeResult, Record
 from gate.store.state import PUBLISHED_MARK
 from gate.sync import messages
 from gate.sync.messages import MessageError, Topics
-from gate.trust.records import open_record
+from gate.sync.opening import POOL_MIN_BYTES, Answered, Opened, Openers, open_ledger_message, open_reply, openers_for_this_machine
 from gate.trust.roster import Roster
 
 log = logging.getLogger(__name__)
@@ -47,23 +47,18 @@ MARK_SAVE_INTERVAL = 1.0  # seconds; a mark lost in a crash only means a few dup
 REQUEST_MIN_INTERVAL = 1.0  # seconds between catch-up requests triggered by gaps
 ANSWER_MIN_INTERVAL = 1.0  # seconds: one answer per asker at most this often (a flood of requests costs one)
 ANSWER_BUDGET = 0.003  # seconds of answering per turn of the loop (one batch at least): a scan waits behind no more
-ANSWER_WAIT = 5.0  # seconds: a request with no complete answer by then is asked again (of the next peer in turn)
+ANSWER_WAIT = 5.0  # seconds: a request with no answer message for so long is asked again (of the next peer in turn)
 QUIET = 0.5  # seconds without peers' records after a reconnect: the broker's queue for this gate is taken in
 MERGE_BUDGET = 0.003  # seconds of merging per turn of the loop: what a scan may wait behind a backlog
 MERGE_BATCH = (16, 2000)  # records per merge transaction: at least, at most (sized to the budget in between)
-# The start of a sealed record's text as gate.trust.records writes it: its key. (A text that does
-# not start so is simply opened.)
-HELD_KEY = re.compile(r'\{"v":2,"venue":"[^"\\]*","origin":"([^"\\]+)","epoch":"([0-9a-z]+)","seq":([0-9]{1,16}),')
+# After a turn that merged what was queued, what comes next waits this long to be merged, so a
+# busy venue's records (one a message) go in one transaction per interval instead of one each:
+# a transaction is a WAL commit and, every thousand pages, a checkpoint with its fsync. At a
+# quiet venue a record that comes after a longer pause is merged at once.
+MERGE_INTERVAL = 0.010  # seconds
+MAX_OPENING = 8  # large messages handed to workers and not yet taken in by the loop: what memory holds of a catch-up
+LANE_WAIT = 0.25  # seconds the network thread waits at most for a scan's decision before it goes on
 RECOVERING = "recovering"  # state: this database is new; its gate's past is asked of the venue
-
-
-class Answered(NamedTuple):
-    """The last message of a catch-up answer: what its sender holds, and whether its own
-    database is new (recovering)."""
-
-    responder: str
-    holds: dict[tuple[str, str], int]
-    recovering: bool
 
 
 class VenueSync:
@@ -80,12 +75,16 @@ class VenueSync:
         on_command: Callable[[bytes], dict[str, Any]] | None = None,
         on_hold: Callable[[str | None], None] = lambda reason: None,
         client_id: str | None = None,
+        scans_clear: threading.Event | None = None,
+        openers: int | None = None,
     ) -> None:
         """``on_bundle`` takes signed bundles and deltas (``"bundle" | "delta"``, payload: the
         bundle worker); ``on_command`` carries out a signed command and gives the reply's fields
         (``gate.lane.control.LaneControl.on_command``); ``on_hold`` holds the lane's admissions
         with a reason, or lets them go (None), while a new database recovers the gate's past;
-        all are called on the loop's thread."""
+        all are called on the loop's thread. ``scans_clear`` (``DecisionLoop.scans_clear``) is
+        set while no scan waits: paho's thread opens peers' records only then. ``openers``: worker
+        processes that open large messages (None: one core fewer than the machine has)."""
         self.settings = settings
         self.gate_id = gate_id
         self.venue = venue
@@ -111,6 +110,8 @@ class VenueSync:
         self._events: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
         self._wake_pending = False  # a wake-up is in the loop's queue: the next pump takes all queued
         self._carried: deque[tuple[Any, ...]] = deque()  # taken from the queue, left for the next turn
+        self._take_after = float("-inf")  # queued events wait until then (MERGE_INTERVAL)
+        self.scans_clear = scans_clear
         self._merge_seconds_per_record = 50e-6  # measured as merges run: sizes the batches to the budget
         self._client: Any = None
         self._published = store.state.get(PUBLISHED_MARK)  # acknowledged by the broker
@@ -123,9 +124,11 @@ class VenueSync:
         self._next_status = 0.0
         self._next_catch_up = float("inf")
         self.online: set[str] = set()  # peers whose retained status says online
+        self._status_at: dict[str, float] = {}  # when each peer's last status came (monotonic)
         self._want_catch_up = False  # connected, and no peer was online to ask yet
         self._new_peers: set[str] = set()  # peers that answered while recovering themselves
         self._asked = ""  # the peer the last request went to
+        self._answer_arriving = float("-inf")  # when the last message of an answer to this gate came (network thread)
         self._catch_up_when_quiet: float | None = None  # reconnected at: ask once the broker's queue is taken in
         self._last_peer_records = float("-inf")
         self._answers: dict[str, list[list[Any]]] = {}  # asker → streams still to send: [origin, epoch, after, top]
@@ -135,7 +138,9 @@ class VenueSync:
         self.recovering = store.state.get(RECOVERING, 0) == 1
         self._records_held = self.ledger.count() if self.recovering else 0  # counted on while recovering
         self._held_tops = self.ledger.marks()  # what merge took in: the network thread skips these (see _open)
-        self.skipped_held = 0  # records not opened because held already (written by the network thread only)
+        self.skipped_held = 0  # records not opened because held already
+        self.openers = Openers(openers_for_this_machine() if openers is None else openers)
+        self._opening = threading.BoundedSemaphore(MAX_OPENING)
         self._recovery_began = time.monotonic()
         if self.recovering:
             on_hold("recovering: this gate's database is new; its records are asked of the venue first")
@@ -174,6 +179,7 @@ class VenueSync:
             log.warning("offline status not published", exc_info=True)
         client.disconnect()
         client.loop_stop()
+        self.openers.stop()
         if save_mark:
             self._save_mark(force=True)
 
@@ -218,93 +224,98 @@ class VenueSync:
         self._queue_event("disconnected", str(reason))
 
     def _on_message(self, client: Any, userdata: Any, message: Any) -> None:
+        if self.scans_clear is not None:  # a scan is being decided: it has the process to itself
+            self.scans_clear.wait(LANE_WAIT)
         topic, payload = message.topic, bytes(message.payload)
         sender = self.topics.sender(topic, "ledger")
         try:
             if sender is not None and sender != self.gate_id:
-                # Verified here, off the decision loop: Ed25519 and JSON cost the lane nothing.
-                self._queue_event("records", sender, *self._open_records(sender, payload), None)
+                # Verified off the decision loop: Ed25519 and JSON cost the lane nothing.
+                self._open(open_ledger_message, payload, sender)
             elif topic == self.topics.sync_reply(self.gate_id):
-                self._queue_event("records", *self._open_reply(payload))
+                self._answer_arriving = time.monotonic()
+                self._open(open_reply, payload, None)
             else:
                 self._queue_event("message", topic, payload)
         except Exception as exc:  # a bug must not end paho's network thread: refused, counted, logged
             log.exception("bus message not read topic=%s bytes=%d", topic[:200], len(payload))
-            self._queue_event("records", sender or "?", [], [f"error: {exc.__class__.__name__}"], None)
+            self._queue_event("records", Opened(sender or "?", [], [f"error: {exc.__class__.__name__}"]))
+
+    def _open(self, fn: Callable[..., Opened], payload: bytes, sender: str | None) -> None:
+        """A peer's message opened: a large one by a worker process (the loop takes its result
+        in order, once it is there), a small one here."""
+        args = (payload, sender, self.roster, self.venue, self._held_tops)
+        future = None
+        if len(payload) >= POOL_MIN_BYTES:
+            while not self._opening.acquire(timeout=0.5):  # the loop has yet to take in what was opened: the broker keeps the rest
+                if self._client is None:
+                    return  # stopping
+            future = self.openers.submit(fn, *args)
+            if future is None:
+                self._opening.release()
+        if future is None:
+            self._queue_event("records", fn(*args))
+            return
+        self._queue_event("opening", future, fn, args)
+        future.add_done_callback(lambda _: self._wake_once())
 
     def _queue_event(self, *event: Any) -> None:
         """Hand an event to the loop's thread; wake the loop unless a wake-up is pending already."""
         self._events.put(event)
+        self._wake_once()
+
+    def _wake_once(self) -> None:
         if not self._wake_pending:
             self._wake_pending = True
             self.wake()
-
-    def _open_reply(self, payload: bytes) -> tuple[str, list[Record], list[str], Answered | None]:
-        """An answer to this gate's request: records of any origin, each opened with its own
-        origin's key; the last message of an answer says what its sender holds."""
-        try:
-            reply = messages.decode_reply(payload)
-        except MessageError as exc:
-            return "?", [], [f"malformed: {exc}"], None
-        records, refused = self._open(reply.sealed, None)
-        answered = Answered(reply.responder, reply.holds, reply.recovering) if reply.holds is not None else None
-        return reply.responder, records, refused, answered
-
-    def _open_records(self, sender: str, payload: bytes) -> tuple[list[Record], list[str]]:
-        """A peer's ledger message: the records its key signed, and why any others were refused."""
-        try:
-            sealed = messages.decode_records(payload, sender)
-        except MessageError as exc:
-            return [], [f"malformed: {exc}"]
-        return self._open(sealed, sender)
-
-    def _open(self, sealed: list[tuple[str, bytes]], sender: str | None) -> tuple[list[Record], list[str]]:
-        """Verify each sealed record, but those this ledger holds already (a catch-up answer
-        overlapping what the broker kept for this gate, QoS 1 redelivery): a record names its
-        key at the start of its text, and a held key changes nothing whatever the rest says,
-        so its signature is not worth checking (Ed25519 is most of the cost)."""
-        roster, held, records, refused = self.roster, self._held_tops, [], []
-        for text, signature in sealed:
-            key = HELD_KEY.match(text)
-            if key is not None and int(key[3]) <= held.get((key[1], key[2]), 0):
-                self.skipped_held += 1
-                continue
-            try:
-                records.append(open_record(text, signature, roster, self.venue, sender))
-            except SignedError as exc:
-                refused.append(f"{exc.kind}: {exc}")
-        return records, refused
 
     def _on_publish(self, client: Any, userdata: Any, mid: int, reason: Any = None, properties: Any = None) -> None:
         self._queue_event("acked", mid)
 
     # --- the decision loop's thread ---------------------------------------------------------
 
-    def pump(self, now: float | None = None) -> None:
+    def pump(self, now: float | None = None) -> float | None:
         """Take in what the bus brought (a bounded amount per turn), publish what the ledger has
-        that the bus does not."""
+        that the bus does not. Returns when the loop should turn again for what waits (None:
+        at the next event)."""
         now = time.monotonic() if now is None else now
+        due = self._take_after if now < self._take_after else None
+        if due is None:
+            self._take(now)
+        self._check_recovery(now)  # the broker may be the thing that is away
+        if not self.connected:
+            return due
+        self._publish_outbox()
+        if now >= self._next_status:
+            self._publish_status(now)
+        if now >= self._next_catch_up:
+            if now - self._answer_arriving < ANSWER_WAIT:  # an answer is still coming in: no second one over it
+                self._next_catch_up = self._answer_arriving + ANSWER_WAIT
+            elif self._carried or not self._events.empty():  # nor while what came is still being taken in
+                self._next_catch_up = now + REQUEST_MIN_INTERVAL
+            else:
+                self._request_catch_up(now, why="periodic")
+        self._send_answers()
+        self._save_mark()
+        return due
+
+    def _take(self, now: float) -> None:
         self._wake_pending = False  # from here on, a new message wakes the loop again
         if self._roster_changed:
             self._roster_changed = False
             self.roster = Roster(self.store.trust.roster())
             log.info("venue roster taken in gates=%d", len(self.roster))
+        merged = self.counters["received"]
         if not self._take_events(now):
             self._wake_pending = True  # more is queued: one more turn after the scans waiting
             self.wake()
-        elif self._catch_up_when_quiet is not None and now - max(self._catch_up_when_quiet, self._last_peer_records) >= QUIET:
-            self._catch_up_when_quiet = None
-            self._request_catch_up(now, why="connected, the broker's queue taken in")
-        self._check_recovery(now)  # the broker may be the thing that is away
-        if not self.connected:
-            return
-        self._publish_outbox()
-        if now >= self._next_status:
-            self._publish_status(now)
-        if now >= self._next_catch_up:
-            self._request_catch_up(now, why="periodic")
-        self._send_answers()
-        self._save_mark()
+        else:
+            if self.counters["received"] != merged:  # what comes next waits for a batch (the loop turns by then)
+                self._wake_pending = True
+                self._take_after = now + MERGE_INTERVAL
+            if self._catch_up_when_quiet is not None and now - max(self._catch_up_when_quiet, self._last_peer_records) >= QUIET:
+                self._catch_up_when_quiet = None
+                self._request_catch_up(now, why="connected, the broker's queue taken in")
 
     def _take_events(self, now: float) -> bool:
         """Handle queued events until the merge budget is spent; True when none are left.
@@ -314,12 +325,19 @@ class VenueSync:
         is left of it goes first at the next turn)."""
         deadline = time.perf_counter() + MERGE_BUDGET
         limit = max(MERGE_BATCH[0], min(MERGE_BATCH[1], int(MERGE_BUDGET / self._merge_seconds_per_record)))
-        batch: list[tuple[str, list[Record], list[str], Answered | None]] = []
+        batch: list[Opened] = []
         size = 0
         while time.perf_counter() < deadline:
             event = self._next_event()
             if event is None:
                 break
+            if event[0] == "opening":  # a worker opens it: in order, nothing after it before it
+                opened = self._opened(*event[1:])
+                if opened is None:
+                    self._carried.appendleft(event)
+                    break  # its worker's done-callback wakes the loop
+                self._opening.release()
+                event = ("records", opened)
             if event[0] != "records":
                 if batch:  # in order: what came before this event is merged before it
                     self._merge_batch(batch, size, now)
@@ -329,20 +347,34 @@ class VenueSync:
                 except Exception:  # one bad event must not stop the bus, nor the lane
                     log.exception("sync event failed kind=%s", event[0])
                 continue
-            _, sender, records, refused, answered = event
+            opened = event[1]
             self._last_peer_records = now
+            self.skipped_held += opened.skipped
             room = limit - size
-            if len(records) > room:  # the rest of this message first at the next batch
-                self._carried.appendleft(("records", sender, records[room:], [], answered))
-                records, answered = records[:room], None
-            batch.append((sender, records, refused, answered))
-            size += len(records)
+            if len(opened.records) > room:  # the rest of this message first at the next batch
+                self._carried.appendleft(("records", Opened(opened.sender, opened.records[room:], [], 0, opened.answered)))
+                opened = Opened(opened.sender, opened.records[:room], opened.refused)
+            batch.append(opened)
+            size += len(opened.records)
             if size >= limit:
                 self._merge_batch(batch, size, now)
                 batch, size = [], 0
         if batch:
             self._merge_batch(batch, size, now)
+        if self._carried and self._carried[0][0] == "opening" and not self._carried[0][1].done():
+            return True  # nothing to do until the worker is done (it wakes the loop)
         return not self._carried and self._events.empty()
+
+    def _opened(self, future: Future[Opened], fn: Callable[..., Opened], args: tuple[Any, ...]) -> Opened | None:
+        """A worker's result (None: not there yet); a failed worker's message opened here."""
+        if not future.done():
+            return None
+        try:
+            return future.result()
+        except Exception as exc:  # a broken pool (a worker killed): this message in place, the next ones too
+            self.openers.failed(exc)
+            log.warning("a worker did not open a message error=%r; opened in place", exc)
+            return fn(*args)
 
     def _next_event(self) -> tuple[Any, ...] | None:
         if self._carried:
@@ -352,7 +384,7 @@ class VenueSync:
         except queue.Empty:
             return None
 
-    def _merge_batch(self, batch: list[tuple[str, list[Record], list[str], Answered | None]], size: int, now: float) -> None:
+    def _merge_batch(self, batch: list[Opened], size: int, now: float) -> None:
         started = time.perf_counter()
         try:
             self._merge(batch, now)
@@ -425,19 +457,19 @@ class VenueSync:
             self._client.publish(self.topics.command_result, messages.encode_command_result(self.gate_id, **result), qos=1)
         self._next_status = 0.0  # a new mode shows on the status at once
 
-    def _merge(self, batch: list[tuple[str, list[Record], list[str], Answered | None]], now: float) -> None:
+    def _merge(self, batch: list[Opened], now: float) -> None:
         """Peers' messages, already verified, merged in one transaction."""
         records: list[Record] = []
-        for sender, opened, refused, _ in batch:
+        for opened in batch:
             self.counters["received"] += 1
-            records.extend(opened)
-            for why in refused:
-                self._refuse(sender, why)
+            records.extend(opened.records)
+            for why in opened.refused:
+                self._refuse(opened.sender, why)
         if records:
             self._merged(self.ledger.merge(records, time.time()), now)
-        for *_, answered in batch:
-            if answered is not None:
-                self._answer_done(answered, now)
+        for opened in batch:
+            if opened.answered is not None:
+                self._answer_done(opened.answered, now)
 
     def _merged(self, result: MergeResult, now: float) -> None:
         for record, why in result.refused:
@@ -552,7 +584,7 @@ class VenueSync:
         if self._client is not None:
             request = messages.Request(responder, marks, all=True)
             self._client.publish(self.topics.sync_request, messages.encode_request(request), qos=1)
-        log.debug("catch-up requested why=%s of=%s streams=%d", why, responder, len(marks))
+        log.info("catch-up requested why=%s of=%s streams=%d", why, responder, len(marks))
 
     def _peer_status(self, peer: str, payload: bytes, now: float) -> None:
         if peer == self.gate_id:
@@ -563,10 +595,21 @@ class VenueSync:
             return  # a status is only a hint of whom to ask; the records speak for themselves
         if state == "online":
             self.online.add(peer)
+            self._status_at[peer] = now
             if self._want_catch_up:
                 self._request_catch_up(now, why=f"{peer} online")
         else:
             self.online.discard(peer)
+
+    def heard(self, now: float | None = None) -> set[str] | None:
+        """The peers this gate hears now: online, with a status newer than three status
+        intervals (a retained "online" outlives a peer cut off behind a broken bridge of
+        brokers); None while this gate is off the bus itself. (Any thread: reads a set copy.)"""
+        if not self.connected:
+            return None
+        now = time.monotonic() if now is None else now
+        stale = 3 * self.settings.status_interval
+        return {peer for peer in set(self.online) if now - self._status_at.get(peer, float("-inf")) <= stale}
 
     def _active_peers(self) -> set[str]:
         """The other gates of the roster that are not retired."""

@@ -96,6 +96,7 @@ class Targets:
             self.store.trust.replace_roster([RosterRow(PEER, bytes(PEER_KEY.verify_key), None, ("in", "out"), False)])
         self.sync = VenueSync(SyncConfig(host="127.0.0.1", topic_root=f"gate/v2/{VENUE}/"), GATE, self.store, venue=VENUE,
                               on_bundle=lambda kind, payload: self._check_signed(payload), on_command=self._command_result)
+        self.pumped = 0
         self.config_text = _toml(base_config(workdir, ISSUER))
         self.records = [
             messages.encode_records(PEER, [sealer(PEER_KEY, VENUE)(
@@ -158,7 +159,8 @@ class Targets:
                   f"gate/v2/{VENUE}/gates/gate-2/status"]
         topic = topics[data[0] % len(topics)] if data else topics[0]
         self.sync._on_message(None, None, SimpleNamespace(topic=topic, payload=data[1:]))  # as paho's thread delivers it
-        self.sync.pump(NOW)
+        self.pumped += 1
+        self.sync.pump(NOW + self.pumped * 0.1)  # each message its own turn (merges wait MERGE_INTERVAL after one)
         assert self._kept() == kept, "a bus message changed this gate's own records or revocations"
 
     def signed_message(self, data: bytes) -> None:

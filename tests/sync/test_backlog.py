@@ -15,6 +15,7 @@ from hwsim.broker import Mosquitto, mosquitto_binary
 from nacl.signing import SigningKey
 
 from gate.store.ledger import ADMISSION, Record
+from gate.sync.opening import Opened
 from gate.trust.records import open_record, sealer
 from tests.support.lanes import Lane, Tickets, wait_until
 from tests.support.venue import KEYS, VENUE, gate_config, holds_roster, publish_roster
@@ -52,7 +53,7 @@ def peer_messages(lane: Lane) -> list[list[Record]]:
 def arrive(lane: Lane, messages: list[list[Record]]) -> None:
     """As paho's network thread hands verified messages to the loop (both ends in one process)."""
     for records in messages:
-        lane.daemon.sync._queue_event("records", "gate-b", records, [], None)
+        lane.daemon.sync._queue_event("records", Opened("gate-b", records, []))
 
 
 def test_a_scan_is_decided_before_a_backlog_of_peer_records_queued_ahead_of_it(

@@ -139,6 +139,22 @@ def test_a_flood_of_forged_records_does_not_grow_the_ledger_and_is_counted(venue
     assert a.present(ticket, walks=None)["reason"] == "already_used"
 
 
+def test_a_large_message_is_opened_by_a_worker_process_with_the_same_checks(venue: Venue, tickets: Tickets) -> None:
+    """A catch-up sized message (300 records) is opened in a worker process: the good records
+    merged, the forged ones among them refused and counted as when opened in place."""
+    a = venue.a
+    size_before, jobs_before = a.daemon.store.ledger.count(), a.daemon.sync.openers.jobs
+    records = [b_record(ADMISSION, i + 1, key=f"{i:064x}", epoch="b7") for i in range(300)]
+    forged_text, _ = b_record(ADMISSION, 301, key="ef" * 32, epoch="b7")
+    records += [(forged_text, b"\x00" * 64), b_record(ADMISSION, 302, key="fe" * 32, epoch="b7", signer=SigningKey(b"\x0d" * 32))]
+    venue.send_as_b("gate-b", records)
+    wait_until(lambda: a.daemon.store.ledger.count() == size_before + 300 and venue.refusals().get("bad_signature") == 2, 30)
+    assert a.daemon.sync.openers.jobs == jobs_before + 1, "the message was opened in place, not by a worker"
+    assert a.daemon.store.ledger.marks()[("gate-b", "b7")] == 300
+    ticket, _ = admitted(a, tickets)  # the lane goes on
+    assert a.present(ticket, walks=None)["reason"] == "already_used"
+
+
 def test_a_retired_gate_s_records_are_refused_from_the_bundle_that_retires_it(venue: Venue, tickets: Tickets) -> None:
     a = venue.a
     ticket = tickets.static()

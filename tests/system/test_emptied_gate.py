@@ -44,7 +44,8 @@ def key(record: dict[str, Any]) -> tuple[str, str, int]:
 def wait_held(gate: GateProcess, keys: list[tuple[str, str, int]], start: int) -> None:
     """Until ``gate`` has merged every one of these peer records (its control socket says so)."""
     for wanted in keys:
-        gate.wait_event(lambda e, w=wanted: e["event"] == "peer_record" and key(e) == w, f"peer record {wanted}", start)
+        gate.wait_event(lambda e, w=wanted: e["event"] == "peer_records" and any(key(r) == w for r in e["records"]),
+                        f"peer record {wanted}", start)
 
 
 def test_a_gate_restarted_with_its_database_deleted_lets_in_no_old_ticket_and_no_copy_of_a_new_one(

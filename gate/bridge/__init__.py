@@ -15,7 +15,10 @@ One module, one job:
 - ``webhooks``: Standard Webhooks deliveries (signing);
 - ``builder``: what was pulled, as trust documents, bundles and deltas;
 - ``listener``: the bus: ledger records in, bundles and deltas out;
+- ``refusals``: the lanes' refusals (``scans/``) as pretix's failed check-ins;
 - ``uploader``: the queue's workers, one per destination;
+- ``health``: what each service last answered, and what in a status needs an operator;
+- ``metrics``: the Prometheus endpoint (the lanes' server, the bridge's collector);
 - ``service``: the wiring and the lifecycle (``gate bridge run``).
 
 The lane never imports this package (import-linter holds it).

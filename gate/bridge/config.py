@@ -51,7 +51,7 @@ from urllib.parse import urlsplit
 from nacl.signing import SigningKey
 
 from gate.bridge.transport import insecure
-from gate.config import SyncConfig, TomlTable
+from gate.config import SyncConfig, TomlTable, loopback_listen
 from gate.errors import ConfigError, TrustError
 from gate.formats.trustdoc import decode_key
 
@@ -76,6 +76,7 @@ class PretixConfig:
     events: tuple[PretixEventConfig, ...]
     timeout: float = 15.0
     workers: int = 1  # concurrent redeem uploads (pretix on SQLite locks with more; on PostgreSQL 2-4 help)
+    failed_checkins: bool = True  # the lanes' refusals of pretix tickets go to checkinlists/{id}/failed_checkins/
 
 
 @dataclass(frozen=True)
@@ -121,6 +122,7 @@ class BridgeConfig:
     opn: OpnConfig | None
     webhooks: tuple[WebhookConfig, ...]
     allow_insecure: bool = False  # plain http:// to other hosts than this one (tokens and secrets in the clear)
+    metrics: tuple[str, int] | None = None  # Prometheus metrics on this loopback (host, port)
 
     @property
     def database(self) -> Path:
@@ -199,6 +201,7 @@ def parse(data: dict[str, Any], path: str = "<bridge config>") -> BridgeConfig:
     poll_interval = bridge.get("poll_interval", float, 10.0, minval=1.0, maxval=3600.0)
     log_level = bridge.get("log_level", str, "info", choices=("debug", "info", "warning", "error"))
     allow_insecure = bridge.get("allow_insecure", bool, False)
+    metrics = loopback_listen(bridge, "metrics")
 
     broker_table = bridge.table("broker") or _Table("bridge.broker", {}, problems)
     host = broker_table.get("host", str, "localhost")
@@ -214,11 +217,12 @@ def parse(data: dict[str, Any], path: str = "<bridge config>") -> BridgeConfig:
         broker_table.problem("topic_root", f"must end with '/' and hold no wildcard, got {topic_root!r}")
     keepalive = broker_table.get("keepalive", int, 15, minval=5, maxval=600)
     catch_up = broker_table.get("catch_up_interval", float, 30.0, minval=1.0, maxval=3600.0)
+    status_interval = broker_table.get("status_interval", float, 5.0, minval=1.0, maxval=600.0)
     broker_table.finish()
     broker = SyncConfig(host=host, port=port, brokers=((host, port),), topic_root=topic_root, username=username,
                         password=password, ca_file=str(files["ca_file"] or ""), cert_file=str(files["cert_file"] or ""),
                         key_file=str(files["key_file"] or ""), tls=files["ca_file"] is not None, keepalive=keepalive,
-                        catch_up_interval=catch_up)
+                        catch_up_interval=catch_up, status_interval=status_interval)
 
     pretix = None
     pretix_table = bridge.table("pretix")
@@ -234,7 +238,8 @@ def parse(data: dict[str, Any], path: str = "<bridge config>") -> BridgeConfig:
             pretix_table.problem("events", "name at least one event ([[bridge.pretix.events]] slug, checkin_list)")
         pretix = PretixConfig(pretix_table.path("device_file", base, str(state_dir / "pretix-device.json")) or Path(),
                               tuple(events), pretix_table.get("timeout", float, 15.0, minval=1.0, maxval=300.0),
-                              pretix_table.get("workers", int, 1, minval=1, maxval=16))
+                              pretix_table.get("workers", int, 1, minval=1, maxval=16),
+                              pretix_table.get("failed_checkins", bool, True))
         pretix_table.finish()
 
     opn = None
@@ -279,4 +284,4 @@ def parse(data: dict[str, Any], path: str = "<bridge config>") -> BridgeConfig:
         raise ConfigError(path, problems)
     assert admin_key is not None and roster_file is not None
     return BridgeConfig(path, venue, state_dir, admin_key, roster_file, documents, poll_interval, log_level, broker,
-                        pretix, opn, tuple(webhooks), allow_insecure)
+                        pretix, opn, tuple(webhooks), allow_insecure, metrics)

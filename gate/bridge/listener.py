@@ -10,6 +10,12 @@ the message: a bridge killed at any moment loses nothing the broker still holds.
 What a persistent session cannot cover (a broker restarted without persistence, a queue limit
 reached) the catch-up covers, as between lanes: the bridge asks one online lane, by turns, for
 what it lacks (``sync/request/venue-bridge``); the answer comes on ``sync/reply/venue-bridge``.
+
+The bridge's own status goes on ``bridge/status``, retained, as a lane's goes on
+``gates/<gate>/status`` and in the same shape (``{"v": 2, "gate": "venue-bridge", "state":
+"online", …}``); the broker publishes ``"state": "offline"`` in its place as its Last Will when
+the bridge vanishes. Not under ``gates/``: the bridge is not a lane (lanes and dashboards read
+every ``gates/+/status`` as one). The lanes' refusals come from ``scans/+`` (QoS 0).
 """
 
 from __future__ import annotations
@@ -35,21 +41,28 @@ log = logging.getLogger(__name__)
 
 class BusListener:
     def __init__(self, settings: SyncConfig, venue: str, roster: Roster, take: Callable[[list[Record]], Any],
-                 marks: Callable[[], dict[tuple[str, str], int]]) -> None:
+                 marks: Callable[[], dict[tuple[str, str], int]], refused: Callable[[str, bytes], Any] | None = None,
+                 status: Callable[[], bytes] | None = None) -> None:
         """``take``: stores verified records durably (called on paho's thread); ``marks``: what
-        the bridge holds of each stream (for catch-up requests)."""
+        the bridge holds of each stream (for catch-up requests); ``refused``: a roster gate's
+        ``scans/`` message (None: not subscribed); ``status``: the bridge's status payload,
+        published at each connection (and by ``publish_status``)."""
         self.settings = settings
+        self.refused = refused
+        self.status_payload = status
         self.venue = venue
         self.roster = roster
         self.take = take
         self.marks = marks
         self.me = settings.username
         self.topics = Topics(settings.topic_root, self.me)
+        self.status_topic = status_topic(settings.topic_root)
         self.connected = threading.Event()
         self.counters: Counter[str] = Counter()
         self.refusals: Counter[str] = Counter()
         self.online: set[str] = set()  # paho's thread changes it: read it through lanes_online()
         self._lock = threading.Lock()
+        self._status_lock = threading.Lock()
         self._asked = ""
         self._stop = threading.Event()
         self._client: Any = None
@@ -63,6 +76,7 @@ class BusListener:
         client.on_connect_fail = lambda c, u: log.warning("broker not reached broker=%s:%d error=%s", self.settings.host,
                                                           self.settings.port, connect_error(sys.exc_info()[1]))
         client.on_message = self._on_message
+        client.will_set(self.status_topic, messages.encode_status(self.me, "offline"), qos=1, retain=True)
         self._client = client
         client.connect_async(self.settings.host, self.settings.port, keepalive=self.settings.keepalive)
         client.loop_start()
@@ -72,8 +86,11 @@ class BusListener:
                  self.settings.tls)
 
     def stop(self) -> None:
-        self._stop.set()
+        with self._status_lock:  # no online status after the offline one
+            self._stop.set()
         if self._client is not None:
+            # a clean stop sends no Last Will: say offline before going
+            self.publish(self.status_topic, messages.encode_status(self.me, "offline"), retain=True, timeout=3.0)
             self._client.disconnect()
             self._client.loop_stop()
             self._client = None
@@ -87,8 +104,12 @@ class BusListener:
         if reason.is_failure:
             log.error("broker refused the bridge reason=%s user=%s (password file; the ACL's venue-bridge block)", reason, self.me)
             return
-        client.subscribe([(self.topics.ledger_all, 1), (self.topics.sync_reply(self.me), 1), (self.topics.status_all, 1)])
+        topics = [(self.topics.ledger_all, 1), (self.topics.sync_reply(self.me), 1), (self.topics.status_all, 1)]
+        if self.refused is not None:
+            topics.append((f"{self.settings.topic_root}scans/+", 0))
+        client.subscribe(topics)
         self.connected.set()
+        self.publish_status()
         log.info("broker connected session_present=%s", bool(getattr(flags, "session_present", False)))
 
     def _on_message(self, client: Any, userdata: Any, message: Any) -> None:
@@ -98,6 +119,8 @@ class BusListener:
             sender = self.topics.sender(topic, "ledger")
             if sender is not None:
                 self._records(sender, payload)
+            elif (scanner := self.topics.sender(topic, "scans")) is not None:
+                self._scan(scanner, payload)
             elif topic == self.topics.sync_reply(self.me):
                 self._reply(payload)
             else:
@@ -115,6 +138,14 @@ class BusListener:
             self._refuse(sender, f"malformed: {exc}")
             return
         self._open_and_take(sealed, sender)
+
+    def _scan(self, sender: str, payload: bytes) -> None:
+        """A decision of a lane on the roster, for ``refused`` (which reads it strictly)."""
+        entry = self.roster.entry(sender)
+        if self.refused is None or entry is None or entry.retired:
+            return
+        self.counters["scans"] += 1
+        self.refused(sender, payload)
 
     def _reply(self, payload: bytes) -> None:
         try:
@@ -200,6 +231,25 @@ class BusListener:
             return False
         return info.is_published()
 
+    def publish_status(self) -> None:
+        """The bridge's status, retained, without waiting for the broker (any thread)."""
+        client = self._client
+        if client is None or self.status_payload is None or not self.connected.is_set():
+            return
+        payload = self.status_payload()
+        with self._status_lock:
+            if self._stop.is_set():
+                return
+            try:
+                client.publish(self.status_topic, payload, qos=1, retain=True)
+            except (RuntimeError, ValueError):  # the connection went meanwhile: the next one publishes it
+                pass
+
     def status(self) -> dict[str, Any]:
         return {"connected": self.connected.is_set(), **self.counters, "refusals": dict(self.refusals),
                 "lanes_online": self.lanes_online()}
+
+
+def status_topic(topic_root: str) -> str:
+    """Where the bridge's retained status goes (``gate/v2/<venue>/bridge/status``)."""
+    return f"{topic_root}bridge/status"

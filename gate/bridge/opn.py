@@ -37,9 +37,10 @@ class OpnError(Exception):
     fix); else OPN answered, but not in a way that fits this batch (another 4xx, a malformed
     answer): the batch itself may be what fails."""
 
-    def __init__(self, message: str, transient: bool = True) -> None:
+    def __init__(self, message: str, transient: bool = True, status: int = 0) -> None:
         super().__init__(message)
         self.transient = transient
+        self.status = status  # OPN's HTTP status; 0 when OPN was not reached
 
 
 @dataclass(frozen=True)
@@ -75,24 +76,34 @@ class OpnClient:
             with self.http.stream("POST", f"{self.url}/stream", json=actions) as answer:
                 status = answer.status_code
                 if status == 403:
-                    raise OpnError("OPN refused the API key (403): check [bridge.opn] api_key_file")
+                    raise OpnError("OPN refused the API key (403): check [bridge.opn] api_key_file", status=403)
                 if status not in (200, 400):
-                    raise OpnError(f"OPN answered HTTP {status}", transient=status == 429 or status >= 500)
+                    raise OpnError(f"OPN answered HTTP {status}", transient=status == 429 or status >= 500, status=status)
                 body = read_limited(answer, MAX_BODY)
         except httpx.HTTPError as exc:
             raise OpnError(f"OPN not reached ({exc.__class__.__name__})") from None
         if body is None:
-            raise OpnError(f"OPN's answer is larger than {MAX_BODY} bytes", transient=False)
-        return read_answer(body, status, actions)
+            raise OpnError(f"OPN's answer is larger than {MAX_BODY} bytes", transient=False, status=status)
+        try:
+            return read_answer(body, status, actions)
+        except OpnError as exc:
+            exc.status = status
+            raise
 
-    def reachable(self) -> str:
-        """'' when the engine answers with this key; else why not (doctor, status)."""
-        try:  # only the status matters: the body is never read
+    def probe(self) -> tuple[int, str]:
+        """(HTTP status, '') when the engine answers with this key; (status, why) when it refuses
+        the key; (0, why) when it is not reached. A GET of an action that does not exist: only
+        the status matters, the body is never read."""
+        try:
             with self.http.stream("GET", f"{self.url}/actions/00000000-0000-0000-0000-000000000000") as answer:
                 status = answer.status_code
         except httpx.HTTPError as exc:
-            return f"not reached ({exc.__class__.__name__})"
-        return "API key refused (403)" if status == 403 else ""
+            return 0, f"not reached ({exc.__class__.__name__})"
+        return status, "API key refused (403)" if status == 403 else ""
+
+    def reachable(self) -> str:
+        """'' when the engine answers with this key; else why not (doctor, status)."""
+        return self.probe()[1]
 
 
 def read_limited(answer: httpx.Response, limit: int) -> bytes | None:

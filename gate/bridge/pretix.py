@@ -251,15 +251,32 @@ class PretixClient:
         work later."""
         body = {"lists": [list_id], "secret": secret, "force": True, "nonce": nonce, "datetime": iso(at),
                 "type": "exit" if direction == "out" else "entry", "source_type": "barcode", "answers": {}}
-        answer = fetch(self.http, "POST", f"{self.org}/checkinrpc/redeem/", "redeem", json=body)
-        if answer.status_code in (401, 403, 408, 429) or answer.status_code >= 500:
-            raise PretixError(f"redeem: HTTP {answer.status_code}", status=answer.status_code)
+        answer = self._post("checkinrpc/redeem/", "redeem", body)
         data = _json(answer, "redeem")
         status = data.get("status") if isinstance(data, dict) else None
         if answer.status_code in (200, 201) and status == "ok":
             return Redeemed(True)
         reason = data.get("reason") if isinstance(data, dict) else None
         return Redeemed(False, f"HTTP {answer.status_code} {str(reason)[:64] if reason else 'refused'}")
+
+    def failed_checkin(self, slug: str, list_id: int, body: dict[str, Any]) -> Redeemed:
+        """Upload one refusal (``gate.bridge.refusals.failed_checkin`` makes ``body``). 201
+        stored; the same nonce again answers 201 without a second entry. A 400 (a field pretix
+        does not take) or 404 (no such list) is refused for good."""
+        answer = self._post(f"events/{slug}/checkinlists/{list_id}/failed_checkins/", "failed_checkins", body)
+        if answer.status_code == 201:
+            return Redeemed(True)
+        data = _json(answer, "failed_checkins")
+        why = "; ".join(f"{k}: {v}" for k, v in data.items())[:200] if isinstance(data, dict) else "refused"
+        return Redeemed(False, f"HTTP {answer.status_code} {why}")
+
+    def _post(self, path: str, what: str, body: dict[str, Any]) -> Answer:
+        """A POST whose failure may pass (401/403 an admin fixes, 408, 429, 5xx) raises a
+        transient ``PretixError``; any other answer is the caller's to read."""
+        answer = fetch(self.http, "POST", f"{self.org}/{path}", what, json=body)
+        if answer.status_code in (401, 403, 408, 429) or answer.status_code >= 500:
+            raise PretixError(f"{what}: HTTP {answer.status_code}", status=answer.status_code)
+        return answer
 
 
 def parse_time(value: Any) -> datetime | None:

@@ -6,7 +6,9 @@
 3. the bus listener (records in; bundles and deltas out);
 4. the puller: every ``poll_interval``, pretix's keys, check-in list, revoked and blocked secrets
    and orders, turned into a bundle or a delta when anything a lane decides on changed;
-5. the status file (``<state_dir>/status.json``, every second), which ``gate bridge status`` reads.
+5. the status: ``<state_dir>/status.json`` every second (``gate bridge status`` reads it), the
+   retained ``bridge/status`` on the bus every ``status_interval`` (with a Last Will), and the
+   metrics endpoint when ``[bridge] metrics`` asks for one; all three from one snapshot.
 """
 
 from __future__ import annotations
@@ -21,11 +23,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from gate.bridge import builder
+from gate.bridge import builder, refusals
 from gate.bridge.builder import EventPull, Publisher, is_signed_secret, secret_key
 from gate.bridge.config import BridgeConfig
+from gate.bridge.health import Contact
 from gate.bridge.listener import BusListener
-from gate.bridge.opn import CHECKED_IN, SCANNED
+from gate.bridge.opn import CHECKED_IN, SCANNED, OpnClient
 from gate.bridge.pretix import (
     Device,
     PretixClient,
@@ -34,17 +37,18 @@ from gate.bridge.pretix import (
     parse_time,
     positions,
 )
-from gate.bridge.store import BridgeStore, NewJob, admission_id
+from gate.bridge.store import LAG_WINDOW, BridgeStore, NewJob, admission_id
 from gate.bridge.uploader import Worker, opn_delivery, pretix_delivery, webhook_delivery
 from gate.bridge.webhooks import payload as webhook_payload
 from gate.errors import ConfigError
-from gate.sync.messages import Topics
+from gate.sync.messages import Topics, encode_status
 from gate.trust import signed
 from gate.trust.roster import Roster
 
 log = logging.getLogger(__name__)
 
 PRETIX_FORMATS = ("pretix_sig1", "pretix_random")
+OPN_PROBE = 60.0  # seconds without an answer from OPN before the bridge asks whether it is there
 
 
 def read_roster(config: BridgeConfig) -> list[dict[str, Any]]:
@@ -103,14 +107,20 @@ class Bridge:
             self.store.put_opn_tickets(read_gt1_tickets(config))
         self.documents = [json.loads(p.read_text()) for p in config.document_files]
         self.publisher = Publisher(self.store, config.admin_key, config.venue, self.roster_entries, self.documents)
+        self.failed_checkins = config.pretix is not None and config.pretix.failed_checkins
         self.listener = BusListener(config.broker, config.venue, roster_of(config, self.roster_entries),
-                                    self._take, self.store.marks)
+                                    self._take, self.store.marks, self._refused if self.failed_checkins else None,
+                                    self.bus_status)
         self.topics = Topics(config.broker.topic_root, config.broker.username)
         self.workers: list[Worker] = []
         self.stopping = threading.Event()
         self.pull_now = threading.Event()
-        self.pull_status: dict[str, Any] = {"enrolled": False, "last_pull": {}, "last_error": None, "unhonoured": {},
-                                            "skipped_positions": {}}
+        # What each service last answered (the pulls, the uploads, the OPN probe tell it).
+        self.contacts = {name: Contact(name) for name, on in (("pretix", config.pretix), ("opn", config.opn)) if on}
+        self.metrics: Any = None
+        self._snapshot: dict[str, Any] | None = None  # the last status made (the status loop's)
+        self.pull_status: dict[str, Any] = {"enrolled": False, "last_pull": {}, "pulls": {}, "last_error": None,
+                                            "unhonoured": {}, "skipped_positions": {}}
         self._status_lock = threading.Lock()  # pull_status: the puller writes it, the status loop reads it
         self._threads: list[threading.Thread] = []
         self._take_lock = threading.Lock()
@@ -148,19 +158,44 @@ class Bridge:
                                passage["at"]))
         return jobs
 
+    def _refused(self, gate: str, payload: bytes) -> None:
+        """A lane's decision on ``scans/<gate>`` (paho's thread): a refusal of a pretix ticket
+        becomes a failed check-in job (gate.bridge.refusals); anything else is dropped."""
+        try:
+            refusal = refusals.read_refusal(payload, gate)
+        except ValueError as exc:  # ScanError, or a field of the wrong type
+            self.listener.counters["scans_refused"] += 1
+            log.debug("scan message not read gate=%s error=%s", gate, exc)
+            return
+        if refusal is None:
+            return
+        now = time.time()
+        key, body = refusals.job_body(refusal, now)
+        self.store.add_jobs([NewJob(refusals.SINK, key, body, now)], now)
+
     # --- lifecycle ------------------------------------------------------------------------
 
     def start(self) -> None:
         c = self.config
         if c.pretix is not None:
+            also = (refusals.SINK,) if self.failed_checkins else ()
+            deliver = pretix_delivery(c, self.store, self.contacts["pretix"])
             for i in range(c.pretix.workers):
-                self.workers.append(Worker(self.store, "pretix", pretix_delivery(c, self.store), 1, (i, c.pretix.workers)))
+                self.workers.append(Worker(self.store, "pretix", deliver, 1, (i, c.pretix.workers), also))
         if c.opn is not None:
-            self.workers.append(Worker(self.store, "opn", opn_delivery(c, self.store), c.opn.batch_size))
+            self.workers.append(Worker(self.store, "opn", opn_delivery(c, self.store, self.contacts["opn"]), c.opn.batch_size))
         for hook in c.webhooks:
             self.workers.append(Worker(self.store, hook.sink, webhook_delivery(c, self.store, hook)))
         for worker in self.workers:
             worker.start()
+        self._snapshot = self.status()
+        if c.metrics is not None:
+            from gate.bridge.metrics import serve
+
+            try:
+                self.metrics = serve(c.metrics, self.snapshot)
+            except OSError as exc:  # the bridge runs without its metrics rather than not at all
+                log.error("metrics endpoint not started listen=%s:%d error=%r", *c.metrics, exc.strerror or str(exc))
         self.listener.start()
         for target, name in ((self._pull_loop, "bridge-pull"), (self._status_loop, "bridge-status")):
             thread = threading.Thread(target=target, name=name, daemon=True)
@@ -179,6 +214,8 @@ class Bridge:
             worker.stop()
         for thread in [*self.workers, *self._threads]:
             thread.join(5)
+        if self.metrics is not None:
+            self.metrics.close()
         self.write_status()
         log.info("bridge stopped")
 
@@ -191,6 +228,10 @@ class Bridge:
                 self.pull_once()
             except Exception:
                 log.exception("pull failed")
+            try:
+                self.probe_opn()
+            except Exception:
+                log.exception("OPN probe failed")
             wait = max(0.0, self.config.poll_interval - (time.monotonic() - started))
             self.pull_now.wait(wait)
             self.pull_now.clear()
@@ -262,6 +303,9 @@ class Bridge:
         def failed(kind: str, exc: Exception) -> None:
             errors.append(f"{slug}/{kind}: {exc}")
             log.warning("pretix pull failed event=%s kind=%s error=%s", slug, kind, exc)
+            self._pulled(f"{slug}/{kind}", str(exc))
+            if isinstance(exc, PretixError):
+                self.contacts["pretix"].failed(exc.status, str(exc))
 
         store = self.store
         try:
@@ -290,44 +334,13 @@ class Bridge:
             checkin, unhonoured = kept.get("list"), list(kept.get("unhonoured", []))
 
         revoked: dict[str, str] = store.get(f"pretix:{slug}:revoked", {})
-        try:
-            since = cursor(store.get(f"pretix:{slug}:revoked_since"))
-            items, generated = api.pages(f"events/{slug}/revokedsecrets/", {"created_since": since} if since else {},
-                                         "revokedsecrets")
-            newest = parse_time(since)
-            for item in items:
-                secret = item.get("secret")
-                if not isinstance(secret, str) or not 1 <= len(secret) <= 1024:
-                    continue
-                created = parse_time(item.get("created"))
-                revoked[secret] = created.isoformat() if created else ""
-                if created is not None and (newest is None or created > newest):
-                    newest = created
-            next_since = generated or (newest.isoformat() if newest else None)
-            store.put(**{f"pretix:{slug}:revoked": revoked, f"pretix:{slug}:revoked_since": next_since})
-            self._pulled(f"{slug}/revoked")
-        except (PretixError, ValueError) as exc:
-            failed("revoked", exc)
-
         blocked: dict[str, bool] = store.get(f"pretix:{slug}:blocked", {})
-        try:
-            bsince = cursor(store.get(f"pretix:{slug}:blocked_since"))
-            items, generated = api.pages(f"events/{slug}/blockedsecrets/", {"updated_since": bsince} if bsince else {},
-                                         "blockedsecrets")
-            newest = parse_time(bsince)
-            for item in items:
-                secret = item.get("secret")
-                if not isinstance(secret, str) or not 1 <= len(secret) <= 1024:
-                    continue
-                blocked[secret] = item.get("blocked") is True
-                updated = parse_time(item.get("updated"))
-                if updated is not None and (newest is None or updated > newest):
-                    newest = updated
-            next_since = generated or (newest.isoformat() if newest else None)
-            store.put(**{f"pretix:{slug}:blocked": blocked, f"pretix:{slug}:blocked_since": next_since})
-            self._pulled(f"{slug}/blocked")
-        except (PretixError, ValueError) as exc:
-            failed("blocked", exc)
+        for kind, items, since_name, time_field in (("revoked", revoked, "created_since", "created"),
+                                                    ("blocked", blocked, "updated_since", "updated")):
+            try:
+                self._pull_secrets(api, slug, kind, items, since_name, time_field)
+            except (PretixError, ValueError) as exc:
+                failed(kind, exc)
 
         added = 0
         try:
@@ -354,31 +367,98 @@ class Bridge:
                  for r in store.valid_secrets(slug) if not is_signed_secret(r["secret"])]
         return EventPull(slug, keys, checkin, set(revoked), {s for s, b in blocked.items() if b}, valid, unhonoured), added
 
-    def _pulled(self, what: str) -> None:
+    def _pull_secrets(self, api: PretixClient, slug: str, kind: str, items: dict[str, Any], since_name: str,
+                      time_field: str) -> None:
+        """Revoked (``created_since``) or blocked (``updated_since``) secrets since the stored
+        cursor, into ``items`` (secret → when revoked, or whether blocked) and the store."""
+        since = cursor(self.store.get(f"pretix:{slug}:{kind}_since"))
+        results, generated = api.pages(f"events/{slug}/{kind}secrets/", {since_name: since} if since else {},
+                                       f"{kind}secrets")
+        newest = parse_time(since)
+        for item in results:
+            secret = item.get("secret")
+            if not isinstance(secret, str) or not 1 <= len(secret) <= 1024:
+                continue
+            at = parse_time(item.get(time_field))
+            items[secret] = (at.isoformat() if at else "") if kind == "revoked" else item.get("blocked") is True
+            if at is not None and (newest is None or at > newest):
+                newest = at
+        next_since = generated or (newest.isoformat() if newest else None)
+        self.store.put(**{f"pretix:{slug}:{kind}": items, f"pretix:{slug}:{kind}_since": next_since})
+        self._pulled(f"{slug}/{kind}")
+
+    def _pulled(self, what: str, error: str | None = None) -> None:
+        """A pull of one kind of one event was tried: worked (``error`` None) or not."""
+        now = time.time()
         with self._status_lock:
-            self.pull_status["last_pull"][what] = time.time()
+            pull = self.pull_status["pulls"].setdefault(what, {"ok_at": None})
+            pull.update(at=now, ok=error is None, error=error[:200] if error else None)
+            if error is None:
+                pull["ok_at"] = self.pull_status["last_pull"][what] = now
+        if error is None:
+            self.contacts["pretix"].answered()
 
     def _set_status(self, **values: Any) -> None:
         with self._status_lock:
             self.pull_status.update(values)
 
+    # --- OPN, when nothing else asks it ------------------------------------------------------
+
+    def probe_opn(self) -> None:
+        """Ask OPN whether it answers, with the key, when no upload did so for ``OPN_PROBE``
+        seconds: ``gate bridge status`` then says whether OPN is reachable before it is needed."""
+        contact = self.contacts.get("opn")
+        if contact is None or self.config.opn is None:
+            return
+        last = contact.snapshot()["at"]
+        if last is not None and time.time() - last < OPN_PROBE:
+            return
+        client = OpnClient(self.config.opn.url, self.config.opn.api_key)
+        try:
+            status, why = client.probe()
+        finally:
+            client.close()
+        contact.failed(status, why) if why else contact.answered(status)
+
     # --- status ---------------------------------------------------------------------------
 
     def status(self) -> dict[str, Any]:
+        """Made afresh (the store's queue counts): the status loop makes one a second."""
         with self._status_lock:  # the puller changes it meanwhile: serialise a copy
             pretix = copy.deepcopy(self.pull_status)
         return {"state": "running" if not self.stopping.is_set() else "stopped", "pid": os.getpid(), "at": time.time(),
                 "venue": self.config.venue, "broker": self.listener.status(), "pretix": pretix,
+                "services": {name: contact.snapshot() for name, contact in self.contacts.items()},
                 "published": {"bundle": _public(self.store.get("bundle")), "delta": _public(self.store.get("delta"))},
-                "queue": self.store.queue_stats()}
+                "queue": self.store.queue_stats(), "lag_window_s": LAG_WINDOW}
+
+    def snapshot(self) -> dict[str, Any]:
+        """The last status made (at most a second old): what metrics scrapes and the bus read,
+        so that however often they come, the store is read once a second."""
+        return self._snapshot if self._snapshot is not None else self.status()
+
+    def bus_status(self) -> bytes:
+        """The retained ``bridge/status``: the snapshot less what only an operator on this
+        machine needs (pid, the unhonoured list settings' texts stay in status.json too)."""
+        s = self.snapshot()
+        broker = s["broker"]
+        return encode_status(self.config.broker.username, "online", venue=s["venue"], at=round(s["at"], 3),
+                             broker={k: broker.get(k, 0) for k in ("records", "refused", "jobs", "scans")},
+                             services=s["services"], pulls=s["pretix"]["pulls"], enrolled=s["pretix"]["enrolled"],
+                             published=s["published"], queue=s["queue"], lag_window_s=s["lag_window_s"])
 
     def write_status(self) -> None:
-        write_json(self.config.status_file, self.status())
+        self._snapshot = self.status()
+        write_json(self.config.status_file, self._snapshot)
 
     def _status_loop(self) -> None:
+        next_bus = 0.0
         while not self.stopping.wait(1.0):
             try:
                 self.write_status()
+                if time.monotonic() >= next_bus:
+                    next_bus = time.monotonic() + self.config.broker.status_interval
+                    self.listener.publish_status()
             except Exception:
                 log.exception("status not written")
         self.store.close()

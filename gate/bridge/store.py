@@ -23,10 +23,12 @@ This file is the bridge's, not a lane's: ``gate.store`` is the lane's room and s
 from __future__ import annotations
 
 import json
+import math
 import os
 import sqlite3
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -34,6 +36,7 @@ from typing import Any, Callable, Iterable
 from gate.store.ledger import ADMISSION, PASSAGE, REVERT, Record
 
 PENDING, DONE, DEAD, SKIPPED = "pending", "done", "dead", "skipped"
+LAG_WINDOW = 300.0  # seconds: the upload lag shown is of the jobs accepted this long back
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS records (
@@ -49,6 +52,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     next_at REAL NOT NULL, created_at REAL NOT NULL, event_at REAL NOT NULL,
     done_at REAL, last_error TEXT, result TEXT);
 CREATE INDEX IF NOT EXISTS jobs_due ON jobs (sink, state, next_at);
+CREATE INDEX IF NOT EXISTS jobs_done ON jobs (sink, state, done_at);
 CREATE TABLE IF NOT EXISTS secrets (
     ticket_key TEXT PRIMARY KEY, event TEXT NOT NULL, secret TEXT NOT NULL,
     order_code TEXT, positionid INTEGER, position_id INTEGER, status TEXT,
@@ -80,6 +84,11 @@ class NewJob:
 # plan(admission, passage or None) → the jobs to add: called for every new admission (passage
 # None) and for every admission a passage confirms, inside the transaction that stores them.
 Plan = Callable[[sqlite3.Row, sqlite3.Row | None], list[NewJob]]
+
+
+def percentile(values: list[float], pct: float) -> float:
+    """The ``pct`` percentile of sorted ``values`` (nearest rank: a value that occurred)."""
+    return values[min(len(values) - 1, max(0, math.ceil(len(values) * pct / 100) - 1))]
 
 
 def admission_id(row: Any) -> str:
@@ -138,8 +147,6 @@ class BridgeStore:
         admission, and every admission a passage now confirms, goes through ``plan`` and its
         jobs are queued, all in one durable transaction. Returns (new records, new jobs)."""
         now = time.time() if now is None else now
-        added = jobs = 0
-        sinks: set[str] = set()
         with self._tx() as conn:
             fresh: list[Record] = []
             for r in records:
@@ -164,17 +171,34 @@ class BridgeStore:
                 settler = self._settler(conn, admission)
                 if settler is not None:
                     new_jobs += self._settle(conn, admission, settler, plan)
-            for job in new_jobs:
-                cur = conn.execute(
-                    "INSERT OR IGNORE INTO jobs (sink, key, body, next_at, created_at, event_at) VALUES (?,?,?,?,?,?)",
-                    (job.sink, job.key, json.dumps(job.body, separators=(",", ":")), now, now, job.event_at))
-                if cur.rowcount:
-                    jobs += 1
-                    sinks.add(job.sink)
-        for sink in sinks:
-            for wake in self.wakeups:
-                wake(sink)
-        return added, jobs
+            sinks = self._insert_jobs(conn, new_jobs, now)
+        self._wake(sinks)
+        return added, sum(sinks.values())
+
+    def add_jobs(self, jobs: list[NewJob], now: float | None = None) -> int:
+        """Queue jobs that come from no record (a lane's refusal); one with a key already
+        queued is dropped. Returns how many were new."""
+        with self._tx() as conn:
+            sinks = self._insert_jobs(conn, jobs, time.time() if now is None else now)
+        self._wake(sinks)
+        return sum(sinks.values())
+
+    @staticmethod
+    def _insert_jobs(conn: sqlite3.Connection, jobs: list[NewJob], now: float) -> Counter[str]:
+        """New jobs per sink."""
+        sinks: Counter[str] = Counter()
+        for job in jobs:
+            cur = conn.execute(
+                "INSERT OR IGNORE INTO jobs (sink, key, body, next_at, created_at, event_at) VALUES (?,?,?,?,?,?)",
+                (job.sink, job.key, json.dumps(job.body, separators=(",", ":")), now, now, job.event_at))
+            sinks[job.sink] += cur.rowcount
+        return sinks
+
+    def _wake(self, sinks: Counter[str]) -> None:
+        for sink, count in sinks.items():
+            if count:
+                for wake in self.wakeups:
+                    wake(sink)
 
     @staticmethod
     def _record(conn: sqlite3.Connection, origin: str, epoch: str, seq: int) -> sqlite3.Row | None:
@@ -275,25 +299,26 @@ class BridgeStore:
         for wake in self.wakeups:
             wake(sink)
 
-    def queue_stats(self, now: float | None = None) -> dict[str, Any]:
-        """Per destination: pending, done, dead, the oldest pending one's age, upload lag
-        (passage at the lane → accepted) of the last 1,000 done."""
+    def queue_stats(self, now: float | None = None, window: float = LAG_WINDOW) -> dict[str, Any]:
+        """Per destination: pending, done, dead, skipped; the oldest pending one's age; upload
+        lag (the event at the lane → accepted) p50 and p99 of the jobs accepted in the last
+        ``window`` seconds (None when none was), and how many that is."""
         now = time.time() if now is None else now
         conn = self._conn()
         out: dict[str, Any] = {}
         for sink, state, count in conn.execute("SELECT sink, state, COUNT(*) FROM jobs GROUP BY sink, state"):
             out.setdefault(sink, {"pending": 0, "done": 0, "dead": 0, "skipped": 0})[state] = count
-        for sink in out:
+        for sink, q in out.items():
             oldest = conn.execute("SELECT MIN(created_at) FROM jobs WHERE sink=? AND state=?", (sink, PENDING)).fetchone()[0]
-            out[sink]["oldest_pending_s"] = round(now - oldest, 3) if oldest is not None else None
+            q["oldest_pending_s"] = round(now - oldest, 3) if oldest is not None else None
             lags = sorted(r[0] for r in conn.execute(
-                "SELECT done_at - event_at FROM jobs WHERE sink=? AND state=? ORDER BY id DESC LIMIT 1000", (sink, DONE)))
-            if lags:
-                out[sink]["lag_p50_s"] = round(lags[len(lags) // 2], 3)
-                out[sink]["lag_p99_s"] = round(lags[min(len(lags) - 1, int(len(lags) * 0.99))], 3)
+                "SELECT done_at - event_at FROM jobs WHERE sink=? AND state=? AND done_at>=?", (sink, DONE, now - window)))
+            q["lag_n"] = len(lags)
+            q["lag_p50_s"] = round(percentile(lags, 50), 3) if lags else None
+            q["lag_p99_s"] = round(percentile(lags, 99), 3) if lags else None
             last_error = conn.execute("SELECT last_error FROM jobs WHERE sink=? AND last_error IS NOT NULL ORDER BY id DESC LIMIT 1",
                                       (sink,)).fetchone()
-            out[sink]["last_error"] = last_error[0] if last_error else None
+            q["last_error"] = last_error[0] if last_error else None
         return out
 
     def jobs(self, sink: str, state: str | None = None) -> list[sqlite3.Row]:

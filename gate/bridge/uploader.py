@@ -20,8 +20,10 @@ import time
 from typing import Any, Callable
 
 from gate.bridge import opn as opn_api
+from gate.bridge import refusals
 from gate.bridge.config import BridgeConfig, WebhookConfig
-from gate.bridge.pretix import Device, PretixClient, PretixError
+from gate.bridge.health import Contact
+from gate.bridge.pretix import Device, PretixClient, PretixError, Redeemed
 from gate.bridge.store import BridgeStore, Job
 from gate.bridge.webhooks import Sender, WebhookError, secret_bytes
 
@@ -52,15 +54,19 @@ def retry_after(pause: float, attempts: int, was_working: bool) -> float:
 
 
 class Worker(threading.Thread):
-    """Takes ``sink``'s due jobs and hands them to ``deliver`` (which records each outcome)."""
+    """Takes ``sink``'s due jobs and hands them to ``deliver`` (which records each outcome).
+    ``also``: sinks it serves too, one batch of one sink at a time, each only while the sinks
+    before it have nothing due (pretix's failed check-ins wait while check-ins are due, and
+    share their connection and their pause in an outage)."""
 
     def __init__(self, store: BridgeStore, sink: str, deliver: Callable[[list[Job]], float], batch: int = 1,
-                 part: tuple[int, int] = (0, 1)) -> None:
+                 part: tuple[int, int] = (0, 1), also: tuple[str, ...] = ()) -> None:
         super().__init__(name=f"bridge-{sink}-{part[0]}", daemon=True)
         self.store, self.sink, self.deliver, self.batch, self.part = store, sink, deliver, batch, part
+        self.sinks = (sink, *also)
         self.wakeup = threading.Event()
         self.stopping = threading.Event()
-        store.wakeups.append(lambda sink: self.wakeup.set() if sink == self.sink else None)
+        store.wakeups.append(lambda sink: self.wakeup.set() if sink in self.sinks else None)
 
     def run(self) -> None:
         try:
@@ -75,10 +81,11 @@ class Worker(threading.Thread):
 
     def _once(self) -> None:
         """Deliver this worker's due jobs, or wait until the next is due or a new one comes."""
-        jobs = self.store.due(self.sink, time.time(), self.batch, self.part)
+        now = time.time()
+        jobs = next((due for sink in self.sinks if (due := self.store.due(sink, now, self.batch, self.part))), [])
         if not jobs:
-            nxt = self.store.next_due(self.sink, self.part)
-            wait = 1.0 if nxt is None else min(1.0, max(MIN_WAIT, nxt - time.time()))
+            nexts = [n for sink in self.sinks if (n := self.store.next_due(sink, self.part)) is not None]
+            wait = 1.0 if not nexts else min(1.0, max(MIN_WAIT, min(nexts) - time.time()))
             if self.wakeup.wait(wait):
                 self.wakeup.clear()
             return
@@ -97,10 +104,14 @@ class Worker(threading.Thread):
         self.wakeup.set()
 
 
-def pretix_delivery(config: BridgeConfig, store: BridgeStore) -> Callable[[list[Job]], float]:
-    """Each job: the admission's secret (pulled), the event's list, ``checkinrpc/redeem``."""
+def pretix_delivery(config: BridgeConfig, store: BridgeStore, contact: Contact | None = None) -> Callable[[list[Job]], float]:
+    """Each job: a check-in (sink ``pretix``: the admission's secret, pulled, to
+    ``checkinrpc/redeem``) or a refusal (sink ``pretix-failed``: to the list's
+    ``failed_checkins``). ``contact`` is told whether pretix answered."""
     assert config.pretix is not None
     lists = {e.slug: e for e in config.pretix.events}
+    codes = refusals.PretixCodes(store, list(lists))
+    contact = contact or Contact("pretix")
     local = threading.local()
     failures = threading.local()
 
@@ -120,6 +131,40 @@ def pretix_delivery(config: BridgeConfig, store: BridgeStore) -> Callable[[list[
             local.mtime = mtime
         return local.client
 
+    def redeem(api: PretixClient, job: Job, now: float) -> Callable[[], Redeemed] | None:
+        """The upload of a check-in, or None when it is not sent now (deferred, skipped, dead)."""
+        row = store.secret(job.body["ticket_key"])
+        if row is None and now - job.created_at > GIVE_UP_UNKNOWN:
+            store.failed(job.id, "no pretix position has this secret (not one of the configured events, or sold "
+                                 "and cancelled between two pulls)", None)
+            return None
+        if row is None:
+            store.defer(job.id, "secret not pulled from pretix yet", now + config.poll_interval)
+            return None
+        event = lists.get(row["event"])
+        if event is None or not event.upload:
+            store.skip(job.id, f"event {row['event']} is not uploaded")
+            return None
+        return lambda: api.redeem(event.checkin_list, row["secret"], job.body["nonce"], job.body["at"],
+                                  job.body["direction"])
+
+    def refusal(api: PretixClient, job: Job, now: float) -> Callable[[], Redeemed] | None:
+        """The upload of a refusal as a failed check-in (gate.bridge.refusals), or None."""
+        found = codes.find(job.body["ticket_key"])
+        if found is None and now - job.created_at < 2 * config.poll_interval + 5:
+            store.defer(job.id, "code not pulled from pretix yet", now + config.poll_interval)
+            return None
+        if found is None:
+            store.skip(job.id, "not a code pretix issued for a configured event")
+            return None
+        slug, secret, position = found
+        event = lists[slug]
+        if not event.upload:
+            store.skip(job.id, f"event {slug} is not uploaded")
+            return None
+        body = refusals.failed_checkin(job.body, secret, position)
+        return lambda: api.failed_checkin(slug, event.checkin_list, body)
+
     def deliver(jobs: list[Job]) -> float:
         api = client()
         now = time.time()
@@ -128,24 +173,17 @@ def pretix_delivery(config: BridgeConfig, store: BridgeStore) -> Callable[[list[
                 store.defer(job.id, api, now + config.poll_interval)
             return 0.0
         for job in jobs:
-            row = store.secret(job.body["ticket_key"])
-            if row is None and now - job.created_at > GIVE_UP_UNKNOWN:
-                store.failed(job.id, "no pretix position has this secret (not one of the configured events, or sold "
-                                     "and cancelled between two pulls)", None)
+            request = (refusal if job.sink == refusals.SINK else redeem)(api, job, now)
+            if request is None:
                 continue
-            if row is None:
-                store.defer(job.id, "secret not pulled from pretix yet", now + config.poll_interval)
-                continue
-            event = lists.get(row["event"])
-            if event is None or not event.upload:
-                store.skip(job.id, f"event {row['event']} is not uploaded")
-                continue
+            what = f"{'refusal' if job.sink == refusals.SINK else 'check-in'} nonce={job.body['nonce']}"
             try:
-                result = api.redeem(event.checkin_list, row["secret"], job.body["nonce"], job.body["at"], job.body["direction"])
+                result = request()
             except PretixError as exc:
+                contact.failed(exc.status, str(exc))
                 if not exc.transient:  # this request is refused for good (a 4xx, an answer that is not pretix's)
                     store.failed(job.id, str(exc), None)
-                    log.error("pretix refused a check-in for good nonce=%s error=%s", job.body["nonce"], exc)
+                    log.error("pretix refused a %s for good error=%s", what, exc)
                     continue
                 # This job waits its own growing delay (later jobs go first meanwhile); the worker
                 # pauses as a whole too, so that a pretix outage is not hammered.
@@ -154,25 +192,28 @@ def pretix_delivery(config: BridgeConfig, store: BridgeStore) -> Callable[[list[
                 pause = backoff(failures.count - 1)
                 last = job.attempts + 1 >= MAX_TRANSIENT_ATTEMPTS
                 store.failed(job.id, str(exc), None if last else retry_after(pause, job.attempts, was_working))
-                log.warning("pretix upload failed, %s nonce=%s attempts=%d error=%s", "given up" if last else "retrying",
-                            job.body["nonce"], job.attempts + 1, exc)
+                log.warning("pretix upload failed, %s %s attempts=%d error=%s", "given up" if last else "retrying",
+                            what, job.attempts + 1, exc)
                 return pause
+            contact.answered()
             failures.count = 0
             if result.ok:
                 store.done(job.id, "ok")
-                log.debug("pretix check-in stored nonce=%s", job.body["nonce"])
+                log.debug("pretix stored a %s", what)
             else:
                 store.failed(job.id, result.reason, None)
-                log.error("pretix refused a check-in for good nonce=%s reason=%s", job.body["nonce"], result.reason)
+                log.error("pretix refused a %s for good reason=%s", what, result.reason)
         return 0.0
 
     return deliver
 
 
-def opn_delivery(config: BridgeConfig, store: BridgeStore) -> Callable[[list[Job]], float]:
+def opn_delivery(config: BridgeConfig, store: BridgeStore, contact: Contact | None = None) -> Callable[[list[Job]], float]:
     """Batches of actions in one ``POST /stream``; each action's outcome recorded on its own.
-    ``ticketId`` = ``<event>-<order code>-<position id>`` of the pretix position (docs/back-office.md)."""
+    ``ticketId`` = ``<event>-<order code>-<position id>`` of the pretix position (docs/back-office.md).
+    ``contact`` is told whether OPN answered."""
     assert config.opn is not None
+    contact = contact or Contact("opn")
     settings = config.opn
     api = opn_api.OpnClient(settings.url, settings.api_key)
     failures = [0]
@@ -212,6 +253,7 @@ def opn_delivery(config: BridgeConfig, store: BridgeStore) -> Callable[[list[Job
         try:
             outcomes = api.stream([a for _, a in batch])
         except opn_api.OpnError as exc:
+            contact.failed(exc.status, str(exc))
             was_working = failures[0] == 0
             failures[0] += 1
             pause = backoff(failures[0] - 1)
@@ -232,6 +274,7 @@ def opn_delivery(config: BridgeConfig, store: BridgeStore) -> Callable[[list[Job
                 log.warning("OPN stream failed for one action, %s action=%s attempts=%d error=%s",
                             "given up" if last else "retrying", batch[0][1]["action"], job.attempts + 1, exc)
             return pause
+        contact.answered()
         failures[0] = 0
         limit[0] = settings.batch_size
         for (job, sent), outcome in zip(batch, outcomes):

@@ -63,20 +63,28 @@ class _LaneCollector(Collector):
             yield GaugeMetricFamily("gate_sync_conflicts", "tickets admitted by two cut-off gates", value=sync["conflicts"])
 
 
-class Metrics:
-    def __init__(self, listen: tuple[str, int], snapshot: Callable[[], dict[str, Any]]) -> None:
+class MetricsServer:
+    """prometheus_client's endpoint on ``listen`` for ``collector`` (read at scrape time); also
+    what gate bridge serves its own metrics with."""
+
+    def __init__(self, listen: tuple[str, int], collector: Collector) -> None:
         self.registry = CollectorRegistry()
-        self.registry.register(_LaneCollector(snapshot))
-        self.latency = Histogram("gate_decision_latency_seconds", "scan available → decided (incl. durable write)",
-                                 buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.registry.register(collector)
         host, port = listen
         self._server, self._thread = start_http_server(port, addr=host, registry=self.registry)
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+class Metrics(MetricsServer):
+    def __init__(self, listen: tuple[str, int], snapshot: Callable[[], dict[str, Any]]) -> None:
+        super().__init__(listen, _LaneCollector(snapshot))
+        self.latency = Histogram("gate_decision_latency_seconds", "scan available → decided (incl. durable write)",
+                                 buckets=LATENCY_BUCKETS, registry=self.registry)
 
     def observe(self, kind: str, payload: dict[str, Any]) -> None:
         """A decision loop listener."""
         if kind == "decision" and payload.get("latency_ms") is not None:
             self.latency.observe(payload["latency_ms"] / 1000)
-
-    def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()

@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -87,7 +88,7 @@ class Venue:
         self.start_lane = start_lane
         self.gates = gates
         self.secrets = tmp_path / "secrets"
-        self.passwords = password_file(self.secrets, [*gates, "venue-bridge"])
+        self.passwords = password_file(self.secrets, [*gates, "venue-bridge", "venue-monitor"])
         self.broker = Mosquitto(tmp_path / "broker", password_file=self.passwords, acl_file=venue_acl(tmp_path))
         for gate in gates:
             KEYS.add(gate)
@@ -115,14 +116,14 @@ class Venue:
         return list(self.lanes.values())
 
     def bridge_config(self, pretix_events: list[dict[str, Any]] | None = None, poll_interval: float = 1.0,
-                      **tables: Any) -> Path:
+                      broker: dict[str, Any] | None = None, **tables: Any) -> Path:
         state = self.tmp_path / "bridge" / "state"
         state.mkdir(parents=True, exist_ok=True)
         bridge: dict[str, Any] = {
             "venue": VENUE, "state_dir": str(state), "admin_key_file": str(self.admin_key), "roster": str(self.roster),
             "poll_interval": poll_interval, "log_level": "info",
             "broker": {"host": "127.0.0.1", "port": self.broker.port, "password_file": str(self.secrets / "venue-bridge.pw"),
-                       "keepalive": 5, "catch_up_interval": 5.0},
+                       "keepalive": 5, "catch_up_interval": 5.0, **(broker or {})},
         }
         if pretix_events is not None:
             bridge["pretix"] = {"events": pretix_events}
@@ -140,6 +141,42 @@ class Venue:
         if self.bridge is not None:
             self.bridge.stop()
         self.broker.stop()
+
+
+class Subscriber:
+    """``mosquitto_sub`` as the venue's monitoring user, on one topic: what a monitoring tool
+    on the venue network sees (retained messages first)."""
+
+    def __init__(self, broker: Any, topic: str, user: str = "venue-monitor", password: str = "pw-venue-monitor") -> None:
+        self.messages: list[dict[str, Any]] = []
+        self.process = subprocess.Popen(["mosquitto_sub", "-h", "127.0.0.1", "-p", str(broker.port), "-u", user,
+                                         "-P", password, "-t", topic, "-q", "1"], stdout=subprocess.PIPE,
+                                        stderr=subprocess.DEVNULL)
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.messages.append(json.loads(line))
+
+    def last(self) -> dict[str, Any]:
+        return self.messages[-1] if self.messages else {}
+
+    def close(self) -> None:
+        self.process.terminate()
+        self.process.wait(10)
+
+
+def failed_checkins(pretix: Any, slug: str) -> list[dict[str, Any]]:
+    """The failed check-ins pretix holds for the event (its back office's view)."""
+    out: list[dict[str, Any]] = []
+    url: str | None = f"/events/{slug}/checkins/?successful=false"
+    while url:
+        answer = pretix.admin.get(url)
+        assert answer.status_code == 200, answer.text
+        out += answer.json()["results"]
+        url = answer.json()["next"]
+    return out
 
 
 def gate_cli(*args: str) -> tuple[int, str]:

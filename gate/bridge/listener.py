@@ -9,7 +9,7 @@ the message: a bridge killed at any moment loses nothing the broker still holds.
 
 What a persistent session cannot cover (a broker restarted without persistence, a queue limit
 reached) the catch-up covers, as between lanes: the bridge asks one online lane, by turns, for
-what it lacks (``sync/request/venue-bridge``); the answer comes on ``sync/reply/venue-bridge``.
+what it lacks (``sync/request/venue-bridge``); the answer comes on ``sync/reply/venue-bridge/<gate>``.
 
 The bridge's own status goes on ``bridge/status``, retained, as a lane's goes on
 ``gates/<gate>/status`` and in the same shape (``{"v": 2, "gate": "venue-bridge", "state":
@@ -104,7 +104,7 @@ class BusListener:
         if reason.is_failure:
             log.error("broker refused the bridge reason=%s user=%s (password file; the ACL's venue-bridge block)", reason, self.me)
             return
-        topics = [(self.topics.ledger_all, 1), (self.topics.sync_reply(self.me), 1), (self.topics.status_all, 1)]
+        topics = [(self.topics.ledger_all, 1), (self.topics.sync_replies, 1), (self.topics.status_all, 1)]
         if self.refused is not None:
             topics.append((f"{self.settings.topic_root}scans/+", 0))
         client.subscribe(topics)
@@ -121,7 +121,7 @@ class BusListener:
                 self._records(sender, payload)
             elif (scanner := self.topics.sender(topic, "scans")) is not None:
                 self._scan(scanner, payload)
-            elif topic == self.topics.sync_reply(self.me):
+            elif self.topics.responder(topic) is not None:
                 self._reply(payload)
             else:
                 peer = self.topics.status_of(topic)

@@ -26,7 +26,7 @@ def subscriptions(root: str) -> list[tuple[str, int]]:
         (f"{root}gates/+/status", 1),  # retained: every lane's state at once, Last Wills included
         (f"{root}scans/+", 0),  # each decision, for the live view
         (f"{root}ledger/+", 1),  # the signed records: what is counted
-        (f"{root}sync/reply/+", 1),  # catch-up answers between gates: records the dashboard missed
+        (f"{root}sync/reply/+/+", 1),  # catch-up answers between gates: records the dashboard missed
         (f"{root}bundle", 1),  # retained: the admin's signed bundle (the roster: zones)
         (f"{root}gates/+/cmd/result", 1),  # the lanes' answers to commands
     ]

@@ -188,16 +188,14 @@ class Ledger:
                 self.conn.execute(f"INSERT INTO ledger ({_COLUMNS}) VALUES ({_PLACES})", _row(record))
                 tops[stream] = record.seq
                 added.append(record)
-            for record in added:
-                conflict = self._conflict(record, now)
-                if conflict is not None:
-                    conflicts.append(conflict)
-                    self.conn.execute(
-                        "INSERT OR IGNORE INTO conflicts (origin, epoch, seq, ticket_key, known, found, detected_at) "
-                        "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                        (conflict.origin, conflict.epoch, conflict.seq, conflict.ticket_key, conflict.known,
-                         conflict.found, now),
-                    )
+            for conflict in self._conflicts(added, now):
+                conflicts.append(conflict)
+                self.conn.execute(
+                    "INSERT OR IGNORE INTO conflicts (origin, epoch, seq, ticket_key, known, found, detected_at) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (conflict.origin, conflict.epoch, conflict.seq, conflict.ticket_key, conflict.known,
+                     conflict.found, now),
+                )
         if self._peer_tops is not None:  # committed: the marks go on from here
             for record in added:
                 self._peer_tops[(record.origin, record.epoch)] = record.seq
@@ -223,34 +221,43 @@ class Ledger:
             return f"the admission {ref[0]} #{ref[2]} was already settled ({settled[0]})"
         return ""
 
-    def _conflict(self, record: Record, now: float) -> Conflict | None:
-        if record.kind != ADMISSION or record.direction == "out" or not record.ticket_key or not record.details:
-            return None
-        known, limit = record.details.get("known"), record.details.get("limit")
-        if not isinstance(known, int) or not isinstance(limit, int) or limit == 0:
-            return None
-        found = self.ticket_usage(record.ticket_key).entries - 1  # held besides this one
-        if found > known and found + 1 > limit:
-            return Conflict(record.ticket_key, record.origin, record.seq, known, found, now, record.epoch)
-        return None
+    def _conflicts(self, added: list[Record], now: float) -> list[Conflict]:
+        """The entry admissions among ``added`` whose gate knew of fewer admissions of the
+        ticket than this ledger now holds, beyond what the ticket allows (one read for the
+        batch: a catch-up merges hundreds at a time)."""
+        checked = []
+        for record in added:
+            if record.kind != ADMISSION or record.direction == "out" or not record.ticket_key or not record.details:
+                continue
+            known, limit = record.details.get("known"), record.details.get("limit")
+            if isinstance(known, int) and isinstance(limit, int) and limit != 0:
+                checked.append((record, known, limit))
+        usage = self.ticket_usages({record.ticket_key for record, _, _ in checked if record.ticket_key})
+        conflicts = []
+        for record, known, limit in checked:
+            assert record.ticket_key is not None
+            found = usage[record.ticket_key].entries - 1  # held besides this one
+            if found > known and found + 1 > limit:
+                conflicts.append(Conflict(record.ticket_key, record.origin, record.seq, known, found, now, record.epoch))
+        return conflicts
 
     # --- reading ---------------------------------------------------------------------------
 
     def ticket_usage(self, ticket_key: str) -> TicketState:
         """The ticket's entries and exits, reverted admissions taken out."""
-        rows = self.conn.execute(
-            "SELECT origin, epoch, seq, kind, direction, ref_origin, ref_epoch, ref_seq FROM ledger WHERE ticket_key = ?",
-            (ticket_key,),
-        ).fetchall()
-        reverted = {(r[5], r[6], r[7]) for r in rows if r[3] == REVERT}
-        entries = exits = 0
-        for origin, epoch, seq, kind, direction, *_ in rows:
-            if kind == ADMISSION and (origin, epoch, seq) not in reverted:
-                if direction == "out":
-                    exits += 1
-                else:
-                    entries += 1
-        return TicketState(entries=entries, exits=exits)
+        return self.ticket_usages((ticket_key,))[ticket_key]
+
+    def ticket_usages(self, ticket_keys: Iterable[str]) -> dict[str, TicketState]:
+        """``ticket_usage`` of each of these tickets, read a few hundred at a time."""
+        keys = list(ticket_keys)
+        rows_of: dict[str, list[tuple[Any, ...]]] = {key: [] for key in keys}
+        for first in range(0, len(keys), 500):
+            chunk = keys[first:first + 500]
+            for row in self.conn.execute(
+                "SELECT ticket_key, origin, epoch, seq, kind, direction, ref_origin, ref_epoch, ref_seq FROM ledger "
+                f"WHERE ticket_key IN ({', '.join('?' * len(chunk))})", chunk):
+                rows_of[row[0]].append(row[1:])
+        return {key: _usage(rows) for key, rows in rows_of.items()}
 
     def proof_used(self, proof_key: str) -> bool:
         """Did this exact proof (rotating code, NFC answer, token ``jti``) already open a gate?
@@ -333,6 +340,19 @@ class Ledger:
 # An admission (alias a) that no revert names (?3: the revert kind); Store.ticket_state uses it too.
 NOT_REVERTED = ("NOT EXISTS (SELECT 1 FROM ledger AS r WHERE r.kind = ?3 AND r.ref_origin = a.origin "
                 "AND r.ref_epoch = a.epoch AND r.ref_seq = a.seq)")
+
+
+def _usage(rows: list[tuple[Any, ...]]) -> TicketState:
+    """Entries and exits from a ticket's rows (origin, epoch, seq, kind, direction, ref...)."""
+    reverted = {(r[5], r[6], r[7]) for r in rows if r[3] == REVERT}
+    entries = exits = 0
+    for origin, epoch, seq, kind, direction, *_ in rows:
+        if kind == ADMISSION and (origin, epoch, seq) not in reverted:
+            if direction == "out":
+                exits += 1
+            else:
+                entries += 1
+    return TicketState(entries=entries, exits=exits)
 
 
 def _row(record: Record) -> tuple[Any, ...]:

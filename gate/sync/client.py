@@ -84,7 +84,7 @@ class VenueSync:
         with a reason, or lets them go (None), while a new database recovers the gate's past;
         all are called on the loop's thread. ``scans_clear`` (``DecisionLoop.scans_clear``) is
         set while no scan waits: paho's thread opens peers' records only then. ``openers``: worker
-        processes that open large messages (None: one core fewer than the machine has)."""
+        processes that open large messages (None: ``openers_for_this_machine``)."""
         self.settings = settings
         self.gate_id = gate_id
         self.venue = venue
@@ -128,7 +128,7 @@ class VenueSync:
         self._want_catch_up = False  # connected, and no peer was online to ask yet
         self._new_peers: set[str] = set()  # peers that answered while recovering themselves
         self._asked = ""  # the peer the last request went to
-        self._answer_arriving = float("-inf")  # when the last message of an answer to this gate came (network thread)
+        self._answer_arriving = float("-inf")  # when the peer asked last brought records of its answer
         self._catch_up_when_quiet: float | None = None  # reconnected at: ask once the broker's queue is taken in
         self._last_peer_records = float("-inf")
         self._answers: dict[str, list[list[Any]]] = {}  # asker → streams still to send: [origin, epoch, after, top]
@@ -197,7 +197,7 @@ class VenueSync:
             (self.topics.bundle, 1),  # retained: the newest bundle arrives on every connect
             (self.topics.bundle_delta, 1),  # retained too: deltas are cumulative
             (self.topics.command, 1),
-            (self.topics.sync_reply(self.gate_id), 1),  # answers to this gate's catch-up requests
+            (self.topics.sync_replies, 1),  # answers to this gate's catch-up requests
             (self.topics.status_all, 1),  # retained: which peers are online (whom to ask)
         ])
         self._queue_event("connected", bool(getattr(flags, "session_present", False)))
@@ -232,11 +232,10 @@ class VenueSync:
             if sender is not None and sender != self.gate_id:
                 # Verified off the decision loop: Ed25519 and JSON cost the lane nothing.
                 self._open(open_ledger_message, payload, sender)
-            elif topic == self.topics.sync_reply(self.gate_id):
-                self._answer_arriving = time.monotonic()
-                self._open(open_reply, payload, None)
+            elif (responder := self.topics.responder(topic)) is not None:
+                self._open(open_reply, payload, responder)
             else:
-                self._queue_event("message", topic, payload)
+                self._queue_event("message", topic, payload, bool(getattr(message, "retain", False)))
         except Exception as exc:  # a bug must not end paho's network thread: refused, counted, logged
             log.exception("bus message not read topic=%s bytes=%d", topic[:200], len(payload))
             self._queue_event("records", Opened(sender or "?", [], [f"error: {exc.__class__.__name__}"]))
@@ -279,9 +278,14 @@ class VenueSync:
         that the bus does not. Returns when the loop should turn again for what waits (None:
         at the next event)."""
         now = time.monotonic() if now is None else now
-        due = self._take_after if now < self._take_after else None
-        if due is None:
+        if self._roster_changed:  # (before anything is opened with the old one)
+            self._roster_changed = False
+            self.roster = Roster(self.store.trust.roster())
+            log.info("venue roster taken in gates=%d", len(self.roster))
+        if now >= self._take_after:
             self._take(now)
+        # What comes meanwhile waits for then (no wake-up is posted for it): the loop turns by then.
+        due = self._take_after if now < self._take_after else None
         self._check_recovery(now)  # the broker may be the thing that is away
         if not self.connected:
             return due
@@ -301,10 +305,6 @@ class VenueSync:
 
     def _take(self, now: float) -> None:
         self._wake_pending = False  # from here on, a new message wakes the loop again
-        if self._roster_changed:
-            self._roster_changed = False
-            self.roster = Roster(self.store.trust.roster())
-            log.info("venue roster taken in gates=%d", len(self.roster))
         merged = self.counters["received"]
         if not self._take_events(now):
             self._wake_pending = True  # more is queued: one more turn after the scans waiting
@@ -315,6 +315,7 @@ class VenueSync:
                 self._take_after = now + MERGE_INTERVAL
             if self._catch_up_when_quiet is not None and now - max(self._catch_up_when_quiet, self._last_peer_records) >= QUIET:
                 self._catch_up_when_quiet = None
+                self._want_catch_up = True  # (no peer online yet: the first to come online is asked)
                 self._request_catch_up(now, why="connected, the broker's queue taken in")
 
     def _take_events(self, now: float) -> bool:
@@ -338,6 +339,9 @@ class VenueSync:
                     break  # its worker's done-callback wakes the loop
                 self._opening.release()
                 event = ("records", opened)
+            if event[0] == "records" and event[1].reply and event[1].sender == self._asked and (
+                    event[1].records or event[1].answered):
+                self._answer_arriving = now  # the answer asked for is coming in
             if event[0] != "records":
                 if batch:  # in order: what came before this event is merged before it
                     self._merge_batch(batch, size, now)
@@ -374,7 +378,11 @@ class VenueSync:
         except Exception as exc:  # a broken pool (a worker killed): this message in place, the next ones too
             self.openers.failed(exc)
             log.warning("a worker did not open a message error=%r; opened in place", exc)
+        try:
             return fn(*args)
+        except Exception as exc:  # (opening catches what it knows; a bug costs this message only)
+            log.exception("peer message not opened")
+            return Opened(str(args[1] or "?"), [], [f"error: {exc.__class__.__name__}"])
 
     def _next_event(self) -> tuple[Any, ...] | None:
         if self._carried:
@@ -401,7 +409,7 @@ class VenueSync:
     def _handle(self, event: tuple[Any, ...], now: float) -> None:
         kind = event[0]
         if kind == "message":
-            self._on_bus_message(event[1], event[2], now)
+            self._on_bus_message(event[1], event[2], now, event[3])
         elif kind == "acked":
             self._acknowledged(event[1])
         elif kind == "connected":
@@ -411,7 +419,7 @@ class VenueSync:
             log.info("broker connected broker=%s:%d session_present=%s outbox=%d", *self.broker, event[1],
                      self.outbox_size())
             self._publish_status(now)
-            self._want_catch_up = True
+            self._want_catch_up = not event[1]  # (asked at once when a peer comes online, unless:)
             if event[1]:  # the broker kept this gate's session: what it queued comes first, then ask for the rest
                 self._catch_up_when_quiet = now
                 self._next_catch_up = now + self.settings.catch_up_interval
@@ -423,13 +431,13 @@ class VenueSync:
                 log.warning("broker connection lost reason=%s outbox=%d", event[1], self.outbox_size())
             self.connected = False
 
-    def _on_bus_message(self, topic: str, payload: bytes, now: float) -> None:
+    def _on_bus_message(self, topic: str, payload: bytes, now: float, retained: bool = False) -> None:
         self.counters["received"] += 1
         if self.topics.sender(topic, "ledger") is not None:
             return  # this gate's own records, back from the broker
         peer = self.topics.status_of(topic)
         if peer is not None:
-            self._peer_status(peer, payload, now)
+            self._peer_status(peer, payload, now, retained)
             return
         sender = self.topics.sender(topic, "sync/request")
         if sender is not None:
@@ -468,7 +476,7 @@ class VenueSync:
         if records:
             self._merged(self.ledger.merge(records, time.time()), now)
         for opened in batch:
-            if opened.answered is not None:
+            if opened.answered is not None and opened.answered.responder in self._active_peers():
                 self._answer_done(opened.answered, now)
 
     def _merged(self, result: MergeResult, now: float) -> None:
@@ -569,8 +577,9 @@ class VenueSync:
             del self._answers[asker]
 
     def _request_catch_up(self, now: float, why: str, prefer: str | None = None) -> None:
-        if now - self._last_request < REQUEST_MIN_INTERVAL and why.startswith("gap"):
-            return
+        if why.startswith("gap") and (now - self._last_request < REQUEST_MIN_INTERVAL
+                                      or now - self._answer_arriving < ANSWER_WAIT):
+            return  # (an answer coming in fills gaps; asking again would bring it twice)
         responder = prefer if prefer in self.online and prefer in self._active_peers() else self._responder()
         if responder is None:
             log.debug("catch-up not requested why=%s: no peer online", why)
@@ -586,7 +595,7 @@ class VenueSync:
             self._client.publish(self.topics.sync_request, messages.encode_request(request), qos=1)
         log.info("catch-up requested why=%s of=%s streams=%d", why, responder, len(marks))
 
-    def _peer_status(self, peer: str, payload: bytes, now: float) -> None:
+    def _peer_status(self, peer: str, payload: bytes, now: float, retained: bool = False) -> None:
         if peer == self.gate_id:
             return
         try:
@@ -595,7 +604,8 @@ class VenueSync:
             return  # a status is only a hint of whom to ask; the records speak for themselves
         if state == "online":
             self.online.add(peer)
-            self._status_at[peer] = now
+            if not retained:  # (a retained one may be old: a peer behind a broken bridge of brokers)
+                self._status_at[peer] = now
             if self._want_catch_up:
                 self._request_catch_up(now, why=f"{peer} online")
         else:
@@ -628,6 +638,7 @@ class VenueSync:
         own database is new vouches for nothing: when every other gate of the roster says so,
         the whole venue is new and there is nothing to recover.)"""
         responder, holds = answered.responder, answered.holds
+        self._answer_arriving = float("-inf")  # that answer is complete: the next request may go
         if answered.recovering:
             self._new_peers.add(responder)
             if self.recovering and self._active_peers() <= self._new_peers:

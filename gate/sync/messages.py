@@ -64,8 +64,18 @@ class Topics:
         return f"{self.root}sync/request/+"
 
     def sync_reply(self, asker: str) -> str:
-        """Where the answer to ``asker``'s request goes: the broker's ACL lets only it read there."""
-        return f"{self.root}sync/reply/{asker}"
+        """Where this gate answers ``asker``'s request: the broker's ACL lets only the asker read
+        there, and only this gate write (the last level names the responder)."""
+        return f"{self.root}sync/reply/{asker}/{self.gate}"
+
+    @property
+    def sync_replies(self) -> str:
+        """Every answer to this gate's requests (a subscription)."""
+        return f"{self.root}sync/reply/{self.gate}/+"
+
+    def responder(self, topic: str) -> str | None:
+        """Who answered this gate: the last level of ``sync/reply/<this gate>/<responder>``."""
+        return self.sender(topic, f"sync/reply/{self.gate}")
 
     @property
     def status_all(self) -> str:
@@ -206,7 +216,7 @@ def _marks(marks: list[Any], where: str) -> dict[tuple[str, str], int]:
     return out
 
 
-# --- sync/reply/<asker>: {"v": 2, "from": "B", "records": [...], "done": false} --------------------
+# --- sync/reply/<asker>/<responder>: {"v": 2, "from": "B", "records": [...], "done": false} --------------------
 # Records of any origin (each verified against its own origin's key); the last message of an
 # answer has "done": true and "holds": what the responder held when it answered.
 

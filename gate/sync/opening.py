@@ -57,6 +57,7 @@ class Opened(NamedTuple):
     refused: list[str]
     skipped: int = 0
     answered: Answered | None = None
+    reply: bool = False  # an answer to this gate's catch-up request
 
 
 def open_ledger_message(payload: bytes, sender: str, roster: Roster, venue: str,
@@ -69,16 +70,19 @@ def open_ledger_message(payload: bytes, sender: str, roster: Roster, venue: str,
     return Opened(sender, *open_sealed(sealed, sender, roster, venue, held))
 
 
-def open_reply(payload: bytes, sender: str | None, roster: Roster, venue: str,
+def open_reply(payload: bytes, sender: str, roster: Roster, venue: str,
                held: dict[tuple[str, str], int]) -> Opened:
-    """An answer to this gate's catch-up request: records of any origin, each opened with its
-    own origin's key; the last message of an answer says what its sender holds."""
+    """An answer to this gate's catch-up request from ``sender`` (its topic's last level, which
+    only its credentials may write): records of any origin, each opened with its own origin's
+    key; the last message of an answer says what its sender holds."""
     try:
         reply = messages.decode_reply(payload)
     except MessageError as exc:
-        return Opened("?", [], [f"malformed: {exc}"])
+        return Opened(sender, [], [f"malformed: {exc}"], reply=True)
+    if reply.responder != sender:
+        return Opened(sender, [], [f"malformed: an answer from {reply.responder!r} on {sender!r}'s topic"], reply=True)
     answered = Answered(reply.responder, reply.holds, reply.recovering) if reply.holds is not None else None
-    return Opened(reply.responder, *open_sealed(reply.sealed, None, roster, venue, held), answered)
+    return Opened(reply.responder, *open_sealed(reply.sealed, None, roster, venue, held), answered, reply=True)
 
 
 def open_sealed(sealed: list[tuple[str, bytes]], sender: str | None, roster: Roster, venue: str,
@@ -99,6 +103,9 @@ def open_sealed(sealed: list[tuple[str, bytes]], sender: str | None, roster: Ros
             records.append(open_record(text, signature, roster, venue, sender))
         except SignedError as exc:
             refused.append(f"{exc.kind}: {exc}")
+        except Exception as exc:  # a parser's bug must cost one record, never the message (and its good records)
+            log.exception("record not opened")
+            refused.append(f"error: {exc.__class__.__name__}")
     return records, refused, skipped
 
 

@@ -155,7 +155,7 @@ class Targets:
         kept = self._kept()
         topics = [f"gate/v2/{VENUE}/ledger/gate-2", f"gate/v2/{VENUE}/ledger/{GATE}", f"gate/v2/{VENUE}/sync/request/gate-2",
                   f"gate/v2/{VENUE}/bundle", f"gate/v2/{VENUE}/bundle/delta", f"gate/v2/{VENUE}/gates/{GATE}/cmd",
-                  f"gate/v2/{VENUE}/ledger/../{GATE}", f"gate/v2/{VENUE}/elsewhere", f"gate/v2/{VENUE}/sync/reply/{GATE}",
+                  f"gate/v2/{VENUE}/ledger/../{GATE}", f"gate/v2/{VENUE}/elsewhere", f"gate/v2/{VENUE}/sync/reply/{GATE}/gate-2",
                   f"gate/v2/{VENUE}/gates/gate-2/status"]
         topic = topics[data[0] % len(topics)] if data else topics[0]
         self.sync._on_message(None, None, SimpleNamespace(topic=topic, payload=data[1:]))  # as paho's thread delivers it

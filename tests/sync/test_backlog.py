@@ -36,7 +36,7 @@ def broker(tmp_path: Path) -> Any:
 def on_the_bus(start_lane: Callable[..., Lane], tmp_path: Path, issuer: SigningKey, broker: Mosquitto, **sync: Any) -> Lane:
     publish_roster(broker, ["gate-a", "gate-b"])
     lane = start_lane(gate_config(tmp_path, issuer, "gate-a", broker, **sync))
-    wait_until(lambda: lane.daemon.sync.connected and holds_roster(lane), 10)
+    wait_until(lambda: lane.daemon.sync.connected and holds_roster(lane) and len(lane.daemon.sync.roster) == 2, 10)
     return lane
 
 

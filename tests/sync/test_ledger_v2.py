@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import subprocess
 import time
 from pathlib import Path
@@ -62,7 +63,7 @@ class Venue:
 
     def pass_on_to_a(self, records: list[tuple[str, bytes]]) -> None:
         """A catch-up answer to A carrying these records (any gate may answer; B here)."""
-        self.as_b.publish(f"{ROOT}sync/reply/gate-a", encode_reply("gate-b", records))
+        self.as_b.publish(f"{ROOT}sync/reply/gate-a/gate-b", encode_reply("gate-b", records))
 
     def refusals(self) -> dict[str, int]:
         return dict(self.a.daemon.sync.refusals)
@@ -136,6 +137,42 @@ def test_a_flood_of_forged_records_does_not_grow_the_ledger_and_is_counted(venue
     wait_until(lambda: venue.refusals().get("bad_signature", 0) == 2000, 20)
     assert a.daemon.store.ledger.count() == size_before
     ticket, _ = admitted(a, tickets)  # the lane goes on
+    assert a.present(ticket, walks=None)["reason"] == "already_used"
+
+
+def test_records_of_a_gate_not_on_the_roster_or_of_another_venue_are_refused_even_passed_on(venue: Venue) -> None:
+    """A thief with gate-b's password passes on, as a catch-up answer, records of a gate the
+    roster does not name and gate-b's own records sealed for another venue: none is taken in,
+    each is counted by why."""
+    a = venue.a
+    size_before = a.daemon.store.ledger.count()
+    stranger = b_record(ADMISSION, 1, origin="gate-x", key="ab" * 32, epoch="x1", signer=SigningKey(b"\x0e" * 32))
+    other = Record("gate-b", 1, ADMISSION, time.time(), ticket_key="cd" * 32, format="gt1", direction="in", epoch="b9")
+    other_venue = sealer(KEYS.add("gate-b"), "another-venue")(other)
+    venue.pass_on_to_a([stranger, other_venue])
+    wait_until(lambda: venue.refusals().get("unknown_gate") == 1 and venue.refusals().get("wrong_venue") == 1, 10)
+    assert a.daemon.store.ledger.count() == size_before
+    wait_until(lambda: venue.published_refusals().get("unknown_gate") == 1, 10)  # and the venue sees it
+
+
+def test_an_answer_says_truly_who_sent_it_and_a_broken_record_costs_only_itself(venue: Venue, tickets: Tickets) -> None:
+    """With B's password: an answer on another gate's reply topic is dropped by the broker; an
+    answer claiming to be another gate's on B's own topic is refused (its "recovering" and
+    "holds" would steer A's recovery); a record whose time is a 400-digit number is refused as
+    malformed while the good records of the same message, small or large, are taken in."""
+    a = venue.a
+    venue.as_b.publish(f"{ROOT}sync/reply/gate-a/gate-c", encode_reply("gate-c", [], {}, recovering=True))
+    venue.as_b.publish(f"{ROOT}sync/reply/gate-a/gate-b", encode_reply("gate-c", [], {}, recovering=True))
+    wait_until(lambda: venue.refusals().get("malformed") == 1, 10)
+    text, signature = b_record(ADMISSION, 1, key="aa" * 32, epoch="b3")
+    huge = re.sub(r'"at":[0-9.]+', '"at":' + "9" * 400, b_record(ADMISSION, 1, key="bb" * 32, epoch="b4")[0])
+    size_before = a.daemon.store.ledger.count()
+    venue.send_as_b("gate-b", [(huge, signature), (text, signature)])  # small: opened in place
+    large = [b_record(ADMISSION, i + 1, key=f"{i + 1:064x}", epoch="b5") for i in range(100)]
+    venue.send_as_b("gate-b", [(huge, signature), *large])  # large: opened by a worker
+    wait_until(lambda: a.daemon.store.ledger.count() == size_before + 101 and venue.refusals().get("malformed") == 3, 20)
+    assert a.daemon.sync.connected
+    ticket, _ = admitted(a, tickets)  # the lane and its bus go on
     assert a.present(ticket, walks=None)["reason"] == "already_used"
 
 

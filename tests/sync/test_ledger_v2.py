@@ -19,7 +19,7 @@ from hwsim.venue_keys import VenueKeys
 from nacl.signing import SigningKey
 
 from gate.store.ledger import ADMISSION, PASSAGE, REVERT, Record
-from gate.sync.messages import encode_reply
+from gate.sync.messages import Request, encode_reply, encode_request
 from gate.trust.records import sealer
 from tests.support.lanes import Lane, Tickets, wait_until
 from tests.support.venue import ADMIN, KEYS, ROOT, VENUE, gate_config, holds_roster, publish_roster, venue_acl
@@ -174,6 +174,37 @@ def test_an_answer_says_truly_who_sent_it_and_a_broken_record_costs_only_itself(
     assert a.daemon.sync.connected
     ticket, _ = admitted(a, tickets)  # the lane and its bus go on
     assert a.present(ticket, walks=None)["reason"] == "already_used"
+
+
+def test_a_flood_of_catch_up_requests_gets_one_answer_a_second_to_the_asker_alone(venue: Venue, tickets: Tickets) -> None:
+    """One credential asks gate-a for everything, 50 times a second for 3 s, while people scan:
+    gate-a answers that asker at most once a second (the rest dropped and counted), and admits."""
+    a = venue.a
+    for _ in range(3):
+        admitted(a, tickets)
+    asker = Watcher(venue.broker.port, [f"{ROOT}sync/reply/venue-admin/+"], "venue-admin", "pw-venue-admin")
+    try:
+        request = encode_request(Request("gate-a", {}, all=True))
+        started, sent = time.monotonic(), 0
+        while sent < 150:
+            asker.publish(f"{ROOT}sync/request/venue-admin", request)
+            sent += 1
+            time.sleep(max(0.0, started + sent / 50 - time.monotonic()))  # paced: 50 a second
+            if sent == 75:
+                admitted(a, tickets)  # the lane goes on deciding meanwhile
+        elapsed = time.monotonic() - started
+        wait_until(lambda: a.daemon.sync.counters.get("requests_dropped", 0) + answers(asker) >= sent, 10)
+        assert 1 <= answers(asker) <= elapsed + 1, f"{answers(asker)} answers to {sent} requests in {elapsed:.1f} s"
+        assert a.daemon.sync.counters["requests_dropped"] == sent - answers(asker)
+        assert all(json.loads(p)["from"] == "gate-a" for t, p, _ in asker.messages)
+    finally:
+        asker.close()
+
+
+def answers(watcher: Watcher) -> int:
+    """Complete catch-up answers ``watcher`` received (their last message says done)."""
+    with watcher.lock:
+        return sum(1 for _, payload, _ in watcher.messages if json.loads(payload).get("done"))
 
 
 def test_a_large_message_is_opened_by_a_worker_process_with_the_same_checks(venue: Venue, tickets: Tickets) -> None:

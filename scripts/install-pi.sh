@@ -13,7 +13,10 @@
 #
 # Each release goes into its own directory, /opt/gate/releases/VERSION/venv, and the symlink
 # /opt/gate/current is switched to it in one step (rename): the running lane never runs
-# half-replaced files. The release before it stays as /opt/gate/previous (older ones are removed).
+# half-replaced files. The release before it stays as /opt/gate/previous, and the one the lane
+# runs stays until it is restarted (older ones are removed). --rollback refuses to go back to a
+# release that cannot read the ledger (a newer database schema), and an update that will migrate
+# the ledger first copies it to /var/backups/gate/. A .tar.gz with a .sha256 beside it is checked.
 #
 # Options:
 #   --from WHEELHOUSE   a release from scripts/release: its directory or .tar.gz
@@ -186,9 +189,28 @@ in_group() {  # in_group USER GROUP: USER is a listed member of GROUP in the tar
 
 # --- the software: one directory per release, /opt/gate/current switched to it ---------------
 
+valid_version() {  # valid_version WHERE VERSION: a release directory's name, never a path
+  [[ $2 =~ ^[0-9][A-Za-z0-9.+]*$ ]] && [[ $2 != *..* ]] || die "$1: not a version: $2"
+}
+
+check_sha256() {  # check_sha256 TARBALL: against TARBALL.sha256 when one sits beside it (as scripts/release writes it)
+  # A checksum found beside the file catches a damaged or truncated copy, not a forged one: an
+  # attacker who can swap the tarball can swap its .sha256 too (authenticity needs a signed
+  # checksum, or a transfer the venue trusts: docs/technicians.md).
+  local sums=$1.sha256 expected actual
+  if [ ! -f "$sums" ]; then say "skip     checksum (no ${sums##*/} beside the tarball)"; return; fi
+  expected=$(awk 'NR == 1 { print tolower($1) }' "$sums")
+  [[ $expected =~ ^[0-9a-f]{64}$ ]] || die "--from: $sums holds no sha256"
+  actual=$(sha256sum "$1" | cut -c1-64)
+  [ "$actual" = "$expected" ] ||
+    die "--from: ${1##*/} does not match ${sums##*/} (a damaged or altered copy): nothing was installed; copy it again"
+  unchanged "sha256 of ${1##*/} matches ${sums##*/}"
+}
+
 release_from_wheelhouse() {  # sets VERSION, DIGEST and HOUSE from --from (a directory or .tar.gz)
   HOUSE=$FROM
   if [ -f "$FROM" ]; then
+    check_sha256 "$FROM"
     mkdir "$TMP/house"
     tar -C "$TMP/house" -xzf "$FROM" || die "--from: $FROM is not a release tarball (scripts/release)"
     HOUSE=$(find "$TMP/house" -mindepth 1 -maxdepth 1 -type d | head -1)
@@ -196,7 +218,7 @@ release_from_wheelhouse() {  # sets VERSION, DIGEST and HOUSE from --from (a dir
   [ -n "$HOUSE" ] && [ -f "$HOUSE/requirements.lock" ] && [ -f "$HOUSE/VERSION" ] ||
     die "--from: $FROM holds no release (requirements.lock and VERSION, as scripts/release writes them)"
   VERSION=$(head -1 "$HOUSE/VERSION")
-  [[ $VERSION =~ ^[0-9][A-Za-z0-9.+]*$ ]] || die "--from: $HOUSE/VERSION: not a version: $VERSION"
+  valid_version "--from: $HOUSE/VERSION" "$VERSION"
   local arch
   arch=$(head -1 "$HOUSE/PLATFORM" 2>/dev/null | cut -d' ' -f1 || true)
   [ "$arch" = "$(uname -m)" ] || die "--from: the release is for ${arch:-an unknown platform}, this machine is $(uname -m)"
@@ -213,6 +235,7 @@ release_from_checkout() {  # sets VERSION and DIGEST, and puts the checkout's fi
     tar -C "$SRC" --exclude=.venv --exclude=.git --exclude=__pycache__ --exclude=build -cf - . | tar -C "$TMP/src" -xf -
   fi
   VERSION=$("$SRC/scripts/version" "$SRC")
+  valid_version "$SRC (scripts/version)" "$VERSION"
   printf '"""Written by scripts/install-pi.sh."""\n\n__version__ = "%s"\n' "$VERSION" > "$TMP/src/gate/version.py"
   DIGEST=$(tar -C "$TMP/src" --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner -cf - . | sha256sum | cut -c1-64)
 }
@@ -225,6 +248,88 @@ switch_link() {  # switch_link NAME TARGET: $PREFIX/NAME → TARGET in one renam
   ln -sfn "$2" "$ROOT$PREFIX/.$1.new" && mv -T "$ROOT$PREFIX/.$1.new" "$ROOT$PREFIX/$1"
 }
 
+running_release() {  # the release directory the lane's process runs from ('' when none is known)
+  # A virtualenv's python is a symlink to the system's, so /proc/PID/exe names /usr/bin/python3:
+  # the release shows in the compiled modules the process has mapped from its site-packages.
+  # Where systemd does not run it (a chroot, --root), the marker start_lane records at a start.
+  local pid rel=""
+  if systemd_running; then
+    pid=$(systemctl show -p MainPID --value gate 2>/dev/null || true)
+    if [ -n "$pid" ] && [ "$pid" != 0 ] && [ -r "/proc/$pid/maps" ]; then
+      rel=$(awk -v p="$PREFIX/releases/" 'i = index($0, p) { s = substr($0, i + length(p)); sub(/\/.*/, "", s); print "releases/" s; exit }' "/proc/$pid/maps" || true)
+    fi
+  fi
+  printf '%s' "${rel:-$(target_of running)}"
+}
+
+SCHEMA_OF_RELEASE='from gate.store.db import SCHEMA_VERSION; print(SCHEMA_VERSION)'
+LEDGER_OF_CONFIG='
+import pathlib, sys, tomllib
+config, root = pathlib.Path(sys.argv[1]), sys.argv[2]
+try:
+    state = (tomllib.loads(config.read_text()).get("gate") or {}).get("state_dir")
+except (OSError, ValueError):
+    state = None
+state = state if isinstance(state, str) and state else "/var/lib/gate"
+print(root + str(pathlib.PurePosixPath("/var/lib/gate", state, "gate.db")))
+'
+SCHEMA_OF_LEDGER='
+import pathlib, sqlite3, sys
+db = sqlite3.connect(pathlib.Path(sys.argv[1]).resolve().as_uri() + "?mode=ro", uri=True)
+print(db.execute("PRAGMA user_version").fetchone()[0])
+'
+COPY_LEDGER='
+import pathlib, sqlite3, sys
+source = sqlite3.connect(pathlib.Path(sys.argv[1]).resolve().as_uri() + "?mode=ro", uri=True)
+with sqlite3.connect(sys.argv[2]) as copy:
+    source.backup(copy)
+'
+
+release_schema() {  # release_schema REL: the ledger schema the release reads ('' when unknown)
+  local dir=$ROOT$PREFIX/$1
+  if [ -f "$dir/.gate-schema" ]; then head -1 "$dir/.gate-schema"
+  else "$dir/venv/bin/python" -c "$SCHEMA_OF_RELEASE" 2>/dev/null || true; fi  # installed by an older installer
+}
+
+ledger_path() {  # ledger_path PYTHON: the ledger the config names (state_dir/gate.db), as seen from here
+  "$1" -c "$LEDGER_OF_CONFIG" "$ROOT/etc/gate/gate.toml" "$ROOT" 2>/dev/null || printf '%s' "$ROOT/var/lib/gate/gate.db"
+}
+
+ledger_schema() {  # ledger_schema PYTHON LEDGER: its PRAGMA user_version, opened read-only
+  "$1" -c "$SCHEMA_OF_LEDGER" "$2" 2>"$TMP/ledger-errors"
+}
+
+schemas() {  # schemas REL WHY: sets LEDGER, HAVE (its schema) and CAN (the schema REL reads); 1: nothing to compare
+  local python=$ROOT$PREFIX/$1/venv/bin/python
+  [ -x "$python" ] || return 1  # (a dry run: not installed)
+  LEDGER=$(ledger_path "$python")
+  [ -f "$LEDGER" ] || return 1
+  CAN=$(release_schema "$1")
+  if ! HAVE=$(ledger_schema "$python" "$LEDGER"); then
+    say "warning  ${LEDGER#"$ROOT"} is unreadable ($(tail -1 "$TMP/ledger-errors")): $2"
+    return 1
+  fi
+  [ -n "$CAN" ] || { say "warning  the ledger schema gate ${1#releases/} reads is unknown: $2"; return 1; }
+}
+
+backup_before_migration() {  # backup_before_migration REL: copy the ledger when REL's first start will migrate it
+  local stamp copy
+  schemas "$1" "not copied before the update" || return 0
+  if [ "$HAVE" -gt "$CAN" ] 2>/dev/null; then
+    say "warning  ${LEDGER#"$ROOT"} has schema $HAVE, newer than gate ${1#releases/} reads ($CAN): the lane will not start with it"
+  fi
+  [ "$HAVE" -lt "$CAN" ] 2>/dev/null || return 0
+  stamp=$(date -u +%Y%m%dT%H%M%SZ)
+  copy=/var/backups/gate/gate-schema$HAVE-before-${1#releases/}-$stamp.db
+  run "copy the ledger (schema $HAVE) to $copy: gate ${1#releases/} migrates it to schema $CAN at its first start" \
+    backup_ledger_file "$ROOT$PREFIX/$1/venv/bin/python" "$LEDGER" "$ROOT$copy" ||
+    die "the copy of the ledger failed: nothing was switched"
+}
+
+backup_ledger_file() {  # backup_ledger_file PYTHON LEDGER COPY: a consistent copy (SQLite's backup), root only
+  (umask 077 && mkdir -p "$(dirname "$3")" && "$1" -c "$COPY_LEDGER" "$2" "$3")
+}
+
 install_software() {
   [ -x "$PYTHON" ] || die "$PYTHON not found (GATE_PYTHON= names another; it must be 3.11 or newer)"
   "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' || die "$PYTHON is older than 3.11"
@@ -233,8 +338,9 @@ install_software() {
   local rel=releases/$VERSION dir=$ROOT$PREFIX/releases/$VERSION
   if [ -f "$dir/.gate-installed" ] && [ "$(cat "$dir/.gate-installed")" = "$DIGEST" ]; then
     unchanged "$PREFIX/$rel (gate $VERSION)"
-  elif [ "$(target_of current)" = "$rel" ]; then
-    die "gate $VERSION is the running release but other files: give this build its own version (scripts/release --version)"
+  elif [ "$(target_of current)" = "$rel" ] || [ "$(target_of previous)" = "$rel" ] || [ "$(running_release)" = "$rel" ]; then
+    # Never rebuilt in place: the lane runs it, or --rollback goes back to it.
+    die "gate $VERSION is the current, previous or running release but other files: give this build its own version (scripts/release --version)"
   else
     local how="this checkout (pip fetches the dependencies)"
     [ -z "$FROM" ] || how="the wheelhouse, no network: pip --no-index --require-hashes"
@@ -245,6 +351,7 @@ install_software() {
   else
     local before
     before=$(target_of current)
+    backup_before_migration "$rel"
     if [ -n "$before" ] && [ -d "$ROOT$PREFIX/$before" ]; then
       run "keep $PREFIX/previous → $before (install-pi.sh --rollback goes back to it)" switch_link previous "$before"
     fi
@@ -254,10 +361,20 @@ install_software() {
   link_commands
 }
 
-install_release() {  # install_release DIR [WHEELHOUSE]: a fresh virtualenv in DIR/venv, gate in it
+install_release() {  # install_release DIR [WHEELHOUSE]: DIR complete, or not there at all
+  # DIR is no release current, previous or the running lane names (install_software checked):
+  # a leftover there is an unfinished earlier try. The virtualenv is built in place, not in a
+  # temporary directory renamed afterwards: a virtualenv's scripts name its own path, so a
+  # renamed one would not run. .gate-installed, written last, marks it complete.
+  rm -rf "$1" || return
+  build_release "$@" && return
+  rm -rf "$1"
+  return 1
+}
+
+build_release() {  # build_release DIR [WHEELHOUSE]: a fresh virtualenv in DIR/venv, gate in it
   # (Called through run's `||`, where set -e does not stop a function: each step is checked.)
   local dir=$1 house=$2
-  rm -rf "$dir" || return  # a release directory is never the running one here (install_software checked)
   mkdir -p "$dir" || return
   "$PYTHON" -m venv --system-site-packages "$dir/venv" || return  # sees the system's picamera2 and lgpio
   if [ -n "$house" ]; then
@@ -271,27 +388,34 @@ install_release() {  # install_release DIR [WHEELHOUSE]: a fresh virtualenv in D
   fi
   # The installer comes along: sudo /opt/gate/current/install-pi.sh --rollback, with no checkout.
   cp "$SRC/scripts/install-pi.sh" "$dir/install-pi.sh" || return
+  # The ledger schema it reads: --rollback does not go back to a release older than the ledger.
+  "$dir/venv/bin/python" -c "$SCHEMA_OF_RELEASE" > "$dir/.gate-schema" || return
   printf '%s' "$DIGEST" > "$dir/.gate-installed"  # last: a directory without it is unfinished
 }
 
-prune_releases() {  # keep the current and the previous release; older ones only take space
-  local keep_current keep_previous entry
-  keep_current=$(target_of current); keep_previous=$(target_of previous)
+prune_releases() {  # keep the current, the previous and the running release; older ones only take space
+  local keep_current keep_previous keep_running entry
+  keep_current=$(target_of current); keep_previous=$(target_of previous); keep_running=$(running_release)
   [ -d "$ROOT$PREFIX/releases" ] || return 0
   for entry in "$ROOT$PREFIX"/releases/*; do
     [ -e "$entry" ] || continue
     case releases/${entry##*/} in
       "$keep_current"|"$keep_previous") ;;
+      "$keep_running") say "kept     $PREFIX/releases/${entry##*/} (the lane still runs it: the next run after a restart removes it)" ;;
       *) run "remove the older release $PREFIX/releases/${entry##*/}" rm -rf "$entry" ;;
     esac
   done
+}
+
+link_command() {  # /usr/local/bin/gate → the current release's
+  mkdir -p "$ROOT/usr/local/bin" && ln -sfn "$PREFIX/current/venv/bin/gate" "$ROOT/usr/local/bin/gate"
 }
 
 link_commands() {  # /usr/local/bin/gate and the older layout's /opt/gate/venv, through current
   if [ "$(readlink "$ROOT/usr/local/bin/gate" 2>/dev/null)" = "$PREFIX/current/venv/bin/gate" ]; then
     unchanged "/usr/local/bin/gate"
   else
-    run "link /usr/local/bin/gate → $PREFIX/current/venv/bin/gate" sh -c "mkdir -p '$ROOT/usr/local/bin' && ln -sfn '$PREFIX/current/venv/bin/gate' '$ROOT/usr/local/bin/gate'"
+    run "link /usr/local/bin/gate → $PREFIX/current/venv/bin/gate" link_command
   fi
   # Units that name /opt/gate/venv (gate-bridge, the venue dashboard) follow current too. An
   # older install's real venv there goes once no lane runs from it.
@@ -306,15 +430,26 @@ link_commands() {  # /usr/local/bin/gate and the older layout's /opt/gate/venv, 
   else run "link $PREFIX/venv → current/venv (for gate-bridge and the venue dashboard's units)" switch_link venv current/venv; fi
 }
 
+rollback_schema_check() {  # rollback_schema_check REL: dies when REL cannot read the ledger (a newer schema)
+  schemas "$1" "its schema is not checked" || return 0
+  [ "$HAVE" -gt "$CAN" ] 2>/dev/null || return 0
+  die "refused: the ledger ${LEDGER#"$ROOT"} has schema $HAVE, gate ${1#releases/} reads schema $CAN at most: it would not start.
+  The update migrated the ledger. Install a release forward instead (a fixed one), or stop the lane and
+  restore the copy the update made (/var/backups/gate/gate-schema*-before-*.db; admissions since are lost).
+  Nothing was changed (docs/technicians.md, rolling back)."
+}
+
 rollback() {
   local now before
   now=$(target_of current); before=$(target_of previous)
   [ -n "$before" ] && [ -f "$ROOT$PREFIX/$before/.gate-installed" ] ||
     die "no previous release to go back to ($PREFIX/previous: ${before:-none})"
+  rollback_schema_check "$before"
   run "switch $PREFIX/current → $before (back from ${now:-none})" switch_link current "$before"
   [ -z "$now" ] || run "keep $PREFIX/previous → $now (--rollback again returns to it)" switch_link previous "$now"
   if [ $START = 1 ] && systemd_running && [ -L "$ROOT/etc/systemd/system/multi-user.target.wants/gate.service" ]; then
     run "restart gate" systemctl restart gate
+    mark_running
   else
     say "skip     restarting the lane (not enabled, --no-start or --root)"
   fi
@@ -388,9 +523,13 @@ secure_secrets() {
     local mode=600
     [ ! -d "$path" ] || mode=700
     if [ "$(stat -c '%u %g %a' "$path")" = "$uid $gid $mode" ]; then unchanged "${path#"$ROOT"} (user gate only, $mode)"
-    else run "make ${path#"$ROOT"} the gate user's alone (mode $mode)" sh -c "chown $uid:$gid '$path' && chmod $mode '$path'"; fi
+    else run "make ${path#"$ROOT"} the gate user's alone (mode $mode)" own_alone "$uid:$gid" "$mode" "$path"; fi
   done < <({ find "$ROOT/etc/gate" -mindepth 1 \( -name gate.toml -o -name '*.crt' -o -name '*.example*' \) -prune -o -print 2>/dev/null
              config_facts secret; } | sort -u)
+}
+
+own_alone() {  # own_alone UID:GID MODE PATH
+  chown "$1" "$3" && chmod "$2" "$3"
 }
 
 broker_addresses() {  # the IP addresses of the config's brokers (and the name servers, for names)
@@ -420,9 +559,12 @@ install_identity() {
   # Never replaced: a new key means a new roster entry (`gate identity` prints it).
   local key=$ROOT/etc/gate/identity.key
   if [ -e "$key" ]; then unchanged "/etc/gate/identity.key (kept: the venue's roster names its public half)"; return; fi
-  run "make /etc/gate/identity.key (this lane's record-signing key, mode 0600, user gate)" sh -c \
-    "umask 077 && head -c 32 /dev/urandom | base64 > '$TMP/identity.key' \
-     && install -m 0600 -o '$(uid_of gate)' -g '$(gid_of gate)' '$TMP/identity.key' '$key'"
+  run "make /etc/gate/identity.key (this lane's record-signing key, mode 0600, user gate)" new_identity "$key"
+}
+
+new_identity() {  # new_identity KEY: 32 random bytes, base64, the gate user's alone
+  (umask 077 && head -c 32 /dev/urandom | base64 > "$TMP/identity.key" &&
+   install -m 0600 -o "$(uid_of gate)" -g "$(gid_of gate)" "$TMP/identity.key" "$1")
 }
 
 install_udev() {
@@ -522,6 +664,10 @@ install_unit() {
   fi
 }
 
+mark_running() {  # $PREFIX/running → the release just started (kept by prune_releases until the next start)
+  [ $DRY = 1 ] || switch_link running "$(target_of current)"
+}
+
 start_lane() {
   [ $START = 1 ] || { say "skip     starting the lane (--no-start or --root)"; return; }
   systemd_running || { say "skip     starting the lane (systemd is not running here: a container or chroot)"; return; }
@@ -533,6 +679,7 @@ start_lane() {
   fi
   if [ $CHANGED = 1 ] || ! systemctl is-active --quiet gate; then
     run "restart gate" systemctl restart gate
+    mark_running
   else
     unchanged "gate is running"
   fi
@@ -555,9 +702,13 @@ backup_ledger() {  # the ledger (every admission) and the config, kept unless --
   stamp=$(date -u +%Y%m%dT%H%M%SZ)
   [ ! -d "$ROOT/var/lib/gate" ] || parts+=(var/lib/gate)
   [ ! -d "$ROOT/etc/gate" ] || parts+=(etc/gate)
-  run "back up ${parts[*]} to /var/backups/gate/gate-$stamp.tar.gz (root only)" sh -c \
-    "umask 077 && mkdir -p '$ROOT/var/backups/gate' && tar -C '$ROOT/' -czf '$ROOT/var/backups/gate/gate-$stamp.tar.gz' ${parts[*]}" ||
+  run "back up ${parts[*]} to /var/backups/gate/gate-$stamp.tar.gz (root only)" \
+    backup_tar "$ROOT/var/backups/gate/gate-$stamp.tar.gz" "${parts[@]}" ||
     die "the backup failed: nothing was removed (--no-backup removes without one)"
+}
+
+backup_tar() {  # backup_tar ARCHIVE PART...: PARTs (relative to the root) into ARCHIVE, root only
+  (umask 077 && mkdir -p "$(dirname "$1")" && tar -C "$ROOT/" -czf "$1" "${@:2}")
 }
 
 uninstall() {

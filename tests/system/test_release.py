@@ -11,6 +11,7 @@ import base64
 import os
 import re
 import shutil
+import sqlite3
 import subprocess
 import sys
 import tarfile
@@ -22,6 +23,7 @@ import tomli_w
 from hwsim.broker import Mosquitto, Watcher, mosquitto_binary
 
 from gate.field.status_server import StatusServer, read_status
+from gate.store.db import SCHEMA_VERSION, Database
 from tests.support.lanes import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
@@ -54,6 +56,14 @@ def releases(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     second = Path(run(offline(str(RELEASE), "--host", "--out", str(out), "--version", "0.1.0+rel2",
                               "--find-links", str(first), "--no-index")).stdout.strip())
     return first, second
+
+
+@pytest.fixture(scope="module")
+def third(releases: tuple[Path, Path]) -> Path:
+    """A third release, built offline from the first's wheels."""
+    first, _ = releases
+    return Path(run(offline(str(RELEASE), "--host", "--out", str(first.parent), "--version", "0.1.0+rel3",
+                            "--find-links", str(first), "--no-index")).stdout.strip())
 
 
 @pytest.fixture(scope="module")
@@ -100,6 +110,8 @@ def test_the_wheelhouse_is_locked_by_hash_and_holds_no_simulator(releases: tuple
 def test_a_release_installs_offline_into_its_own_directory(pi: tuple[Path, str]) -> None:
     root, out = pi
     assert "from the wheelhouse, no network" in out
+    assert "ok       sha256 of gate-0.1.0+rel1-" in out, "the tarball checked against the .sha256 beside it"
+    assert (root / "opt/gate/current/.gate-schema").read_text().strip() == str(SCHEMA_VERSION)
     assert os.readlink(root / "opt/gate/current") == "releases/0.1.0+rel1"
     assert gate_version(root) == "gate 0.1.0+rel1"
     assert os.readlink(root / "usr/local/bin/gate") == "/opt/gate/current/venv/bin/gate"
@@ -255,3 +267,114 @@ def test_the_version_shows_on_status_the_status_topic_and_the_log(pi: tuple[Path
         log.close()
         watcher.close()
         broker.stop()
+
+
+def copy_of(pi: tuple[Path, str], root: Path) -> Path:
+    shutil.copytree(pi[0], root, symlinks=True)
+    return root
+
+
+def links(root: Path) -> dict[str, str]:
+    return {name: os.readlink(root / "opt/gate" / name) for name in ("current", "previous") if os.path.lexists(root / "opt/gate" / name)}
+
+
+def set_schema(ledger: Path, version: int) -> None:
+    db = sqlite3.connect(ledger)
+    try:
+        db.execute(f"PRAGMA user_version = {version}")
+    finally:
+        db.close()
+
+
+def test_a_rollback_never_starts_a_release_older_than_the_ledger(pi: tuple[Path, str], releases: tuple[Path, Path],
+                                                               tmp_path: Path) -> None:
+    root = copy_of(pi, tmp_path / "pi")
+    ledger = root / "var/lib/gate/gate.db"
+    Database(ledger).close()  # a real ledger, as an older release left it (one schema behind)
+    set_schema(ledger, SCHEMA_VERSION - 1)
+    _, second = releases
+    out = installer(root, "--from", f"{second}.tar.gz").stdout
+    assert "ok       sha256 of gate-0.1.0+rel2-" in out
+    # The update will migrate the ledger at its first start: a copy of it comes first.
+    (copy,) = (root / "var/backups/gate").glob(f"gate-schema{SCHEMA_VERSION - 1}-before-0.1.0+rel2-*.db")
+    assert f"copy the ledger (schema {SCHEMA_VERSION - 1})" in out and copy.stat().st_mode & 0o777 == 0o600
+    db = sqlite3.connect(copy)
+    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION - 1
+    db.close()
+
+    # The new release migrated the ledger to a schema the previous release cannot read: that
+    # release would stop at start (the lane down), so the rollback is refused and changes nothing.
+    set_schema(ledger, SCHEMA_VERSION + 1)
+    previous_python = root / "opt/gate/releases/0.1.0+rel1/venv/bin/python"
+    start = subprocess.run([str(previous_python), "-c", f"from gate.store.db import Database; Database({str(ledger)!r})"],
+                           capture_output=True, text=True, check=False)
+    assert start.returncode != 0 and "newer than this gate" in start.stderr, "the premise: rel1 refuses this ledger"
+    before = links(root)
+    refused = installer(root, "--rollback", check=False)
+    assert refused.returncode != 0, refused.stdout
+    assert f"has schema {SCHEMA_VERSION + 1}, gate 0.1.0+rel1 reads schema {SCHEMA_VERSION} at most" in refused.stderr
+    assert "Install a release forward" in refused.stderr and "/var/backups/gate/" in refused.stderr
+    assert links(root) == before == {"current": "releases/0.1.0+rel2", "previous": "releases/0.1.0+rel1"}
+
+    set_schema(ledger, SCHEMA_VERSION)  # a ledger both releases read: the rollback goes through
+    installer(root, "--rollback")
+    assert gate_version(root) == "gate 0.1.0+rel1"
+
+
+def test_an_update_keeps_the_running_and_the_rollback_release(pi: tuple[Path, str], releases: tuple[Path, Path],
+                                                              third: Path, tmp_path: Path) -> None:
+    root = copy_of(pi, tmp_path / "pi")
+    # The lane was started on release 1 (start_lane records it); two updates follow with no restart.
+    os.symlink("releases/0.1.0+rel1", root / "opt/gate/running")
+    _, second = releases
+    installer(root, "--from", str(second), "--no-start")
+    out = installer(root, "--from", str(third), "--no-start").stdout
+    assert links(root) == {"current": "releases/0.1.0+rel3", "previous": "releases/0.1.0+rel2"}
+    assert (root / "opt/gate/releases/0.1.0+rel1/venv/bin/gate").exists(), "the running lane's files stay: " + out
+    assert "kept     /opt/gate/releases/0.1.0+rel1 (the lane still runs it" in out
+
+    # Another build that calls itself 0.1.0+rel2 (a wheel's hash changed, so pip refuses it):
+    # the rollback target is never rebuilt in place, so it cannot be lost to a failed install.
+    other = tmp_path / second.name
+    shutil.copytree(second, other)
+    lock = other / "requirements.lock"
+    lock.write_text(re.sub(r"sha256:[0-9a-f]{64}", "sha256:" + "0" * 64, lock.read_text(), count=1))
+    refused = installer(root, "--from", str(other), check=False)
+    assert refused.returncode != 0 and "give this build its own version" in refused.stderr, refused.stdout
+    assert (root / "opt/gate/releases/0.1.0+rel2/.gate-installed").exists()
+    # Under a version of its own, the failed install leaves nothing behind and switches nothing.
+    (other / "VERSION").write_text("0.1.0+rel9\n")
+    failed = installer(root, "--from", str(other), check=False)
+    assert failed.returncode != 0 and "failed   pip: nothing was switched" in failed.stdout, failed.stdout + failed.stderr
+    assert not (root / "opt/gate/releases/0.1.0+rel9").exists()
+    installer(root, "--rollback")
+    assert gate_version(root) == "gate 0.1.0+rel2"
+
+
+def test_a_tarball_that_does_not_match_its_checksum_is_refused(releases: tuple[Path, Path], tmp_path: Path) -> None:
+    first, _ = releases
+    tarball = tmp_path / f"{first.name}.tar.gz"
+    shutil.copy(f"{first}.tar.gz.sha256", f"{tarball}.sha256")
+    tarball.write_bytes(Path(f"{first}.tar.gz").read_bytes()[:-100])  # a copy cut short
+    root = tmp_path / "pi"
+    root.mkdir()
+    refused = installer(root, "--from", str(tarball), check=False)
+    assert refused.returncode != 0 and f"{tarball.name} does not match {tarball.name}.sha256" in refused.stderr
+    assert not (root / "opt/gate").exists()
+
+
+def test_paths_with_a_quote_in_them(pi: tuple[Path, str], releases: tuple[Path, Path], tmp_path: Path) -> None:
+    root = copy_of(pi, tmp_path / "the lane's root")
+    (root / "etc/gate/broker.pw").write_text("secret\n")
+    (root / "etc/gate/broker.pw").chmod(0o640)
+    first, _ = releases
+    installer(root, "--from", str(first))
+    gate_uid = int(re.search(r"^gate:x:(\d+):", (root / "etc/passwd").read_text(), re.MULTILINE).group(1))
+    info = (root / "etc/gate/broker.pw").stat()
+    assert (info.st_uid, info.st_mode & 0o777) == (gate_uid, 0o600)
+    (root / "var/lib/gate").mkdir(parents=True)
+    (root / "var/lib/gate/gate.db").write_bytes(b"the ledger")
+    installer(root, "--uninstall", "--purge")
+    (backup,) = (root / "var/backups/gate").glob("gate-*.tar.gz")
+    with tarfile.open(backup) as tar:
+        assert tar.extractfile("var/lib/gate/gate.db").read() == b"the ledger"

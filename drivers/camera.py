@@ -14,6 +14,7 @@ seconds; a different text is a new scan at once.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 import time
@@ -23,9 +24,17 @@ from typing import Any, Callable, Protocol
 
 import numpy as np
 
-from drivers.decoders import Decoder, camera_passes
+from drivers.decoders import Decoder, Symbol, camera_passes, every_symbol
 
 log = logging.getLogger(__name__)
+
+# A snapshot (``gate camera snapshot``) goes to any member of the status socket's group, who may
+# not read tickets: every code in it is blacked out (see ``CameraReader.snapshot``).
+FRAME_KEEP = 10.0  # seconds the newest frame is kept for a snapshot: a stalled camera keeps none
+MASK_RECENT = 5.0  # seconds where the camera read a code stays blacked out in snapshots
+MASK_MARGIN = 0.15  # of a symbol's shorter side, blacked out beyond it on every side...
+MASK_LEAST = 8.0  # ...but at least this many pixels (of the decoded view)
+MASK_ROUNDS = 3  # black out, read again: a frame still readable after this many is refused
 
 
 class CameraUnavailable(RuntimeError):
@@ -205,6 +214,12 @@ class CameraReader:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._last_frame: tuple[np.ndarray, float] | None = None  # the newest frame taken, for snapshot()
+        self._recent: dict[str, tuple[float, dict[str, Any], tuple[int, int, int, int] | None]] = {}  # read lately
+        self._recent_lock = threading.Lock()
+        self._snapshot_lock = threading.Lock()  # one snapshot at a time: each reads the frame many times
+        # The ticket format's name of a text, for a snapshot's report (the lane sets it: drivers
+        # know no ticket formats); None: not told.
+        self.describe: Callable[[str], str | None] | None = None
         self.illumination: Illumination | None = None  # the lane's light, switched from this thread
 
     @property
@@ -227,6 +242,9 @@ class CameraReader:
         while not self._stop.is_set():
             taken = self.slot.take(0.5)
             if taken is None:
+                held = self._last_frame
+                if held is not None and time.monotonic() - held[1] > FRAME_KEEP:
+                    self._last_frame = None  # a stalled camera keeps no frame (that may show a ticket)
                 continue
             frame, available_at = taken
             self._last_frame = taken
@@ -245,6 +263,7 @@ class CameraReader:
             if not symbols:
                 continue
             by_text = {s.text: s.symbology for s in symbols}
+            self._remember(symbols)
             self._light(lambda light, now: light.seen(now))
             for text in self.debouncer.new_codes(list(by_text), time.monotonic()):
                 self.codes += 1
@@ -259,6 +278,31 @@ class CameraReader:
             action(self.illumination, time.monotonic())
         except Exception as exc:
             log.warning("camera illumination not switched error=%r", str(exc))
+
+    def _remember(self, symbols: list[Symbol]) -> None:
+        """Where codes were read (in the full frame) and what they were, never their text: a
+        snapshot in the next ``MASK_RECENT`` seconds blacks the place out and says what was read."""
+        now = time.monotonic()
+        offset = (self.region.x, self.region.y) if self.region is not None else (0, 0)
+        with self._recent_lock:
+            for symbol in symbols:
+                box = symbol.box(MASK_MARGIN, MASK_LEAST)
+                if box is not None:  # from the cropped, downscaled view to the frame
+                    d = self.downscale
+                    box = (box[0] * d + offset[0], box[1] * d + offset[1], box[2] * d + offset[0], box[3] * d + offset[1])
+                key = f"{symbol.symbology}:{hashlib.sha256(symbol.text.encode()).hexdigest()}"
+                known = self._recent.get(key)
+                self._recent[key] = (now, known[1] if known else self._summary(symbol), box)
+            self._recent = {k: v for k, v in self._recent.items() if now - v[0] <= MASK_RECENT}
+
+    def _summary(self, symbol: Symbol) -> dict[str, Any]:
+        """What a snapshot says of a code: symbology, ticket format, length, a hash prefix."""
+        try:
+            ticket_format = self.describe(symbol.text) if self.describe is not None else None
+        except Exception:  # noqa: BLE001 - the lane's hook: a report, never the end of reading
+            ticket_format = None
+        return {"symbology": symbol.symbology, "ticket_format": ticket_format, "chars": len(symbol.text),
+                "sha256": hashlib.sha256(symbol.text.encode()).hexdigest()[:12]}
 
     def status(self) -> dict[str, Any]:
         """Counters, and the source's own state when it has one (``Picamera2Source.status``: stalls,
@@ -284,18 +328,34 @@ class CameraReader:
     def snapshot(self) -> dict[str, Any]:
         """The newest frame, as a PNG (base64) with what is needed to read it as the lane does
         (``gate camera snapshot``, through the status socket). Raises CameraUnavailable when no
-        frame has come yet."""
+        frame has come in the last ``FRAME_KEEP`` seconds.
+
+        The snapshot goes to technicians, who may not read tickets, and the frame is the one being
+        decoded: while a ticket is held up it *is* the ticket. So every code in it is blacked out
+        (its box and a margin, the rest of the frame stays for aiming): where the camera read
+        one in the last ``MASK_RECENT`` seconds, and whatever any pass still reads in the frame,
+        again until nothing reads. A frame that still reads after ``MASK_ROUNDS`` rounds, or a code
+        whose place is not known, is refused. ``found`` says what was read (never the text) and
+        ``masked`` how many areas were blacked out; ``sharpness`` is the unmasked frame's."""
         import base64
         import io
 
         from PIL import Image
 
         held = self._last_frame
-        if held is None:
-            raise CameraUnavailable("the camera has delivered no frame yet")
-        frame, available_at = held
+        if held is None or time.monotonic() - held[1] > FRAME_KEEP:
+            self._last_frame = None
+            raise CameraUnavailable(f"the camera has delivered no frame in the last {FRAME_KEEP:g} s")
+        if not self._snapshot_lock.acquire(blocking=False):
+            raise CameraUnavailable("another snapshot is being made: try again in a moment")
+        try:
+            frame, available_at = held
+            masked, found, areas = self._masked(np.array(frame, dtype=np.uint8))
+            sharp = sharpness(crop(frame, self.region, self.downscale))
+        finally:
+            self._snapshot_lock.release()
         buffer = io.BytesIO()
-        Image.fromarray(np.ascontiguousarray(frame)).save(buffer, format="PNG")
+        Image.fromarray(masked).save(buffer, format="PNG")
         region = self.region
         return {
             "width": int(frame.shape[1]),
@@ -303,8 +363,37 @@ class CameraReader:
             "age_s": round(time.monotonic() - available_at, 3),
             "region": None if region is None else [region.x, region.y, region.width, region.height],
             "downscale": self.downscale,
+            "sharpness": round(sharp, 1),
+            "found": found,
+            "masked": areas,
             "png": base64.b64encode(buffer.getvalue()).decode("ascii"),
         }
+
+    def _masked(self, frame: np.ndarray) -> tuple[np.ndarray, list[dict[str, Any]], int]:
+        """``frame`` (a copy, changed in place) with every code blacked out; what was read; how
+        many areas were blacked out."""
+        now = time.monotonic()
+        with self._recent_lock:
+            recent = [(summary, box) for at, summary, box in self._recent.values() if now - at <= MASK_RECENT]
+        found = {summary["sha256"] + summary["symbology"]: summary for summary, _ in recent}
+        boxes = [box for _, box in recent if box is not None]
+        if len(boxes) < len(recent):
+            raise CameraUnavailable("a code was read lately and its place in the frame is not known: no snapshot; try again in a few seconds")
+        areas = 0
+        for _ in range(MASK_ROUNDS + 1):
+            for left, top, right, bottom in boxes:
+                frame[max(top, 0) : max(bottom, 0), max(left, 0) : max(right, 0)] = 0
+            areas += len(boxes)
+            symbols = every_symbol(self.decoder, frame)
+            if not symbols:
+                return frame, list(found.values()), areas
+            for symbol in symbols:
+                summary = self._summary(symbol)
+                found.setdefault(summary["sha256"] + summary["symbology"], summary)
+            boxes = [box for box in (s.box(MASK_MARGIN, MASK_LEAST) for s in symbols) if box is not None]
+            if len(boxes) < len(symbols):
+                break
+        raise CameraUnavailable("the frame holds a code that could not be blacked out: no snapshot (tickets are never handed out)")
 
 
 def sharpness(frame: np.ndarray) -> float:

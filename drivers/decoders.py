@@ -14,7 +14,9 @@ decode``) gets every pass until one reads something, then a last exhaustive one.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:  # numpy is imported with the decoder libraries, not by the config or the CLI
@@ -31,11 +33,27 @@ class DecoderUnavailable(RuntimeError):
     """The decoder's library (or the system library under it) is not installed."""
 
 
+Point = tuple[float, float]
+
+
 @dataclass(frozen=True)
 class Symbol:
     symbology: str
     text: str  # the content as text, control characters kept as they are (not made readable)
     raw: bytes
+    # Where it is: its corners in the frame given to ``decode`` (a pass's turn, enlargement and
+    # quarter turn undone), so that the camera's snapshot can black it out. Empty: not known.
+    corners: tuple[Point, ...] = field(default=(), compare=False)
+
+    def box(self, margin: float = 0.0, least: float = 0.0) -> tuple[int, int, int, int] | None:
+        """``(left, top, right, bottom)`` around the corners, grown on every side by ``margin``
+        times the box's shorter side (a PDF417 is long and flat), at least ``least`` pixels; None
+        when the position is not known."""
+        if not self.corners:
+            return None
+        xs, ys = [x for x, _ in self.corners], [y for _, y in self.corners]
+        grow = max(margin * min(max(xs) - min(xs), max(ys) - min(ys)), least)
+        return (math.floor(min(xs) - grow), math.floor(min(ys) - grow), math.ceil(max(xs) + grow), math.ceil(max(ys) + grow))
 
 
 @dataclass(frozen=True)
@@ -109,6 +127,19 @@ def _pose(frame: np.ndarray, scan: Pass) -> np.ndarray:
     return frame
 
 
+def _unpose(points: list[Point], frame: np.ndarray, scan: Pass) -> tuple[Point, ...]:
+    """Points found in ``_pose(frame, scan)``, in ``frame``'s own coordinates."""
+    if scan.rotated:  # the transpose undone
+        points = [(y, x) for x, y in points]
+    if scan.scale != 1.0:
+        points = [(x / scan.scale, y / scan.scale) for x, y in points]
+    if scan.turn:  # PIL turns counter-clockwise about the centre (y grows downwards): turn back
+        cx, cy = frame.shape[1] / 2, frame.shape[0] / 2
+        cos, sin = math.cos(math.radians(scan.turn)), math.sin(math.radians(scan.turn))
+        points = [(cx + (x - cx) * cos - (y - cy) * sin, cy + (x - cx) * sin + (y - cy) * cos) for x, y in points]
+    return tuple(points)
+
+
 class ZxingDecoder:
     name = "zxing"
 
@@ -126,16 +157,23 @@ class ZxingDecoder:
         }
         self._names = {fmt: name for name, fmt in self._formats.items()}
 
-    def _read(self, frame: np.ndarray, symbologies: tuple[str, ...], **options: Any) -> list[Symbol]:
+    def _read(self, frame: np.ndarray, symbologies: tuple[str, ...], unpose: Callable[[list[Point]], tuple[Point, ...]] = tuple,
+              **options: Any) -> list[Symbol]:
         formats = [self._formats[s] for s in symbologies]
         found = self._zx.read_barcodes(frame, formats=formats, text_mode=self._zx.TextMode.Plain, **options)
-        return [Symbol(self._names.get(b.format, str(b.format)), b.text, bytes(b.bytes)) for b in found]
+        return [Symbol(self._names.get(b.format, str(b.format)), b.text, bytes(b.bytes), unpose(_corners(b.position)))
+                for b in found]
 
     def decode(self, frame: np.ndarray, scan: Pass) -> list[Symbol]:
-        return self._read(_pose(frame, scan), scan.symbologies, try_rotate=False, try_invert=False, try_downscale=False)
+        return self._read(_pose(frame, scan), scan.symbologies, lambda points: _unpose(points, frame, scan),
+                          try_rotate=False, try_invert=False, try_downscale=False)
 
     def exhaustive(self, frame: np.ndarray) -> list[Symbol]:
         return self._read(frame, self.symbologies, try_rotate=True, try_invert=True, try_downscale=True)
+
+
+def _corners(position: Any) -> list[Point]:
+    return [(float(p.x), float(p.y)) for p in (position.top_left, position.top_right, position.bottom_right, position.bottom_left)]
 
 
 class PyzbarDecoder:
@@ -157,10 +195,11 @@ class PyzbarDecoder:
     def decode(self, frame: np.ndarray, scan: Pass) -> list[Symbol]:
         import numpy as np
 
-        frame = np.ascontiguousarray(_pose(frame, scan))
-        height, width = frame.shape
-        found = self._zbar.decode((frame.tobytes(), width, height), symbols=[self._zbar.ZBarSymbol.QRCODE])
-        return [Symbol("qr", b.data.decode("utf-8", errors="replace"), bytes(b.data)) for b in found]
+        posed = np.ascontiguousarray(_pose(frame, scan))
+        height, width = posed.shape
+        found = self._zbar.decode((posed.tobytes(), width, height), symbols=[self._zbar.ZBarSymbol.QRCODE])
+        return [Symbol("qr", b.data.decode("utf-8", errors="replace"), bytes(b.data),
+                       _unpose([(float(p.x), float(p.y)) for p in b.polygon], frame, scan)) for b in found]
 
     def exhaustive(self, frame: np.ndarray) -> list[Symbol]:
         return []  # zbar has no further options: the passes were all it can do
@@ -172,6 +211,13 @@ def make_decoder(name: str, symbologies: tuple[str, ...]) -> Decoder:
     if name == "pyzbar":
         return PyzbarDecoder(symbologies)
     raise ValueError(f"unknown decoder {name!r} (known: {', '.join(DECODERS)})")
+
+
+def every_symbol(decoder: Decoder, frame: np.ndarray) -> list[Symbol]:
+    """Everything any pass or the exhaustive search reads in ``frame`` (a snapshot to be masked):
+    every pass, not only until the first one reads something."""
+    found = [symbol for scan in dict.fromkeys(camera_passes(decoder.symbologies)) for symbol in decoder.decode(frame, scan)]
+    return found + decoder.exhaustive(frame)
 
 
 def read_picture(decoder: Decoder, frame: np.ndarray) -> list[Symbol]:

@@ -5,6 +5,10 @@ runs). This asks the lane for its newest frame through the status socket, saves 
 reads it with the config's decoder as the lane does (every pass, then the exhaustive search),
 and prints the frame's sharpness. What is read is shown by symbology, ticket format, length and
 the first characters of its SHA-256: never the ticket's text.
+
+The frame may show a patron's ticket (it is the frame the lane decodes), and the socket is
+open to every technician: the lane blacks out every code it reads in it before it answers
+(``CameraReader.snapshot``) and says what it read there; the PNG never holds a readable code.
 """
 
 from __future__ import annotations
@@ -38,6 +42,22 @@ def _frame(answer: dict[str, Any]) -> tuple[bytes, Any]:
             return png, np.asarray(image.convert("L"))
     except (KeyError, TypeError, binascii.Error, ValueError, OSError, UnidentifiedImageError, Image.DecompressionBombError) as exc:
         raise UsageError(f"the lane's answer holds no readable frame ({exc})") from None
+
+
+def _lane_found(answer: dict[str, Any]) -> list[dict[str, Any]]:
+    """What the lane read and blacked out, as it says (checked: it is input like any other)."""
+    items = answer.get("found") or []
+    if not isinstance(items, list):
+        raise UsageError("the lane's answer has a malformed 'found'")
+    found = []
+    for item in items[:16]:
+        if not (isinstance(item, dict) and isinstance(item.get("symbology"), str) and isinstance(item.get("chars"), int)
+                and isinstance(item.get("sha256"), str)):
+            raise UsageError("the lane's answer has a malformed 'found' item")
+        ticket_format = item.get("ticket_format")
+        found.append({"symbology": item["symbology"][:16], "chars": item["chars"], "sha256": item["sha256"][:12],
+                      "ticket_format": ticket_format[:16] if isinstance(ticket_format, str) else None, "masked": True})
+    return found
 
 
 def _found(text: str, symbology: str, ticket_formats: Any) -> dict[str, Any]:
@@ -87,18 +107,30 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
     except DecoderUnavailable as exc:
         raise UsageError(str(exc)) from None
     ticket_formats = formats.enabled(tuple(formats.FORMATS))
-    found = [_found(s.text, s.symbology, ticket_formats) for s in read_picture(decoder, view)]
-    sharp = round(sharpness(view), 1)
+    found = _lane_found(answer)
+    found += [_found(s.text, s.symbology, ticket_formats) for s in read_picture(decoder, view)]  # a lane without masking
+    lane_sharpness = answer.get("sharpness")  # the unmasked frame's: a black box is sharp edges
+    sharp = round(float(lane_sharpness) if isinstance(lane_sharpness, (int, float)) else sharpness(view), 1)
+    masked = answer.get("masked") if isinstance(answer.get("masked"), int) else 0
     if args.json:
         print(json.dumps({"file": out, "width": frame.shape[1], "height": frame.shape[0], "age_s": answer.get("age_s"),
-                          "sharpness": sharp, "region": answer.get("region"), "found": found}))
+                          "sharpness": sharp, "region": answer.get("region"), "found": found, "masked": masked}))
         return EXIT_OK if found else EXIT_NOTHING
     where = f"region {camera.region}" if region is not None else "whole frame"
     print(f"{out}: {frame.shape[1]}x{frame.shape[0]}, {answer.get('age_s', 0):.2f} s old")
     print(f"sharpness {sharp} ({where}; variance of the Laplacian: higher is sharper, compare while focusing)")
     for item in found:
-        kind = f"{item['ticket_format']} ticket" if item["ticket_format"] else "not a ticket format this gate knows"
-        print(f"read: {item['symbology']} ({kind}), {item['chars']} characters, sha256 {item['sha256']}")
+        if item["ticket_format"]:
+            kind = f"{item['ticket_format']} ticket"
+        elif item.get("masked"):
+            kind = "ticket format not told by the lane"
+        else:
+            kind = "not a ticket format this gate knows"
+        where = ", blacked out in the PNG" if item.get("masked") else ""
+        print(f"read: {item['symbology']} ({kind}), {item['chars']} characters, sha256 {item['sha256']}{where}")
+    if masked:
+        print(f"a code was read and masked: {masked} area(s) blacked out in {out} (tickets never leave the lane); "
+              "the rest of the frame is as the camera sees it, for aiming")
     if not found:
         print(f"read: nothing ({decoder.name}: {', '.join(camera.symbologies)})")
     return EXIT_OK if found else EXIT_NOTHING

@@ -12,6 +12,9 @@ belongs to the ``gate-status`` group when there is one (install-pi.sh adds techn
 read the lane's status, and nothing of its config, keys or ledger.
 
 A client that stops reading is dropped, never waited for: the decision loop publishes here.
+At most ``MAX_CLIENTS`` clients at once (each holds a file descriptor and a thread of the lane's);
+one more is closed as soon as it is accepted (logged at most every ``REFUSED_LOG_INTERVAL``
+seconds), and nothing that goes wrong while accepting ends the accepting thread.
 """
 
 from __future__ import annotations
@@ -30,6 +33,9 @@ log = logging.getLogger(__name__)
 STREAMED_EVENTS = ("decision", "alarm", "mode", "clock", "bundle")
 MAX_REQUEST = 1024  # bytes: a request is one short JSON line
 ANSWER_TIMEOUT = 10.0  # seconds an answer (a camera frame, some 100 KB) may take to be read
+MAX_CLIENTS = 16  # gate status, gate doctor and a few technicians' terminals; more is someone flooding
+REFUSED_LOG_INTERVAL = 10.0  # seconds between warnings about refused clients
+ACCEPT_RETRY = 0.1  # seconds before accepting again after accept() failed (no file descriptor left, ...)
 STATUS_GROUP = "gate-status"  # technicians' group (systemd/gate.sysusers; the gate user is a member)
 
 
@@ -50,8 +56,14 @@ def _give_to_group(path: str, group: str) -> None:
 
 class StatusServer:
     def __init__(self, path: str, snapshot: Callable[[], dict[str, Any]], interval: float = 1.0,
-                 group: str = STATUS_GROUP, requests: dict[str, Callable[[], dict[str, Any]]] | None = None) -> None:
+                 group: str = STATUS_GROUP, requests: dict[str, Callable[[], dict[str, Any]]] | None = None,
+                 max_clients: int = MAX_CLIENTS) -> None:
         self.path = path
+        self.max_clients = max_clients
+        self._holders: set[socket.socket] = set()  # clients holding a slot: streaming or being answered (_lock)
+        self.refused = 0  # clients closed at once: too many at the same time
+        self._refused_logged = (float("-inf"), 0)  # when the last warning went out, and the count then
+        self._accept_failed_logged = float("-inf")
         self.snapshot = snapshot  # any thread; answers quickly even when the loop hangs
         self.interval = interval
         self.requests = requests or {}  # request name → its answer (on the asking client's thread)
@@ -89,18 +101,69 @@ class StatusServer:
         while not self._closed.is_set():
             try:
                 client, _ = self._server.accept()
-            except OSError:
+            except OSError as exc:
+                if self._closed.is_set():
+                    return
+                now = time.monotonic()  # EMFILE (no file descriptor left): wait, go on, say so now and then
+                if now - self._accept_failed_logged >= REFUSED_LOG_INTERVAL:
+                    log.warning("status socket accept failed error=%r", exc.strerror or str(exc))
+                    self._accept_failed_logged = now
+                self._closed.wait(ACCEPT_RETRY)
+                continue
+            try:
+                self._admit(client)
+            except Exception:  # whatever one client did, the next one is still accepted
+                log.exception("status client not served")
+                self._release(client)
+
+    def _admit(self, client: socket.socket) -> None:
+        """Into the stream with a thread of its own, or closed at once when there are enough."""
+        with self._lock:
+            full = len(self._holders) >= self.max_clients
+            if not full:
+                self._holders.add(client)
+        if full:
+            client.close()
+            self._note_refused()
+            return
+        client.setblocking(False)
+        line = self._status_line()
+        with self._lock:
+            if not self._send(client, line):
+                self._holders.discard(client)
                 return
-            client.setblocking(False)
-            line = self._status_line()
-            with self._lock:
-                if not self._send(client, line):
-                    continue
-                self._clients.append(client)
+            self._clients.append(client)
+        try:
             threading.Thread(target=self._serve_request, args=(client,), name="status-request", daemon=True).start()
+        except (RuntimeError, OSError) as exc:  # no thread left ("can't start new thread")
+            log.warning("status client not served: no thread left error=%r", str(exc))
+            self._release(client)
+
+    def _release(self, client: socket.socket) -> None:
+        """A client's slot given back (once or more: the same): out of the stream, closed."""
+        with self._lock:
+            if client in self._clients:
+                self._clients.remove(client)
+            self._holders.discard(client)
+        client.close()
+
+    def _note_refused(self) -> None:
+        self.refused += 1
+        now = time.monotonic()
+        last_at, last_count = self._refused_logged
+        if now - last_at >= REFUSED_LOG_INTERVAL:
+            log.warning("status clients refused count=%d limit=%d (too many at once)", self.refused - last_count, self.max_clients)
+            self._refused_logged = (now, self.refused)
 
     def _serve_request(self, client: socket.socket) -> None:
-        """Wait for the client's one request line, if it sends one; answer it and close."""
+        """Wait for the client's one request line, if it sends one; answer it and close. The
+        client's slot is given back when this ends, however it ends."""
+        try:
+            self._serve(client)
+        finally:
+            self._release(client)
+
+    def _serve(self, client: socket.socket) -> None:
         buffer = b""
         while b"\n" not in buffer and len(buffer) <= MAX_REQUEST:
             try:

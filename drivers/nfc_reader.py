@@ -31,6 +31,12 @@ What nfcpy leaves to the card, this reader does not (each is a case in tests/lan
   rest to GET RESPONSE; the parts are put together (up to ``MAX_ANSWER``).
 
 Polling cadence (``[nfc] poll_interval``, from one poll's start to the next; see DEFAULT_POLL_INTERVAL).
+
+What is polled (``[nfc] targets``, nfcpy's target strings; see DEFAULT_TARGETS): a phone's card
+emulation is ISO-DEP over Type A on nearly all phones, over Type B on some; both go through the
+same deadline-bounded exchange and the same answer handling. A FeliCa card (212F, 424F: no
+ISO-DEP, so no gate app behind it) is refused when it is found, before a byte is sent to it,
+once per stay in the field; polling goes on.
 """
 
 from __future__ import annotations
@@ -69,6 +75,12 @@ MAX_RECORD_TEXT = 4096
 # So: 50 ms + ~5 + ~5 + ~40…80 ≈ 100–140 ms, the rest for the phone's own answer time. Shorter
 # intervals buy little on an RC-S380 (its poll alone is ~35 ms) and keep the field switching.
 DEFAULT_POLL_INTERVAL = 0.05
+TARGETS = ("106A", "106B", "212F", "424F")  # what [nfc] targets may name (nfcpy's bit rate + technology)
+# Phones' host card emulation: ISO-DEP over Type A (nearly all), over Type B (some). FeliCa only
+# where a venue asks for it: each target polled adds its own sense to every cycle (docs/readers.md).
+DEFAULT_TARGETS = ("106A", "106B")
+FELICA_REFUSED = "FeliCa tag: not a phone with the gate app"
+REFUSAL_QUIET = 1.0  # s: a refused card still seen within this is the same stay in the field
 MIN_ISO_DEP_WAIT = 0.05  # an ISO-DEP answer a few ms past a tiny FWT (a phone's HCE, the udp simulator) is still taken
 READER_FAILURES_BEFORE_REOPEN = 5  # nfcpy raising this many times in a row: reopen the reader
 
@@ -111,6 +123,25 @@ def full_ats(ats: bytes) -> bytes:
             position += 1
     historical = ats[position:]
     return bytes([5 + len(historical), 0x70 | t0 & 0x0F, *interface.values()]) + historical
+
+
+def poll_targets(targets: Any) -> tuple[str, ...]:
+    """The targets to poll, checked: a non-empty list of TARGETS without repeats, in the order
+    given (nfcpy senses them in that order). Raises ValueError naming what is wrong."""
+    if isinstance(targets, str) or not targets:
+        raise ValueError(f"nfc targets: a non-empty list of {', '.join(TARGETS)}, got {targets!r}")
+    for target in targets:
+        if target not in TARGETS:
+            raise ValueError(f"nfc targets: unknown target {target!r} (one of {', '.join(TARGETS)})")
+    if len(set(targets)) != len(targets):
+        raise ValueError(f"nfc targets: each target once, got {list(targets)!r}")
+    return tuple(targets)
+
+
+def is_felica(target: Any) -> bool:
+    """A Type F target that is not NFC-DEP (a FeliCa card or a phone's FeliCa wallet)."""
+    sensf_res = getattr(target, "sensf_res", None)
+    return bool(sensf_res) and bytes(sensf_res[1:3]) != b"\x01\xfe"
 
 
 def takes_target(target: Any) -> bool:
@@ -192,6 +223,7 @@ class NfcReader(ReaderThread):
         *,
         exchange_timeout: float = 1.0,
         poll_interval: float = DEFAULT_POLL_INTERVAL,
+        targets: Any = DEFAULT_TARGETS,
         reconnect_interval: float = 2.0,
         wall_clock: Callable[[], float] = time.time,
         name: str = "nfc",
@@ -202,10 +234,12 @@ class NfcReader(ReaderThread):
         self.on_answer = on_answer  # (phone's answer, nonce sent, gate id sent, tap began)
         self.exchange_timeout = exchange_timeout
         self.poll_interval = poll_interval
+        self.targets = poll_targets(targets)
         self.wall_clock = wall_clock
         self.taps = 0
         self.failed_taps = 0
         self._found_at = 0.0
+        self._refused: tuple[bytes, float] | None = None  # (identifier, last seen) of a refused card
 
     def start(self) -> None:
         try:
@@ -223,7 +257,7 @@ class NfcReader(ReaderThread):
 
     def use(self, frontend: Any) -> None:
         options = {
-            "targets": ["106A"],  # ISO-DEP phones and the NFC-A tags tickets are written to
+            "targets": list(self.targets),
             "on-discover": lambda target: self._on_discover(frontend, target),
             "on-connect": self._on_tag,
             "iterations": 1,  # the cadence is the frontend's (poll_interval)
@@ -252,9 +286,25 @@ class NfcReader(ReaderThread):
         """A card in the field: the tap's clock starts now, activation included."""
         if not takes_target(target):
             return False
+        if is_felica(target):
+            self._refuse(bytes(target.sensf_res[1:9]), FELICA_REFUSED)
+            return False
+        self._refused = None
         self._found_at = time.monotonic()
         frontend.deadline = self._found_at + self.exchange_timeout
         return True
+
+    def _refuse(self, identifier: bytes, reason: str) -> None:
+        """A card nothing is read from: counted and logged once while it stays in the field
+        (it is found again at every poll)."""
+        now = time.monotonic()
+        seen_before = self._refused is not None and self._refused[0] == identifier and now - self._refused[1] < REFUSAL_QUIET
+        self._refused = (identifier, now)
+        if seen_before:
+            return
+        self.failed_taps += 1
+        self.note_error(f"tap refused: {reason}")
+        log.warning("nfc tap ignored reason=%r", reason)
 
     def _on_tag(self, tag: Any) -> bool:
         """nfcpy calls this for each tap; True: wait until the phone or tag leaves the field."""

@@ -209,6 +209,7 @@ class NfcConfig:
     exchange_timeout: float = 1.0
     reconnect_interval: float = 2.0
     poll_interval: float = 0.05  # one poll's start to the next (drivers/nfc_reader.py DEFAULT_POLL_INTERVAL says why)
+    targets: tuple[str, ...] = ("106A", "106B")  # nfcpy targets polled, in order (drivers/nfc_reader.py DEFAULT_TARGETS says why)
 
 
 @dataclass(frozen=True)
@@ -645,11 +646,22 @@ def _read_nfc(sec: _Section) -> NfcConfig:
         exchange_timeout=sec.get("exchange_timeout", float, 1.0, minval=0.05, maxval=10.0),
         reconnect_interval=sec.get("reconnect_interval", float, 2.0, minval=0.1, maxval=60.0),
         poll_interval=sec.get("poll_interval", float, 0.05, minval=0.0, maxval=2.0),
+        targets=_nfc_targets(sec),
     )
     sec.finish()
     if nfc.device and not re.match(r"^(usb|tty|udp)(:[A-Za-z0-9._-]*)*$", nfc.device):
         sec._error("device", f"an nfcpy device path such as 'usb', 'usb:054c:06c1', 'tty:AMA0:pn532' or 'udp:localhost:54321', got {nfc.device!r}")
     return nfc
+
+
+def _nfc_targets(sec: _Section) -> tuple[str, ...]:
+    from drivers.nfc_reader import DEFAULT_TARGETS, poll_targets  # no nfcpy imported
+
+    try:
+        return poll_targets(sec.get("targets", list, list(DEFAULT_TARGETS)))
+    except ValueError as exc:
+        sec._error("targets", str(exc).removeprefix("nfc targets: "))
+        return DEFAULT_TARGETS
 
 
 def _read_display(sec: _Section) -> DisplayConfig:

@@ -600,6 +600,13 @@ def quick_sensing_udp() -> Any:
             finally:
                 self._sensing = False
 
+        def sense_ttb(self, target: Any) -> Any:  # (an RC-S380 waits 30 ms for Type B too)
+            self._sensing = True
+            try:
+                return super().sense_ttb(target)
+            finally:
+                self._sensing = False
+
         def _recv_data(self, timeout: float | None, *brty: str) -> Any:
             if self._sensing and timeout is not None:  # the SENS_RES wait, only
                 self._sensing = False

@@ -87,6 +87,7 @@ class Readers:
             downscale=cam.downscale,
             hold_off=cam.hold_off,
         )
+        camera.describe = _ticket_format  # a snapshot names the format it read, never the text
         camera.start()
         self.camera = camera  # only a reader that started is stopped and reported
         log.info("camera reading source=%s decoder=%s symbologies=%s", cam.source, cam.decoder, ",".join(cam.symbologies))
@@ -102,6 +103,7 @@ class Readers:
             lambda answer, nonce, gate_id, began: loop.tap(answer, nonce, gate_id, nfc.direction, received=began),
             exchange_timeout=nfc.exchange_timeout,
             poll_interval=nfc.poll_interval,
+            targets=nfc.targets,
             reconnect_interval=nfc.reconnect_interval,
             wall_clock=self.clock.now,
         )
@@ -128,3 +130,11 @@ class Readers:
         for reader in (self.scanner, self.camera, self.nfc):
             if reader is not None:
                 reader.stop()
+
+
+def _ticket_format(text: str) -> str | None:
+    """The ticket format a code's text is in (any format gate knows), for ``gate camera snapshot``."""
+    from gate import formats
+
+    found = formats.identify(text, formats.enabled(tuple(formats.FORMATS)))
+    return found.name if found is not None else None

@@ -1,7 +1,8 @@
 """A simulated phone (and NFC tag) on nfcpy's ``udp`` driver, for the gate's real NFC driver.
 
 The phone is nfcpy in card emulation: ``ContactlessFrontend.listen`` as an NFC-A target that
-announces ISO-DEP, then ISO/IEC 14443-4 from the card's side (``IsoDepCard``: RATS → ATS,
+announces ISO-DEP (or an NFC-B one, ``technology = "106B"``, as some phones' card emulation is),
+then ISO/IEC 14443-4 from the card's side (``IsoDepCard``: RATS → ATS or ATTRIB → its answer,
 I-blocks with chaining both ways, R(NAK) presence checks, DESELECT) carrying ISO 7816-4 APDUs.
 nfcpy emulates only Type 3 tags itself, so the card's half of ISO-DEP is written here; the
 reader's half is nfcpy's own, unchanged.
@@ -74,6 +75,8 @@ class IsoDepCard:
         pcb = command[0]
         if pcb == 0xE0:  # RATS → ATS
             return self.ats
+        if pcb == 0x1D and len(command) >= 9:  # ATTRIB (Type B activation) → MBLI 0, CID 0
+            return b"\x00"
         if pcb & 0xF6 == 0xA2 and self._pending:  # R(ACK): the next part of our answer
             return self._next_block(pcb & 1)
         if pcb & 0xE2 == 0x02:  # I-block
@@ -104,6 +107,7 @@ class EmulatedCard:
     A card of another make changes what it announces (``sel_res``, ``ats``) or how it speaks
     ISO-DEP (``iso_dep``, an ``IsoDepCard`` subclass)."""
 
+    technology = "106A"  # or "106B": announced with SENSB_RES, activated by ATTRIB
     sel_res = 0x20  # SAK: ISO-DEP
     ats = IsoDepCard.ATS
     iso_dep = IsoDepCard
@@ -127,14 +131,12 @@ class EmulatedCard:
 
         frontend = nfc.ContactlessFrontend(self.path)
         try:
-            target = nfc.clf.LocalTarget("106A")
-            target.sens_res = bytearray.fromhex("0400")
-            target.sdd_res = bytearray(self.uid)
-            target.sel_res = bytearray([self.sel_res])
+            target = self._local_target()
             deadline = time.monotonic() + timeout
-            while True:  # until a reader polls and activates us (RATS); stray frames are not that
+            activation = 0x1D if self.technology == "106B" else 0xE0  # ATTRIB or RATS
+            while True:  # until a reader polls and activates us; stray frames are not that
                 activated = frontend.listen(target, max(0.05, deadline - time.monotonic()))
-                if activated is not None and activated.tt4_cmd and activated.tt4_cmd[0] == 0xE0:
+                if activated is not None and activated.tt4_cmd and activated.tt4_cmd[0] == activation:
                     break
                 if time.monotonic() >= deadline:
                     return False
@@ -159,6 +161,19 @@ class EmulatedCard:
     def read_complete(self) -> bool:
         """Has the reader got what it came for (from then on, ``seconds`` until we leave)?"""
         return True
+
+    def _local_target(self) -> Any:
+        import nfc.clf
+
+        target = nfc.clf.LocalTarget(self.technology)
+        if self.technology == "106B":
+            # SENSB_RES: PUPI, application data, protocol info (bit rates, FSCI | ISO 14443-4, FWI)
+            target.sensb_res = bytearray([0x50, *self.uid[:4], 0, 0, 0, 0, 0x00, FSCI << 4 | 0x01, FWI << 4])
+            return target
+        target.sens_res = bytearray.fromhex("0400")
+        target.sdd_res = bytearray(self.uid)
+        target.sel_res = bytearray([self.sel_res])
+        return target
 
 
 def _apdu(apdu: bytes) -> tuple[int, int, bytes]:

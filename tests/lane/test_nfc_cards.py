@@ -56,6 +56,18 @@ class StallingCard(EmulatedCard):
     iso_dep = StallingIsoDep
 
 
+class StallingTypeB(StallingIsoDep):
+    """The same, activated over Type B (ATTRIB) as some phones' card emulation is."""
+
+    def _answer(self, command: bytes) -> bytes | None:
+        return b"\x00" if command[0] == 0x1D else super()._answer(command)  # ATTRIB → MBLI 0, CID 0
+
+
+class StallingTypeBCard(EmulatedCard):
+    technology = "106B"  # polled by default ([nfc] targets); its FWI comes from its SENSB_RES
+    iso_dep = StallingTypeB
+
+
 class StrictPhone(GT1Phone):
     """A phone that answers at most 256 bytes at a time (short APDUs, ISO/IEC 7816-4): the rest
     waits behind ``61xx`` for GET RESPONSE."""
@@ -84,8 +96,9 @@ class StrictPhone(GT1Phone):
         return bytes([0x61, len(self.rest) if len(self.rest) < 256 else 0])
 
 
-def test_a_card_that_asks_to_be_waited_for_minutes_is_let_go_at_the_tap_deadline(nfc_lane, tickets, holder):
-    staller = StallingCard(nfc_lane.nfc_port)
+@pytest.mark.parametrize("card", [StallingCard, StallingTypeBCard], ids=["type-A", "type-B"])
+def test_a_card_that_asks_to_be_waited_for_minutes_is_let_go_at_the_tap_deadline(nfc_lane, tickets, holder, card):
+    staller = card(nfc_lane.nfc_port)
     assert staller.present(20, timeout=20), "the reader never activated the card"
     # Held on the reader for 20 s more unless the reader gives up on it (nfcpy alone waits ~292 s).
     assert staller.last_end == "reader let go"

@@ -44,9 +44,10 @@ from bench import (
     percentile,
     ticket,
 )
-from bench_venue import (  # a scenario in a folder of its own; the last column
+from bench_venue import (  # a scenario in a folder of its own; the last column; the section into the file
     attempt,
     verdict,
+    write_section,
 )
 from hwsim.broker import Mosquitto, Watcher, free_port
 from nacl.signing import SigningKey
@@ -372,17 +373,6 @@ def drawn_rows(b: dict[str, Any], args: argparse.Namespace) -> list[str]:
     ]
 
 
-def replace_section(document: str, section: str) -> str:
-    """``document`` with its dashboard section (up to the next ``## `` heading) swapped for
-    ``section``, or ``section`` added at its end."""
-    start = document.find(SECTION + "\n")
-    if start < 0:
-        return (document.rstrip("\n") + "\n\n" if document.strip() else "") + section
-    end = document.find("\n## ", start + len(SECTION))
-    rest = document[end + 1:] if end >= 0 else ""
-    return document[:start] + section + ("\n" + rest if rest else "")
-
-
 def run(args: argparse.Namespace) -> int:
     """``scripts/bench --dashboard``: both figures, then the section printed and put into
     ``args.out`` in place of its old one. Exit 1 when a scenario failed."""
@@ -411,10 +401,7 @@ def run(args: argparse.Namespace) -> int:
         *drawn_rows(drawn, args),
         "",
     ]
-    section = "\n".join(lines)
-    out = Path(args.out)
-    out.write_text(replace_section(out.read_text() if out.exists() else "", section))
-    print(section)
+    write_section(Path(args.out), "\n".join(lines), SECTION)
     return 1 if any("failed" in r for r in (counts, drawn)) else 0
 
 

@@ -731,8 +731,5 @@ def run(args: argparse.Namespace) -> int:
         *merge_rows(merge),
         "",
     ]
-    section = "\n".join(lines)
-    out = Path(args.out)
-    out.write_text(with_section(out.read_text() if out.exists() else "", section))
-    print(section)
+    write_section(Path(args.out), "\n".join(lines))
     return 1 if any("failed" in r for r in (merge, among, lanes, catch_up, recovery, flood)) else 0

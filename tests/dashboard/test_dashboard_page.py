@@ -230,8 +230,13 @@ def test_a_command_is_confirmed_reaches_the_lane_and_its_answer_shows(make_bus: 
     screenshot(page, "dashboard-command-confirmation")
     page.find_element(By.ID, "confirm-ok").click()
 
-    WebDriverWait(page, 10, poll_frequency=0.02).until(
-        lambda d: "done: mode is now locked" in (_text(d, "#commands") or ""))
+    try:  # (30 s as the suite's other waits: a busy 2-core CI machine; it takes well under a second here)
+        WebDriverWait(page, 30, poll_frequency=0.02).until(
+            lambda d: "done: mode is now locked" in (_text(d, "#commands") or ""))
+    except Exception as exc:  # say where it stuck: the audit log (asked / sent / answered), the lane, the page
+        audit = running.audit.read_text() if running.audit.exists() else "(no audit log)"
+        raise AssertionError(f"no answer shown: lane mode {lanes['gate-a'].daemon.loop.turnstile.mode}, page "
+                             f"{_text(page, '#commands')!r}, audit {audit[-600:]!r}") from exc
     assert lanes["gate-a"].daemon.loop.turnstile.mode == "locked"
     shows(page, "#lane-gate-a .c-mode", "locked")
     screenshot(page, "dashboard-command-answered")

@@ -93,6 +93,7 @@ class Daemon:
 
             seal = sealer(SigningKey(config.sync.identity), config.venue)
         self.store = store = Store(config.database, config.gate_id, seal=seal)
+        store.db.start_checkpointer()  # a WAL checkpoint's fsync never lands inside a scan's commit
         if store.created and config.sync is not None:  # a new or emptied database: learn the venue's past first
             from gate.sync.client import RECOVERING
 

@@ -225,7 +225,9 @@ class DecisionLoop:
                     event = None
                 if event is _STOP:
                     break
-                if event is _SCANS:
+                if event is _SCANS or (event is WAKE and not self.scans_clear.is_set()):
+                    # (a turn the bus asked for goes to a waiting scan first: the bus's work runs
+                    # after it anyway; passages, alarms and commands still go before scans)
                     event = self._next_scan()
                 if event is not None and event is not WAKE:
                     self._handle(event)

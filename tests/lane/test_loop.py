@@ -17,7 +17,7 @@ import pytest
 from gate import trust
 from gate.errors import Refused
 from gate.lane.engine import DecisionEngine, EngineSettings, TrustSources
-from gate.lane.loop import MAX_WAITING_SCANS, STALE_SCAN, Call, DecisionLoop, FireAlarm, Passage, Scan, SetMode, Tamper
+from gate.lane.loop import MAX_WAITING_SCANS, STALE_SCAN, Call, DecisionLoop, FireAlarm, Passage, Scan, SetMode, Tamper, WAKE
 from gate.lane.turnstile import TurnstileController, TurnstileSettings
 from gate.policy import GatePolicy
 from gate.store import Store
@@ -350,6 +350,20 @@ def test_a_scanner_flood_waits_in_a_short_line_and_never_holds_up_a_passage(rig:
     assert rig.loop.scans_dropped == 10_001 - MAX_WAITING_SCANS
     assert rig.loop.counters["scans_dropped"] == rig.loop.scans_dropped  # and the status says so
     assert len(rig.rows("admission")) == 2 and len(rig.rows("passage")) == 1
+
+
+def test_a_scan_goes_before_the_turns_the_bus_asked_for(rig: Rig, tickets: Tickets) -> None:
+    """The venue bus asks for turns (a catch-up answer under way: each a few milliseconds of
+    work); a scan that comes meanwhile is decided at the next turn, not behind all of them."""
+    decided_at_turn: list[int] = []
+    rig.loop.after_turn.append(lambda: decided_at_turn.append(len(rig.heard("decision"))))
+    for _ in range(5):
+        rig.loop.post(WAKE)
+    rig.loop.scan(tickets.static(), "scanner")
+    rig.loop.stop()
+    rig.loop.run()
+    assert decided_at_turn[0] == 1, f"the scan waited behind the bus's turns: decisions after each turn {decided_at_turn}"
+    assert rig.heard("decision")[0]["accepted"]
 
 
 def test_a_scan_that_waited_too_long_in_line_is_refused_busy_undecided(rig: Rig, tickets: Tickets) -> None:

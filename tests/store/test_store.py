@@ -5,6 +5,7 @@ deltas, trust documents, small state, and opening the file read-only."""
 from __future__ import annotations
 
 import sqlite3
+from contextlib import closing
 from pathlib import Path
 from typing import Iterator
 
@@ -15,6 +16,7 @@ from gate.errors import SignedError
 from gate.store import Held, HeldMessage, Store, StoreError
 from gate.store.db import SCHEMA_VERSION, inspect
 from gate.store.ledger import ADMISSION, PASSAGE, REVERT, Record
+from tests.support.lanes import wait_until
 
 ORIGIN, PEER = "lane-1", "lane-2"
 EPOCH = "e1"  # the peers' epoch in these tests
@@ -356,3 +358,22 @@ def test_inspect_of_a_file_that_is_not_a_database_is_a_store_error(tmp_path: Pat
     junk.write_bytes(b"not a database at all, just bytes" * 200)
     with pytest.raises(StoreError):
         inspect(junk)
+
+
+def test_the_lanes_wal_is_checkpointed_by_a_thread_of_its_own(tmp_path: Path) -> None:
+    """With the checkpointer, the loop's own commits never checkpoint (no fsync of the database
+    file inside a scan's commit), and what they write still reaches the database file itself."""
+    store = Store(tmp_path / "gate.db", "lane-1")
+    try:
+        store.db.start_checkpointer(interval=0.05)
+        assert store.db.conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
+        for i in range(300):
+            store.ledger.append("admission", 1.0 + i, ticket_key=f"{i:064x}", format="gt1", direction="in")
+
+        def in_the_file() -> int:  # the database file alone, its WAL left out
+            with closing(sqlite3.connect(f"file:{tmp_path / 'gate.db'}?immutable=1", uri=True)) as conn:
+                return int(conn.execute("SELECT COUNT(*) FROM ledger").fetchone()[0])
+
+        wait_until(lambda: in_the_file() == 300, 10)
+    finally:
+        store.close()

@@ -9,7 +9,8 @@ loop's thread: the daemon's ``on_code`` only posts a scan.
 
 A phone held up for two seconds is seen in sixty frames: ``CodeDebouncer`` makes that one
 scan. The same text is taken again only after it has been out of sight for ``hold_off``
-seconds; a different text is a new scan at once.
+seconds; a different text is a new scan at once. A PDF417 text counts only once the frame
+turned two ways has given it (``SecondRead``): its error detection is too weak to trust one read.
 """
 
 from __future__ import annotations
@@ -19,12 +20,12 @@ import logging
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable, Protocol
 
 import numpy as np
 
-from drivers.decoders import Decoder, Symbol, camera_passes, every_symbol
+from drivers.decoders import Decoder, Pass, Symbol, camera_passes, every_symbol
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +91,58 @@ class CodeDebouncer:
         if len(self._last_seen) > 64:  # forget what has been gone for longer than the hold-off
             self._last_seen = {t: s for t, s in self._last_seen.items() if now - s <= self.hold_off}
         return fresh
+
+
+# Symbologies whose text counts only once it has been read at two turns (``SecondRead``). QR and Aztec sample a grid
+# laid by their finder patterns and protect the amount of their error correction in the symbol
+# itself (QR's BCH-coded format information, Aztec's Reed-Solomon-coded mode message), so a
+# wrong text that passes their checks is vanishingly rare. A PDF417 reader follows the symbol's
+# rows, and on a slanted ticket a row slip mixes codewords of neighbouring rows; its only check
+# is its Reed-Solomon error correction, whose amount whoever printed the ticket chose (as little
+# as two codewords, level 0), and that can "correct" a mixed row into another valid message.
+# Measured: zxing-cpp reads a rendered GT1 ticket turned 4° as a wrong text, valid=True, and
+# the right one on other passes (tests/lane/test_decoder_passes.py).
+CONFIRMED_SYMBOLOGIES = frozenset({"pdf417"})
+
+
+class SecondRead:
+    """Pure: which of a frame's symbols count. A PDF417 text counts once passes of two different
+    turns (``Pass.turn``) have read it within ``window`` decoded frames; after that each read that
+    follows within the window counts at once. The same turn does not confirm itself: zxing-cpp's
+    wrong text of a ticket 4° off level comes again on the next frames at that turn (and enlarged
+    at it), while a turn a few degrees away reads the right one or nothing. The window is in the
+    camera's own decoded frames, not seconds, so that a busy machine dropping frames loses no
+    confirmation. Other symbologies count at once."""
+
+    def __init__(self, window: int, symbologies: frozenset[str] = CONFIRMED_SYMBOLOGIES) -> None:
+        self.window = window
+        self.symbologies = symbologies
+        self._read: dict[tuple[str, str], tuple[int, frozenset[float]]] = {}  # last read, turns it was read at
+
+    def counted(self, symbols: list[Symbol], frame: int, turn: float) -> list[Symbol]:
+        self._read = {key: seen for key, seen in self._read.items() if frame - seen[0] <= self.window}
+        counted = []
+        for symbol in symbols:
+            if symbol.symbology not in self.symbologies:
+                counted.append(symbol)
+                continue
+            key = (symbol.symbology, symbol.text)
+            turns = self._read.get(key, (frame, frozenset()))[1] | {turn}
+            self._read[key] = (frame, turns)
+            if len(turns) >= 2:
+                counted.append(symbol)
+        return counted
+
+
+CROSS_TURN = 1.5  # degrees: zxing-cpp follows a PDF417's rows within about 3°
+
+
+def cross_checks(scan: Pass) -> tuple[Pass, ...]:
+    """The frame looked at again, turned ``CROSS_TURN`` either way from the pass that read a
+    PDF417 it could not count yet: a code that pass read right (within about 3° of its rows) is
+    within 1-2° of one of these, so a real ticket is usually counted on the frame it was first
+    read on; run only on such frames, never on an idle one."""
+    return tuple(replace(scan, symbologies=("pdf417",), turn=scan.turn + d) for d in (CROSS_TURN, -CROSS_TURN))
 
 
 @dataclass(frozen=True)
@@ -205,6 +258,7 @@ class CameraReader:
         self.downscale = downscale
         self.debouncer = CodeDebouncer(hold_off)
         self.passes = camera_passes(decoder.symbologies)
+        self.second_read = SecondRead(window=len(self.passes))
         self.name = name
         self.slot = FrameSlot()
         self.frames_decoded = 0
@@ -252,8 +306,9 @@ class CameraReader:
             scan = self.passes[turn % len(self.passes)]
             turn += 1
             started = time.perf_counter()
+            view = crop(frame, self.region, self.downscale)
             try:
-                symbols = self.decoder.decode(crop(frame, self.region, self.downscale), scan)
+                symbols = self.decoder.decode(view, scan)
             except Exception as exc:  # a bad frame is skipped, the camera goes on
                 self.errors += 1
                 log.warning("camera frame not decoded pass=%s error=%r", scan.name, str(exc))
@@ -262,13 +317,34 @@ class CameraReader:
             self.frames_decoded += 1
             if not symbols:
                 continue
-            by_text = {s.text: s.symbology for s in symbols}
-            self._remember(symbols)
+            self._remember(symbols)  # every code, counted or not: a snapshot blacks them all out
             self._light(lambda light, now: light.seen(now))
+            counted = self.second_read.counted(symbols, self.frames_decoded, scan.turn)
+            if len(counted) < len(symbols):
+                counted += self._cross_check(view, scan, symbols, counted)
+            by_text = {s.text: s.symbology for s in counted}
             for text in self.debouncer.new_codes(list(by_text), time.monotonic()):
                 self.codes += 1
                 log.debug("camera read a code symbology=%s pass=%s chars=%d", by_text[text], scan.name, len(text))
                 self.on_code(text, by_text[text], available_at)
+
+    def _cross_check(self, view: np.ndarray, scan: Pass, symbols: list[Symbol], counted: list[Symbol]) -> list[Symbol]:
+        """A PDF417 read but not counted yet (``SecondRead``): the same frame at the turns of
+        ``cross_checks`` until it counts; what they count."""
+        more: list[Symbol] = []
+        for check in cross_checks(scan):
+            try:
+                again = self.decoder.decode(view, check)
+            except Exception as exc:  # noqa: BLE001 - as a frame that cannot be decoded: skipped
+                log.warning("camera frame not cross-checked pass=%s error=%r", check.name, str(exc))
+                break
+            self._remember(again)
+            more += self.second_read.counted(again, self.frames_decoded, check.turn)
+            if {s.text for s in symbols} <= {s.text for s in counted + more}:
+                break
+        if len(more) == 0:
+            log.debug("camera read a PDF417 once, waiting for a second read pass=%s", scan.name)
+        return more
 
     def _light(self, action: Callable[[Illumination, float], None]) -> None:
         """Tell the light what was seen; a failing output is logged, never the end of reading."""

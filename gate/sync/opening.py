@@ -18,6 +18,7 @@ import logging
 import multiprocessing
 import os
 import re
+import threading
 from concurrent.futures import BrokenExecutor, Future, ProcessPoolExecutor
 from typing import Any, NamedTuple
 
@@ -118,9 +119,10 @@ def openers_for_this_machine() -> int:
 
 
 def _lower_priority() -> None:
-    """A worker's first act: give way to the lane's process."""
+    """Give way to the lane's process: this thread (Linux: who 0 is the calling thread) at
+    ``OPENER_NICENESS``, and what it starts after it."""
     try:
-        os.nice(OPENER_NICENESS)
+        os.setpriority(os.PRIO_PROCESS, 0, max(os.getpriority(os.PRIO_PROCESS, 0), OPENER_NICENESS))
     except OSError:
         pass
 
@@ -134,15 +136,14 @@ class Openers:
         self._pool: ProcessPoolExecutor | None = None
         self._failed = workers <= 0
         self.jobs = 0  # messages handed to a worker
+
     def submit(self, fn: Any, *args: Any) -> Future[Opened] | None:
         """``fn(*args)`` in a worker; None when there is no pool (open it in place)."""
         if self._failed:
             return None
         try:
             if self._pool is None:
-                # spawn, not fork: the gate's process has threads (a fork copies their locks held).
-                self._pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
-                                                 initializer=_lower_priority)
+                self._pool = self._start_niced()
                 log.info("record openers started workers=%d", self.workers)
             future = self._pool.submit(fn, *args)
             self.jobs += 1
@@ -150,6 +151,31 @@ class Openers:
         except Exception as exc:  # BrokenProcessPool, OSError (no fork allowed), a shut-down pool
             self._give_up(exc)
             return None
+
+    def _start_niced(self) -> ProcessPoolExecutor:
+        """The pool, its workers spawned from a thread that niced itself first (Linux: a
+        thread's own nice value, inherited by what it starts), so even their start-up (a Python
+        interpreter and its imports, most of a second of CPU) gives way to the lane's process.
+        Spawn, not fork: the gate's process has threads (a fork copies the locks they hold)."""
+        made: list[ProcessPoolExecutor | BaseException] = []
+
+        def start() -> None:
+            try:
+                _lower_priority()
+                pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
+                                           initializer=_lower_priority)
+                for _ in range(self.workers):  # each worker started now, from this thread
+                    pool.submit(int)
+                made.append(pool)
+            except BaseException as exc:  # (handed to the caller: it gives the pool up)
+                made.append(exc)
+
+        starter = threading.Thread(target=start, name="openers-start", daemon=True)
+        starter.start()
+        starter.join()
+        if isinstance(made[0], BaseException):
+            raise made[0]
+        return made[0]
 
     def failed(self, exc: BaseException) -> None:
         """A worker's job failed (the caller opens that message in place): a broken pool (a

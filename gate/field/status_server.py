@@ -123,8 +123,8 @@ class StatusServer:
             if not full:
                 self._holders.add(client)
         if full:
+            self._note_refused()  # counted before the client can see the close (tests read the count then)
             client.close()
-            self._note_refused()
             return
         client.setblocking(False)
         line = self._status_line()

@@ -29,8 +29,13 @@ Listener = Callable[[str, dict[str, Any]], None]
 IDLE_WAKE = 0.5  # longest sleep without events: bounds watchdog and timer latency
 # Scans waiting for the loop. Readers can produce far more than a lane decides (a scanner
 # flooding lines, a camera seeing a code in every frame): beyond this many the oldest waiting is
-# dropped, so a flood costs neither memory nor the next real ticket's wait.
-MAX_WAITING_SCANS = 8
+# dropped, so a flood costs neither memory nor the next real ticket's wait. The line must also
+# outlast a stall of the disk: an admission's and a passage's commit wait for fsync, and a
+# shared disk (measured on this project's VM: 100-430 ms now and then) or an SD card stalls for
+# hundreds of milliseconds. 64 hold 0.64 s of the load harness's 100 scans a second (a real lane
+# sees a few a second); a flood's cost is 64 cheap refusals before the real ticket (~15 ms here,
+# ~0.1 s on a Pi 4).
+MAX_WAITING_SCANS = 64
 STALE_SCAN = 2.0  # seconds in line after which a scan is refused busy undecided (its person has moved on)
 CLOCK_CHECK_INTERVAL = 1.0  # seconds between asks whether the wall clock is synchronized
 

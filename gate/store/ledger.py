@@ -285,6 +285,21 @@ class Ledger:
             "SELECT seq, signed, signature FROM ledger WHERE origin = ? AND epoch = ? AND seq > ? ORDER BY seq LIMIT ?",
             (origin, epoch, after_seq, limit))]
 
+    def differing(self, copies: list[tuple[str, str, int, str, bytes]]) -> list[tuple[str, str, int, str, bytes]]:
+        """Of records offered again under keys held (origin, epoch, seq, text, signature), those
+        whose signature is not the one held: one query per stream."""
+        streams: dict[tuple[str, str], list[tuple[str, str, int, str, bytes]]] = {}
+        for copy in copies:
+            streams.setdefault((copy[0], copy[1]), []).append(copy)
+        differing = []
+        for (origin, epoch), offered in streams.items():
+            seqs = [copy[2] for copy in offered]
+            held = dict(self.conn.execute(
+                "SELECT seq, signature FROM ledger WHERE origin = ? AND epoch = ? AND seq BETWEEN ? AND ?",
+                (origin, epoch, min(seqs), max(seqs))))
+            differing.extend(copy for copy in offered if copy[2] in held and held[copy[2]] != copy[4])
+        return differing
+
     def record(self, origin: str, epoch: str, seq: int) -> Record | None:
         row = self.conn.execute(f"SELECT {_COLUMNS} FROM ledger WHERE origin = ? AND epoch = ? AND seq = ?",
                                 (origin, epoch, seq)).fetchone()

@@ -32,12 +32,15 @@ from concurrent.futures import Future
 from typing import Any, Callable
 
 from gate.config import SyncConfig
+from gate.errors import SignedError
 from gate.store import Store
 from gate.store.ledger import MergeResult, Record
 from gate.store.state import PUBLISHED_MARK
 from gate.sync import messages
 from gate.sync.messages import MessageError, Topics
-from gate.sync.opening import POOL_MIN_BYTES, Answered, Opened, Openers, open_ledger_message, open_reply, openers_for_this_machine
+from gate.sync.opening import (POOL_MIN_BYTES, Answered, Opened, Openers, Unopened, open_ledger_message, open_reply,
+                               openers_for_this_machine)
+from gate.trust.records import open_record
 from gate.trust.roster import Roster
 
 log = logging.getLogger(__name__)
@@ -49,6 +52,7 @@ ANSWER_MIN_INTERVAL = 1.0  # seconds: one answer per asker at most this often (a
 ANSWER_BUDGET = 0.003  # seconds of answering per turn of the loop (one batch at least): a scan waits behind no more
 ANSWER_WAIT = 5.0  # seconds: a request with no answer message for so long is asked again (of the next peer in turn)
 QUIET = 0.5  # seconds without peers' records after a reconnect: the broker's queue for this gate is taken in
+MAX_COPIES_CHECKED = 16  # differing copies of held records verified per batch (~70 µs each): the rest refused unchecked
 MERGE_BUDGET = 0.003  # seconds of merging per turn of the loop: what a scan may wait behind a backlog
 MERGE_BATCH = (16, 2000)  # records per merge transaction: at least, at most (sized to the budget in between)
 # After a turn that merged what was queued, what comes next waits this long to be merged, so a
@@ -353,11 +357,10 @@ class VenueSync:
                 continue
             opened = event[1]
             self._last_peer_records = now
-            self.skipped_held += opened.skipped
             room = limit - size
             if len(opened.records) > room:  # the rest of this message first at the next batch
-                self._carried.appendleft(("records", Opened(opened.sender, opened.records[room:], [], 0, opened.answered)))
-                opened = Opened(opened.sender, opened.records[:room], opened.refused)
+                self._carried.appendleft(("records", Opened(opened.sender, opened.records[room:], [], (), opened.answered)))
+                opened = Opened(opened.sender, opened.records[:room], opened.refused, opened.unopened)
             batch.append(opened)
             size += len(opened.records)
             if size >= limit:
@@ -475,6 +478,10 @@ class VenueSync:
                 self._refuse(opened.sender, why)
         if records:
             self._merged(self.ledger.merge(records, time.time()), now)
+        unopened = [copy for opened in batch for copy in opened.unopened]
+        if unopened:
+            self.skipped_held += len(unopened)
+            self._check_copies(unopened, batch[0].sender)
         for opened in batch:
             if opened.answered is not None and opened.answered.responder in self._active_peers():
                 self._answer_done(opened.answered, now)
@@ -505,6 +512,24 @@ class VenueSync:
         if result.gaps:  # asked of the gap's own gate when it is online: it surely holds its records
             origin = sorted(result.gaps)[0][0]
             self._request_catch_up(now, why=f"gap in {origin}'s records", prefer=origin)
+
+    def _check_copies(self, unopened: list[Unopened], sender: str) -> None:
+        """Records whose keys this gate holds, left unverified: those whose signature differs
+        from the held one are verified here, at most ``MAX_COPIES_CHECKED`` a batch (a flood of
+        forgeries must not hold the lane up). A valid one is a clash: its gate signed two
+        different records under one key (a cloned SD card); the held one is kept."""
+        differing = self.ledger.differing(unopened)
+        for origin, epoch, seq, text, signature in differing[:MAX_COPIES_CHECKED]:
+            try:
+                offered = open_record(text, signature, self.roster, self.venue, None)
+            except SignedError as exc:
+                self._refuse(sender, f"{exc.kind}: a copy of a held record: {exc}")
+                continue
+            held = self.ledger.record(origin, epoch, seq)
+            if held is not None:
+                self._merged(MergeResult([], 0, [(held, offered)], [], [], {}), time.monotonic())
+        for origin, _, seq, _, _ in differing[MAX_COPIES_CHECKED:]:
+            self._refuse(sender, f"unchecked: a copy of held record {origin} #{seq} differs (too many in one batch)")
 
     def _refuse(self, sender: str, why: str) -> None:
         """A peer's record or message not taken in: counted by why, logged (its first words)."""

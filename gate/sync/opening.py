@@ -48,15 +48,19 @@ class Answered(NamedTuple):
     recovering: bool
 
 
+Unopened = tuple[str, str, int, str, bytes]  # a held key's record left unverified: origin, epoch, seq, text, signature
+
+
 class Opened(NamedTuple):
     """A peer's message opened: the records its origins signed, why any others were refused,
-    how many were not opened because the ledger holds them already, and (the last message of
-    a catch-up answer) what the answer's sender holds."""
+    the records not opened because the ledger holds their keys already (merge checks they are
+    what it holds: see ``Ledger.differing``), and (the last message of a catch-up answer) what
+    the answer's sender holds."""
 
     sender: str
     records: list[Record]
     refused: list[str]
-    skipped: int = 0
+    unopened: tuple[Unopened, ...] = ()
     answered: Answered | None = None
     reply: bool = False  # an answer to this gate's catch-up request
 
@@ -87,18 +91,21 @@ def open_reply(payload: bytes, sender: str, roster: Roster, venue: str,
 
 
 def open_sealed(sealed: list[tuple[str, bytes]], sender: str | None, roster: Roster, venue: str,
-                held: dict[tuple[str, str], int]) -> tuple[list[Record], list[str], int]:
+                held: dict[tuple[str, str], int]) -> tuple[list[Record], list[str], tuple[Unopened, ...]]:
     """Verify each sealed record, but those the ledger holds already (a catch-up answer
     overlapping what the broker kept for this gate, QoS 1 redelivery): a record names its key
-    at the start of its text, and a held key changes nothing whatever the rest says, so its
-    signature is not worth checking (Ed25519 is most of the cost)."""
+    at the start of its text, and a held key is taken in never again, so its signature is not
+    worth checking here (Ed25519 is most of the cost). Those are handed back unopened: the
+    merge compares their signatures with the held ones (the same text signed by the same key
+    has the same signature), and only a differing one is verified, as a clash (a cloned SD
+    card) or a forgery."""
     records: list[Record] = []
     refused: list[str] = []
-    skipped = 0
+    unopened: list[Unopened] = []
     for text, signature in sealed:
         key = HELD_KEY.match(text)
         if key is not None and int(key[3]) <= held.get((key[1], key[2]), 0):
-            skipped += 1
+            unopened.append((key[1], key[2], int(key[3]), text, signature))
             continue
         try:
             records.append(open_record(text, signature, roster, venue, sender))
@@ -107,7 +114,7 @@ def open_sealed(sealed: list[tuple[str, bytes]], sender: str | None, roster: Ros
         except Exception as exc:  # a parser's bug must cost one record, never the message (and its good records)
             log.exception("record not opened")
             refused.append(f"error: {exc.__class__.__name__}")
-    return records, refused, skipped
+    return records, refused, tuple(unopened)
 
 
 def openers_for_this_machine() -> int:

@@ -321,3 +321,22 @@ def test_with_the_broker_away_a_new_database_admits_again_only_when_recovery_say
     assert a.daemon.loop.held or not a.daemon.sync.recovering
     wait_until(lambda: not a.daemon.loop.held, 10)  # after recovery_wait, offline
     assert not a.daemon.sync.connected and a.present(tickets.static())["accepted"]
+
+
+def test_a_different_record_under_a_held_key_is_a_clash_and_a_forged_copy_a_refusal(venue: Venue) -> None:
+    """Two gates with one identity (an SD card cloned, key and database with it) both sign a
+    seq 1. The first taken in stays; the second is reported as a clash although the lane does
+    not verify records under keys it holds, as it does not for an identical copy. A copy
+    signed by another key is a forgery: refused, not a clash."""
+    a = venue.a
+    first = b_record(ADMISSION, 1, key="aa" * 32)
+    venue.send_as_b("gate-b", [first])
+    wait_until(lambda: a.daemon.store.ledger.count("gate-b") == 1, 10)
+    venue.send_as_b("gate-b", [first])  # the same again (QoS 1 redelivery, an overlapping answer): nothing
+    venue.send_as_b("gate-b", [b_record(ADMISSION, 1, key="cc" * 32, signer=SigningKey(b"\x0c" * 32))])
+    wait_until(lambda: venue.refusals().get("bad_signature", 0) == 1, 10)
+    assert a.daemon.sync.counters["clashes"] == 0
+    venue.send_as_b("gate-b", [b_record(ADMISSION, 1, key="bb" * 32)])  # the clone's own seq 1
+    wait_until(lambda: a.daemon.sync.counters["clashes"] == 1, 10)
+    assert [r["ticket_key"] for r in a.records() if r["origin"] == "gate-b"] == ["aa" * 32], "the first one stays"
+    wait_until(lambda: (venue.monitor.last_json(ROOT + "gates/gate-a/status").get("sync") or {}).get("clashes") == 1, 10)

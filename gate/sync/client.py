@@ -481,7 +481,7 @@ class VenueSync:
         unopened = [copy for opened in batch for copy in opened.unopened]
         if unopened:
             self.skipped_held += len(unopened)
-            self._check_copies(unopened, batch[0].sender)
+            self._check_copies(unopened, batch[0].sender, now)
         for opened in batch:
             if opened.answered is not None and opened.answered.responder in self._active_peers():
                 self._answer_done(opened.answered, now)
@@ -513,7 +513,7 @@ class VenueSync:
             origin = sorted(result.gaps)[0][0]
             self._request_catch_up(now, why=f"gap in {origin}'s records", prefer=origin)
 
-    def _check_copies(self, unopened: list[Unopened], sender: str) -> None:
+    def _check_copies(self, unopened: list[Unopened], sender: str, now: float) -> None:
         """Records whose keys this gate holds, left unverified: those whose signature differs
         from the held one are verified here, at most ``MAX_COPIES_CHECKED`` a batch (a flood of
         forgeries must not hold the lane up). A valid one is a clash: its gate signed two
@@ -527,7 +527,7 @@ class VenueSync:
                 continue
             held = self.ledger.record(origin, epoch, seq)
             if held is not None:
-                self._merged(MergeResult([], 0, [(held, offered)], [], [], {}), time.monotonic())
+                self._merged(MergeResult([], 0, [(held, offered)], [], [], {}), now)
         for origin, _, seq, _, _ in differing[MAX_COPIES_CHECKED:]:
             self._refuse(sender, f"unchecked: a copy of held record {origin} #{seq} differs (too many in one batch)")
 

@@ -50,6 +50,7 @@ from urllib.parse import urlsplit
 
 from nacl.signing import SigningKey
 
+from gate.bridge import intake
 from gate.bridge.transport import insecure
 from gate.config import SyncConfig, TomlTable, loopback_listen
 from gate.errors import ConfigError, TrustError
@@ -77,6 +78,10 @@ class PretixConfig:
     timeout: float = 15.0
     workers: int = 1  # concurrent redeem uploads (pretix on SQLite locks with more; on PostgreSQL 2-4 help)
     failed_checkins: bool = True  # the lanes' refusals of pretix tickets go to checkinlists/{id}/failed_checkins/
+    # how many refusals are queued (gate.bridge.intake): per lane a second and at once; pending in all
+    failed_checkins_rate: float = intake.RATE
+    failed_checkins_burst: int = intake.BURST
+    failed_checkins_max_pending: int = intake.MAX_PENDING
 
 
 @dataclass(frozen=True)
@@ -239,7 +244,11 @@ def parse(data: dict[str, Any], path: str = "<bridge config>") -> BridgeConfig:
         pretix = PretixConfig(pretix_table.path("device_file", base, str(state_dir / "pretix-device.json")) or Path(),
                               tuple(events), pretix_table.get("timeout", float, 15.0, minval=1.0, maxval=300.0),
                               pretix_table.get("workers", int, 1, minval=1, maxval=16),
-                              pretix_table.get("failed_checkins", bool, True))
+                              pretix_table.get("failed_checkins", bool, True),
+                              pretix_table.get("failed_checkins_rate", float, intake.RATE, minval=0.01, maxval=10000.0),
+                              pretix_table.get("failed_checkins_burst", int, intake.BURST, minval=1, maxval=1_000_000),
+                              pretix_table.get("failed_checkins_max_pending", int, intake.MAX_PENDING, minval=1,
+                                               maxval=10_000_000))
         pretix_table.finish()
 
     opn = None

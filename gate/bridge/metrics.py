@@ -36,6 +36,7 @@ class BridgeCollector(Collector):
         yield from self._services(status)
         yield from self._pulls(status.get("pretix") or {})
         yield from self._queue(status.get("queue") or {})
+        yield self._dropped(status.get("failed_checkins") or {})
         bundle = (status.get("published") or {}).get("bundle") or {}
         yield GaugeMetricFamily("gate_bridge_bundle_version", "version of the last bundle published",
                                 value=bundle.get("version", 0))
@@ -88,6 +89,18 @@ class BridgeCollector(Collector):
         yield jobs
         yield oldest
         yield lag
+
+
+    @staticmethod
+    def _dropped(intake: dict[str, Any]) -> CounterMetricFamily:
+        """The lanes' refusals not queued as failed check-ins (gate.bridge.intake), per lane and
+        why: ``rate`` (the lane's bucket was empty) or ``full`` (the queue's cap)."""
+        dropped = CounterMetricFamily("gate_bridge_failed_checkins_dropped", "lane refusals not queued as pretix "
+                                      "failed check-ins since start, by lane and why (rate, full)", labels=["gate", "why"])
+        for gate, whys in sorted((intake.get("dropped") or {}).items()):
+            for why, count in sorted(whys.items()):
+                dropped.add_metric([gate, why], count)
+        return dropped
 
 
 def serve(listen: tuple[str, int], snapshot: Callable[[], dict[str, Any]]) -> MetricsServer:

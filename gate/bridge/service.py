@@ -27,6 +27,7 @@ from gate.bridge import builder, refusals
 from gate.bridge.builder import EventPull, Publisher, is_signed_secret, secret_key
 from gate.bridge.config import BridgeConfig
 from gate.bridge.health import Contact
+from gate.bridge.intake import FULL, RefusalIntake
 from gate.bridge.listener import BusListener
 from gate.bridge.opn import CHECKED_IN, SCANNED, OpnClient
 from gate.bridge.pretix import (
@@ -108,6 +109,9 @@ class Bridge:
         self.documents = [json.loads(p.read_text()) for p in config.document_files]
         self.publisher = Publisher(self.store, config.admin_key, config.venue, self.roster_entries, self.documents)
         self.failed_checkins = config.pretix is not None and config.pretix.failed_checkins
+        pretix = config.pretix
+        self.intake = (RefusalIntake(pretix.failed_checkins_rate, pretix.failed_checkins_burst,
+                                     pretix.failed_checkins_max_pending) if pretix is not None else RefusalIntake())
         self.listener = BusListener(config.broker, config.venue, roster_of(config, self.roster_entries),
                                     self._take, self.store.marks, self._refused if self.failed_checkins else None,
                                     self.bus_status)
@@ -160,18 +164,21 @@ class Bridge:
 
     def _refused(self, gate: str, payload: bytes) -> None:
         """A lane's decision on ``scans/<gate>`` (paho's thread): a refusal of a pretix ticket
-        becomes a failed check-in job (gate.bridge.refusals); anything else is dropped."""
+        becomes a failed check-in job (gate.bridge.refusals) within the lane's rate and the
+        queue's cap (gate.bridge.intake: beyond them it is counted, not queued); anything else
+        is dropped."""
         try:
             refusal = refusals.read_refusal(payload, gate)
         except ValueError as exc:  # ScanError, or a field of the wrong type
             self.listener.counters["scans_refused"] += 1
             log.debug("scan message not read gate=%s error=%s", gate, exc)
             return
-        if refusal is None:
+        if refusal is None or not self.intake.allow(gate):
             return
         now = time.time()
         key, body = refusals.job_body(refusal, now)
-        self.store.add_jobs([NewJob(refusals.SINK, key, body, now)], now)
+        if self.store.add_capped(NewJob(refusals.SINK, key, body, now), self.intake.max_pending, now) is None:
+            self.intake.dropped(gate, FULL)
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -430,7 +437,8 @@ class Bridge:
                 "venue": self.config.venue, "broker": self.listener.status(), "pretix": pretix,
                 "services": {name: contact.snapshot() for name, contact in self.contacts.items()},
                 "published": {"bundle": _public(self.store.get("bundle")), "delta": _public(self.store.get("delta"))},
-                "queue": self.store.queue_stats(), "lag_window_s": LAG_WINDOW}
+                "queue": self.store.queue_stats(), "lag_window_s": LAG_WINDOW,
+                "failed_checkins": self.intake.status()}
 
     def snapshot(self) -> dict[str, Any]:
         """The last status made (at most a second old): what metrics scrapes and the bus read,
@@ -445,7 +453,8 @@ class Bridge:
         return encode_status(self.config.broker.username, "online", venue=s["venue"], at=round(s["at"], 3),
                              broker={k: broker.get(k, 0) for k in ("records", "refused", "jobs", "scans")},
                              services=s["services"], pulls=s["pretix"]["pulls"], enrolled=s["pretix"]["enrolled"],
-                             published=s["published"], queue=s["queue"], lag_window_s=s["lag_window_s"])
+                             published=s["published"], queue=s["queue"], lag_window_s=s["lag_window_s"],
+                             failed_checkins=s["failed_checkins"])
 
     def write_status(self) -> None:
         self._snapshot = self.status()

@@ -183,6 +183,18 @@ class BridgeStore:
         self._wake(sinks)
         return sum(sinks.values())
 
+    def add_capped(self, job: NewJob, cap: int, now: float | None = None) -> bool | None:
+        """Queue ``job`` unless ``cap`` jobs of its sink are pending already (counted in the same
+        transaction, so two callers never both pass the cap): True when queued, False when a job
+        with its key is queued already, None when the sink is full."""
+        with self._tx() as conn:
+            pending = conn.execute("SELECT COUNT(*) FROM jobs WHERE sink=? AND state=?", (job.sink, PENDING)).fetchone()[0]
+            if pending >= cap:
+                return None
+            sinks = self._insert_jobs(conn, [job], time.time() if now is None else now)
+        self._wake(sinks)
+        return bool(sinks[job.sink])
+
     @staticmethod
     def _insert_jobs(conn: sqlite3.Connection, jobs: list[NewJob], now: float) -> Counter[str]:
         """New jobs per sink."""

@@ -57,7 +57,10 @@ class Worker(threading.Thread):
     """Takes ``sink``'s due jobs and hands them to ``deliver`` (which records each outcome).
     ``also``: sinks it serves too, one batch of one sink at a time, each only while the sinks
     before it have nothing due (pretix's failed check-ins wait while check-ins are due, and
-    share their connection and their pause in an outage)."""
+    share their connection). A pause asked after a batch of ``sink`` holds the whole worker
+    (an outage is not hammered); one asked after a batch of an ``also`` sink holds only that
+    sink: a failed check-in that fails never keeps a check-in waiting (the next check-in tries
+    the destination, and pauses everything if it is really away)."""
 
     def __init__(self, store: BridgeStore, sink: str, deliver: Callable[[list[Job]], float], batch: int = 1,
                  part: tuple[int, int] = (0, 1), also: tuple[str, ...] = ()) -> None:
@@ -66,6 +69,7 @@ class Worker(threading.Thread):
         self.sinks = (sink, *also)
         self.wakeup = threading.Event()
         self.stopping = threading.Event()
+        self.held: dict[str, float] = {}  # an ``also`` sink → until when it is not taken (its pause)
         store.wakeups.append(lambda sink: self.wakeup.set() if sink in self.sinks else None)
 
     def run(self) -> None:
@@ -82,13 +86,16 @@ class Worker(threading.Thread):
     def _once(self) -> None:
         """Deliver this worker's due jobs, or wait until the next is due or a new one comes."""
         now = time.time()
-        jobs = next((due for sink in self.sinks if (due := self.store.due(sink, now, self.batch, self.part))), [])
-        if not jobs:
-            nexts = [n for sink in self.sinks if (n := self.store.next_due(sink, self.part)) is not None]
+        sinks = [sink for sink in self.sinks if self.held.get(sink, 0.0) <= now]
+        taken = next(((sink, due) for sink in sinks if (due := self.store.due(sink, now, self.batch, self.part))), None)
+        if taken is None:
+            nexts = [n for sink in sinks if (n := self.store.next_due(sink, self.part)) is not None]
+            nexts += [until for until in self.held.values() if until > now]
             wait = 1.0 if not nexts else min(1.0, max(MIN_WAIT, min(nexts) - time.time()))
             if self.wakeup.wait(wait):
                 self.wakeup.clear()
             return
+        sink, jobs = taken
         try:
             pause = self.deliver(jobs)
         except Exception:  # a bug in one delivery must not end the worker
@@ -96,7 +103,9 @@ class Worker(threading.Thread):
             for job in jobs:
                 self.store.failed(job.id, "internal error", time.time() + backoff(job.attempts))
             pause = 5.0
-        if pause:
+        if pause and sink != self.sink:
+            self.held[sink] = time.time() + pause
+        elif pause:
             self.stopping.wait(pause)
 
     def stop(self) -> None:

@@ -175,6 +175,9 @@ def status_lines(status: dict[str, Any]) -> list[str]:
                      f"dead {q['dead']:,}, done {q['done']:,}")
         lines.append(f"           lag p50 {_seconds(q.get('lag_p50_s'))}, p99 {_seconds(q.get('lag_p99_s'))} "
                      f"({q.get('lag_n', 0):,} in the last {window:.0f} s)")
+    for gate, whys in sorted(((status.get("failed_checkins") or {}).get("dropped") or {}).items()):
+        lines.append(f"  flood    {gate}: refusals not queued: {whys.get('rate', 0):,} over its rate, "
+                     f"{whys.get('full', 0):,} queue full")
     lines += [f"! {problem}" for problem in status.get("problems", [])]
     return lines
 

@@ -8,7 +8,9 @@ looking at ``gate venue-dashboard run`` as a venue runs it (its own process, the
   (``Date.now()``) each lane's entries as the page shows them. A lane's ledger count becomes N
   when it writes its N-th entry (the record's own time, the same wall clock); the figure is the
   time from there to the page first showing N or more for that lane, over every N of every lane.
-  At the end every lane's count on the page must equal its ledger's.
+  At the end every lane's count on the page must equal its ledger's. Where the time goes: each
+  entry's record stamped as it reaches the bus (``BusTimes``) and the push that first carried it
+  (its snapshot's time), so its way splits into the lane's, the dashboard's and the browser's legs.
 - **100 lanes drawn**: 100 lanes' retained statuses and sealed records (simulated lanes, as
   ``tests/dashboard/test_dashboard_scale.py`` publishes them: 100 ``gate run`` do not fit this
   machine beside a browser); a script injected before the page's own (CDP) notes
@@ -52,9 +54,11 @@ from bench_venue import (  # a scenario in a folder of its own; the last column;
 from hwsim.broker import Mosquitto, Watcher, free_port
 from nacl.signing import SigningKey
 
+from gate.dashboard.settings import PUSH_INTERVAL
 from gate.store import Store
 from gate.store.ledger import Record
 from gate.sync import messages as bus
+from gate.sync.opening import HELD_KEY
 from gate.trust.records import sealer
 from tests.support.lanes import wait_until
 
@@ -151,31 +155,68 @@ def wait(what: str, condition: Callable[[], Any], timeout: float, poll: float = 
 # --- (a) the page's counts against the ledgers, while lanes scan ----------------------------------------
 
 
-# Each lane's entries as the page shows them: [gate, count, Date.now()] whenever one changes.
+# Each lane's entries as the page shows them: [gate, count, Date.now(), the push's snapshot time]
+# whenever one changes (the observer runs once the push's render is over, so the page's stateAt is
+# that push's).
 WATCH_ENTRIES = """
 window.benchShown = [];
 const body = document.querySelector('#lanes tbody');
 const last = {};
 const note = () => {
   const t = Date.now();
+  const made = Number(document.body.dataset.stateAt) * 1000;
   for (const row of body.rows) {
     const cell = row.querySelector('.c-entries');
     const count = cell ? parseInt(cell.textContent, 10) : NaN;
     if (!Number.isNaN(count) && count !== last[row.dataset.gate]) {
       last[row.dataset.gate] = count;
-      window.benchShown.push([row.dataset.gate, count, t]);
+      window.benchShown.push([row.dataset.gate, count, t, made]);
     }
   }
 };
 new MutationObserver(note).observe(body, {childList: true, subtree: true, characterData: true});
 note();
+window.benchReopened = 0;  // the page's event stream lost and opened again (the page says "reconnecting…")
+const live = document.getElementById('live');
+new MutationObserver(() => { if (live.textContent.startsWith('reconnecting')) window.benchReopened += 1; })
+  .observe(live, {childList: true, subtree: true, characterData: true});
 """
 
 
-def entry_times(database: Path, gate: str) -> list[float]:
-    """When ``gate``'s ledger count of entries became 1, 2, 3…: its entries' own times."""
+def entry_times(database: Path, gate: str) -> list[tuple[float, int]]:
+    """When ``gate``'s ledger count of entries became 1, 2, 3…: its entries' own times, with their seqs."""
     with closing(Store(database, gate, read_only=True)) as store:
-        return sorted(r.at for r in store.ledger.records(origin=gate) if r.kind in ENTRIES and r.direction == "in")
+        return sorted((r.at, r.seq) for r in store.ledger.records(origin=gate) if r.kind in ENTRIES and r.direction == "in")
+
+
+class BusTimes:
+    """When each lane's records reached the bus: a ``mosquitto_sub`` (its own small C process, so
+    the bench's Python threads do not delay the stamps) subscribed to ``ledger/+`` beside the
+    dashboard, each message stamped on arrival (``%U``). ``(origin, seq)`` → seconds."""
+
+    def __init__(self, workdir: Path, broker: Mosquitto) -> None:
+        self.path = workdir / "ledger-arrivals.txt"
+        self.file = self.path.open("wb")
+        self.process = subprocess.Popen(["mosquitto_sub", "-h", "127.0.0.1", "-p", str(broker.port), "-q", "1",
+                                         "--nodelay", "-t", f"{TOPIC_ROOT}ledger/+", "-F", "%U %t %p"], stdout=self.file)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(10)
+        self.file.close()
+
+    def times(self) -> dict[tuple[str, int], float]:
+        self.stop()
+        arrived: dict[tuple[str, int], float] = {}
+        for line in self.path.read_bytes().splitlines():
+            stamp, topic, payload = line.split(b" ", 2)
+            gate = topic.decode().rsplit("/", 1)[-1]
+            for text, _ in bus.decode_records(payload, gate):
+                key = HELD_KEY.match(text)
+                if key is not None:
+                    arrived.setdefault((key[1], int(key[3])), float(stamp))
+        return arrived
 
 
 def shown_counts(driver: Any) -> dict[str, int]:
@@ -191,10 +232,13 @@ def bench_counts(workdir: Path, issuer: SigningKey, count: int, rate: float, sec
     with Lanes(workdir, issuer, names, ready_timeout=120) as venue:
         dashboard = Dashboard(workdir / "dashboard", venue.broker, venue.keys.admin_public_hex)
         driver = None
+        stops: list[Callable[[], None]] = []
         try:
             driver = open_browser(dashboard)
             wait("every lane up on the page", lambda: len(shown_counts(driver)) == count, 30)
             driver.execute_script(WATCH_ENTRIES)
+            arrivals = BusTimes(workdir, venue.broker)
+            stops.append(arrivals.stop)
             failures: list[str] = []
 
             def crowd(index: int, gate: str) -> None:
@@ -221,30 +265,55 @@ def bench_counts(workdir: Path, issuer: SigningKey, count: int, rate: float, sec
                 pass  # measured all the same: the counts the page never reached are named below
             shown = shown_counts(driver)
             log = driver.execute_script("return window.benchShown")
+            reopened = driver.execute_script("return window.benchReopened")
+            arrived = arrivals.times()  # (stopped again in finally: a no-op)
         finally:
+            for stop in stops:
+                stop()
             if driver is not None:
                 driver.quit()
             dashboard.stop()
-    pages: dict[str, tuple[list[int], list[float]]] = {g: ([], []) for g in names}
-    for gate, value, at_ms in log:
+    pages: dict[str, tuple[list[int], list[float], list[float]]] = {g: ([], [], []) for g in names}
+    for gate, value, at_ms, made_ms in log:
         pages[gate][0].append(value)
         pages[gate][1].append(at_ms / 1000)
+        pages[gate][2].append(made_ms / 1000)
     delays, never = [], 0
+    parts: list[tuple[float, float, float, float]] = []  # (total, ledger → bus, bus → pushed, pushed → shown), ms
     for gate, times in ledgers.items():
-        values, seen = pages[gate]
-        for n, made in enumerate(times, start=1):
+        values, seen, pushed = pages[gate]
+        for n, (made, seq) in enumerate(times, start=1):
             first = bisect.bisect_left(values, n)  # the page's counts only grow
             if first == len(values):
                 never += 1
-            else:
-                delays.append((seen[first] - made) * 1000)
-    every = [t for times in ledgers.values() for t in times]
+                continue
+            delays.append((seen[first] - made) * 1000)
+            on_bus = arrived.get((gate, seq))
+            if on_bus is not None:
+                parts.append((delays[-1], (on_bus - made) * 1000, (pushed[first] - on_bus) * 1000, (seen[first] - pushed[first]) * 1000))
+    every = [t for times in ledgers.values() for t, _ in times]
     if not delays:
         raise RuntimeError(f"the page showed none of the {len(every)} entries: {shown} against {final}")
     return {"lanes": count, "rate": rate, "seconds": seconds, "entries": len(every), "equal": shown == final, "never": never,
             "achieved": (len(every) - 1) / (max(every) - min(every)) if len(every) > 1 else 0.0,
             "p50": percentile(delays, 50), "p99": percentile(delays, 99), "max": max(delays),
-            "within": sum(d <= BUDGET_S * 1000 for d in delays) / len(delays)}
+            "within": sum(d <= BUDGET_S * 1000 for d in delays) / len(delays), "parts": breakdown(parts),
+            "reopened": reopened}
+
+
+PARTS = ("the lane: in its ledger → on the bus", "the dashboard: on the bus → the snapshot that carries it",
+         "the push and the browser: that snapshot → shown")
+
+
+def breakdown(parts: list[tuple[float, float, float, float]]) -> dict[str, Any]:
+    """Each leg's p50, p99 and max over every entry, and its median over the slowest 1 % of
+    entries (where the tail comes from)."""
+    if not parts:
+        return {}
+    slowest = sorted(parts)[-max(1, len(parts) // 100):]
+    return {"entries": len(parts), "slowest": len(slowest), "legs": [
+        (name, percentile([p[i] for p in parts], 50), percentile([p[i] for p in parts], 99), max(p[i] for p in parts),
+         percentile([p[i] for p in slowest], 50)) for i, name in enumerate(PARTS, start=1)]}
 
 
 # --- (b) 100 lanes drawn ---------------------------------------------------------------------------------
@@ -358,8 +427,18 @@ def counts_rows(a: dict[str, Any], args: argparse.Namespace) -> list[str]:
         (f"| {what} | p50 {a['p50']:.0f} ms, p99 {a['p99']:.0f} ms, max {a['max']:.0f} ms ({a['entries']:,} entries, "
          f"{a['achieved']:.0f} scans/s reached) | ≤ 1 s | {verdict(a['max'] <= BUDGET_S * 1000 and a['equal'])} |"),
         (f"| of which within 1 s | {a['within']:.1%}; at the end every lane's count on the page equals its ledger's: "
-         f"{equal} | | |"),
+         f"{equal}; the page's event stream was lost and reopened {a.get('reopened', 0)} time(s) | | |"),
+        *parts_rows(a.get("parts") or {}),
     ]
+
+
+def parts_rows(parts: dict[str, Any]) -> list[str]:
+    """Where the time goes: the record on the bus as a ``mosquitto_sub`` beside the dashboard
+    stamps it, the push by the snapshot's own time, shown by the page's observer."""
+    if not parts:
+        return []
+    return [f"| leg: {name} | p50 {p50:.0f} ms, p99 {p99:.0f} ms, max {top:.0f} ms; median in the slowest 1 % "
+            f"({parts['slowest']} entries): {slow:.0f} ms | | |" for name, p50, p99, top, slow in parts["legs"]]
 
 
 def drawn_rows(b: dict[str, Any], args: argparse.Namespace) -> list[str]:
@@ -386,12 +465,14 @@ def run(args: argparse.Namespace) -> int:
         "",
         (f"Written by `scripts/bench --dashboard` on {time.strftime('%Y-%m-%d %H:%M %Z')}; the run took "
          f"{(time.monotonic() - started) / 60:.1f} min."),
-        "`gate venue-dashboard run` in its own process (the shipped `push_interval`, 0.2 s) on a real mosquitto,",
+        f"`gate venue-dashboard run` in its own process (the shipped `push_interval`, {PUSH_INTERVAL:g} s) on a real mosquitto,",
         "looked at by a real headless Chromium (Selenium) logged in to it; the lanes, the broker, the dashboard and",
         "the browser share this machine. What the page shows is read in the page (a MutationObserver): a count",
         "is shown once it is in the page's DOM. The scanning lanes are real `gate run` processes on simulated",
         "hardware, each person scanned and walked through; the 100 lanes drawn are simulated (their retained",
-        "statuses and sealed records, as tests/dashboard/test_dashboard_scale.py publishes them).",
+        "statuses and sealed records, as tests/dashboard/test_dashboard_scale.py publishes them). The legs of",
+        "an entry's way: its record reaching the bus as a `mosquitto_sub` beside the dashboard stamps it, the",
+        "push that first carries the count by its snapshot's time, and the page showing it.",
         "",
         *machine(),
         "",

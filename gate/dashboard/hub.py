@@ -24,6 +24,7 @@ from gate.dashboard.venue import Venue
 from gate.errors import MessageError, SignedError
 from gate.store.ledger import Record
 from gate.sync import messages as bus_messages
+from gate.sync.opening import HELD_KEY
 from gate.trust import signed
 from gate.trust.records import open_record
 from gate.trust.roster import Roster
@@ -100,6 +101,7 @@ class Hub:
                 room = MAX_WAITING - len(self._waiting)
                 self._waiting += [(text, sig, sender) for text, sig in sealed[:max(0, room)]]
                 return
+            sealed = [(text, sig) for text, sig in sealed if not self._counted(text)]
         opened: list[Record] = []
         for text, signature in sealed:
             try:
@@ -108,6 +110,17 @@ class Hub:
                 self._malformed(f"record from {sender or 'a catch-up answer'}", f"{exc.kind}: {exc}")
         with self.lock:
             self.venue.on_records(opened)
+
+    def _counted(self, text: str) -> bool:
+        """Whether the record ``text`` names is counted already (a catch-up answer between gates, a
+        QoS 1 copy), read from the key at the start of its text as a lane does (``HELD_KEY``): a
+        counted key changes nothing whatever the rest says, so its signature is not checked
+        (Ed25519 is most of the cost, and paho's thread reads everything else behind it)."""
+        key = HELD_KEY.match(text)
+        if key is None:
+            return False
+        seqs = self.venue.seen.get((key[1], key[2]))
+        return seqs is not None and int(key[3]) in seqs
 
     def _bundle(self, payload: bytes) -> None:
         message = signed.read(payload, self.admin_key, self.venue.venue)
@@ -186,6 +199,8 @@ class Hub:
         with self.lock:
             self.version += 1
         for loop, event in list(self._watchers):
+            if event.is_set():  # woken already and not yet pushed: that push reads this change too (the
+                continue        # stream clears the event before it takes the snapshot), so no wake-up per message
             try:
                 loop.call_soon_threadsafe(event.set)
             except RuntimeError:  # that page's loop is closed

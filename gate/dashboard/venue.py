@@ -75,6 +75,12 @@ class Seqs:
                 del firsts[1], lasts[1]
         return True
 
+    def __contains__(self, seq: object) -> bool:
+        if not isinstance(seq, int):
+            return False
+        i = bisect.bisect_right(self.firsts, seq)
+        return bool(i) and seq <= self.lasts[i - 1]
+
     def __len__(self) -> int:
         return sum(last - first + 1 for first, last in zip(self.firsts, self.lasts, strict=True))
 
@@ -107,6 +113,7 @@ class Venue:
     bundle_capacity: dict[str, int] = field(default_factory=dict)  # the admin's bundle: what the lanes hold to
     seen: dict[tuple[str, str], Seqs] = field(default_factory=dict)  # (origin, epoch) → seqs counted
     malformed: Counter[str] = field(default_factory=Counter)  # refused bus messages by kind
+    per_minute: Counter[int] = field(default_factory=Counter)  # every lane's entries by minute: the chart, one lookup a bar
     commands: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=RECENT_COMMANDS))
     connected: bool = False
 
@@ -148,6 +155,7 @@ class Venue:
             if record.kind in (PASSAGE, FORCED) and record.direction == "in":
                 lane.entries += 1
                 lane.per_minute[int(record.at // 60)] += 1
+                self.per_minute[int(record.at // 60)] += 1
             elif record.kind == FREE_EXIT or record.kind in (PASSAGE, FORCED) and record.direction == "out":
                 lane.exits += 1
             if record.kind == FORCED:
@@ -218,7 +226,8 @@ class Venue:
 
     def snapshot(self, now: float) -> dict[str, Any]:
         minute = int(now // 60)
-        lanes, chart = [], [0] * CHART_MINUTES
+        lanes = []
+        chart = [self.per_minute.get(minute - CHART_MINUTES + 1 + i, 0) for i in range(CHART_MINUTES)]
         zones: dict[str, dict[str, Any]] = {}
         refusals: Counter[str] = Counter()
         for gate in sorted(self.lanes):
@@ -228,8 +237,6 @@ class Venue:
             row = self.roster.get(gate)
             zone = row.zone if row is not None and row.zone else None
             refusals.update(lane.refusals)
-            for i in range(CHART_MINUTES):
-                chart[i] += lane.per_minute.get(minute - CHART_MINUTES + 1 + i, 0)
             lanes.append({
                 "gate": gate,
                 "zone": zone,

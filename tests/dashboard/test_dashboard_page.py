@@ -125,6 +125,9 @@ def test_counts_and_zone_occupancy_on_the_page_equal_the_ledgers(make_bus: Any, 
     assert "ALARM" not in text_of(page, "#zone-south")
     shows(page, '[data-reason="already_used"]', "already_used: 3")
     shows(page, '[data-total="forced passages"] .value', "1")
+    entries = sum(own_counts(lane)[0] for lane in lanes.values())  # the chart's bars (redrawn in place) add up to them
+    WebDriverWait(page, 20).until(lambda d: d.execute_script(
+        "return [...document.querySelectorAll('#chart rect')].reduce((n, r) => n + parseInt(r.textContent, 10), 0)") == entries)
     WebDriverWait(page, 5).until(lambda d: "refused: already_used" in _text(d, "#lane-gate-a .c-last") or "let in" in _text(d, "#lane-gate-a .c-last"))
     screenshot(page, "dashboard")
 

@@ -366,3 +366,63 @@ def test_a_command_needs_the_key_a_known_gate_and_its_own_confirmation(tmp_path:
         on.confirm("ops", pending.token)  # and it is gone: one use
     assert [line["event"] for line in audit.lines()] == ["refused", "asked"]
     assert (tmp_path / "audit.log").stat().st_mode & 0o077 == 0
+
+
+def test_copies_in_a_catch_up_answer_are_not_checked_again_and_new_records_still_are(monkeypatch: Any) -> None:
+    """Every catch-up answer between gates reaches the dashboard too: what it counted already is
+    dropped by its key before Ed25519 (paho's thread reads every other message behind it)."""
+    from gate.dashboard import hub as hub_module
+    from gate.sync import messages as bus
+    from gate.trust.records import sealer
+
+    venue = Venue(VENUE)
+    hub = Hub(venue, ROOT, bytes(ADMIN.verify_key))
+    roster = [signed.roster_entry("lane-1", bytes(KEYS.add("lane-1").verify_key))]
+    hub.on_message(f"{ROOT}bundle", signed.sign(signed.bundle_payload(VENUE, 5, time.time(), [], b"", roster), ADMIN))
+    good = sealer(KEYS.add("lane-1"), VENUE)
+    forged = sealer(KEYS.key("thief"), VENUE)
+    hub.on_message(f"{ROOT}ledger/lane-1", bus.encode_records("lane-1", [good(record("lane-1", seq, "forced_passage")) for seq in (1, 2)]))
+    checked: list[str] = []
+    opener = hub_module.open_record
+    monkeypatch.setattr(hub_module, "open_record", lambda text, *rest: (checked.append(text), opener(text, *rest))[1])
+    answer = [forged(record("lane-1", 2, "forced_passage")), good(record("lane-1", 3, "forced_passage")),
+              forged(record("lane-1", 4, "forced_passage"))]
+    hub.on_message(f"{ROOT}sync/reply/lane-2/lane-3", bus.encode_reply("lane-3", answer))
+    assert [text for text, _ in answer[1:]] == checked  # the copy of seq 2 was not checked, 3 and 4 were
+    lane = venue.lanes["lane-1"]
+    assert (lane.records, lane.entries) == (3, 3) and sum(venue.malformed.values()) == 1  # the forged seq 4
+
+
+def test_a_change_just_after_a_push_is_pushed_without_waiting_for_the_heartbeat(monkeypatch: Any) -> None:
+    """Changes from the bus's thread wake a page's stream once until it pushes (not once per
+    message): none is lost, however it falls against the push."""
+    import asyncio
+    import threading
+
+    from gate.dashboard import web
+
+    monkeypatch.setattr(web, "HEARTBEAT", 120.0)  # only a change can make the next push come in time
+    hub = Hub(Venue(VENUE), ROOT, bytes(ADMIN.verify_key))
+
+    class Request:
+        async def is_disconnected(self) -> bool:
+            return False
+
+    def sent(i: int) -> dict[str, Any]:
+        return {"nonce": f"n{i}", "gate": "lane-1", "command": "reload", "user": "ops", "at": time.time()}
+
+    async def main() -> None:
+        stream = web._stream(Request(), hub, 0.05, lambda: True)  # type: ignore[arg-type]
+        assert await anext(stream) == b"retry: 1000\n\n"
+        await anext(stream)
+        for burst in range(5):  # a burst from another thread, each right after the push before
+            thread = threading.Thread(target=lambda burst=burst: [hub.command_sent(sent(100 * burst + i)) for i in range(50)])
+            thread.start()
+            await asyncio.to_thread(thread.join)
+            while True:
+                data = json.loads((await asyncio.wait_for(anext(stream), 20))[len(b"data: "):])
+                if data["commands"][0]["nonce"] == f"n{100 * burst + 49}":
+                    break
+        await stream.aclose()
+
+    asyncio.run(main())

@@ -8,6 +8,17 @@ const rows = new Map();  // gate -> {tr, cells}
 const COLUMNS = ["gate", "zone", "state", "mode", "clock", "bundle", "outbox", "readers", "version", "last",
                  "entries", "exits", "refused", "per_minute", "notes", "commands"];
 
+// What each section was last drawn from: a push redraws only the sections whose data changed
+// (the lanes' cells are compared one by one in renderLanes), so a push costs the browser little.
+const drawnFrom = new Map();
+
+function changed(section, data) {
+  const text = JSON.stringify(data);
+  if (drawnFrom.get(section) === text) return false;
+  drawnFrom.set(section, text);
+  return true;
+}
+
 function el(tag, attrs, text) {
   const node = document.createElement(tag);
   for (const [k, v] of Object.entries(attrs || {})) node.setAttribute(k, v);
@@ -55,6 +66,7 @@ function renderTotals(state) {
 }
 
 function renderZones(state) {
+  if (!changed("zones", [state.zones, state.alarm_percent])) return;
   const box = document.getElementById("zones");
   box.replaceChildren(...state.zones.map((z) => {
     const card = el("div", {class: "zone" + (z.alarm ? " alarm" : ""), id: "zone-" + z.zone, "data-zone": z.zone});
@@ -73,25 +85,33 @@ function renderZones(state) {
 }
 
 function renderChart(state) {
+  if (!changed("chart", state.chart)) return;
   const svg = document.getElementById("chart");
   const max = Math.max(1, ...state.chart);
   const width = 600 / state.chart.length;
   const ns = "http://www.w3.org/2000/svg";
-  svg.replaceChildren(...state.chart.map((n, i) => {
-    const rect = document.createElementNS(ns, "rect");
+  if (svg.children.length !== state.chart.length) {  // the bars are made once and then only resized
+    svg.replaceChildren(...state.chart.map((n, i) => {
+      const rect = document.createElementNS(ns, "rect");
+      rect.setAttribute("x", (i * width).toFixed(1));
+      rect.setAttribute("width", (width - 1).toFixed(1));
+      rect.append(document.createElementNS(ns, "title"));
+      return rect;
+    }));
+  }
+  state.chart.forEach((n, i) => {
+    const rect = svg.children[i];
     const h = Math.round(110 * n / max);
-    rect.setAttribute("x", (i * width).toFixed(1));
-    rect.setAttribute("y", 115 - h);
-    rect.setAttribute("width", (width - 1).toFixed(1));
-    rect.setAttribute("height", h);
-    const title = document.createElementNS(ns, "title");
-    title.textContent = `${n} entries, ${state.chart.length - 1 - i} min ago`;
-    rect.append(title);
-    return rect;
-  }));
+    if (rect.getAttribute("height") !== String(h)) {
+      rect.setAttribute("y", 115 - h);
+      rect.setAttribute("height", h);
+    }
+    set(rect.firstChild, `${n} entries, ${state.chart.length - 1 - i} min ago`);
+  });
 }
 
 function renderRefusals(state) {
+  if (!changed("refusals", state.refusals)) return;
   const list = document.getElementById("refusals");
   const entries = Object.entries(state.refusals);
   list.replaceChildren(...(entries.length ? entries.map(([reason, n]) => el("li", {"data-reason": reason}, `${reason}: ${n}`))
@@ -155,6 +175,7 @@ function renderLanes(state) {
 }
 
 function renderCommands(state) {
+  if (!changed("commands", state.commands)) return;
   const list = document.getElementById("commands");
   list.replaceChildren(...state.commands.map((c) => {
     const what = c.command === "set_mode" ? `set_mode ${c.mode}` : c.command;

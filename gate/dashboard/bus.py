@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -41,6 +42,9 @@ class BusReader:
         self.on_message = on_message
         self.on_connection = on_connection
         self.connected = False
+        # Set once the broker has acknowledged the subscriptions: from then on nothing the lanes
+        # publish passes this reader by (what came before is asked of them by catch-up).
+        self.subscribed = threading.Event()
         self._failures = 0
         self._client = make_client(settings, f"gate-dashboard-{venue}", clean_session=False)
         self._client.reconnect_delay_set(1, 10)
@@ -48,6 +52,7 @@ class BusReader:
         self._client.on_connect_fail = self._on_connect_fail
         self._client.on_disconnect = self._on_disconnect
         self._client.on_message = self._on_message
+        self._client.on_subscribe = lambda *args: self.subscribed.set()
 
     def start(self) -> None:
         """Connect in the background: the page shows 'bus: not connected' until it is."""

@@ -101,6 +101,9 @@ class RunningDashboard:
             self.thread.join(0.05)
             deadline -= 1
         assert self.server.started, "the dashboard did not start"
+        # and its bus is subscribed: what a test publishes next reaches it (the page's HTTP server
+        # may be up before paho has connected; a record published before then passes it by)
+        assert self.dashboard.bus.subscribed.wait(30), "the dashboard did not subscribe to the bus"
         self.url = f"http://127.0.0.1:{self.config.port}"
 
     @property

@@ -98,7 +98,6 @@ def run(workdir: Path, minutes: float = 10.0, rate: float = 100.0, peer_restart:
     sent: collections.deque[tuple[str, float]] = collections.deque()  # (kind, monotonic) awaiting their decision
     sent_count = 0
     decided: collections.Counter[str] = collections.Counter()  # "kind:reason" (paired in order, see consume)
-    reasons: collections.Counter[str] = collections.Counter()
     loop_latency: list[float] = []
     decided_at: list[tuple[float, float]] = []  # (monotonic, loop latency ms) for the timeline
     cpu: list[tuple[float, tuple[int, ...]]] = []  # (monotonic, /proc/stat cpu times)
@@ -124,7 +123,6 @@ def run(workdir: Path, minutes: float = 10.0, rate: float = 100.0, peer_restart:
                         continue
                     kind, at = sent.popleft()
                 decided[f"{kind}:{event['reason']}"] += 1
-                reasons[event["reason"]] += 1
                 loop_latency.append(event["latency_ms"])
                 decided_at.append((event["t"], event["latency_ms"]))
                 end_to_end.append((event["t"] - at) * 1000)
@@ -224,7 +222,7 @@ def run(workdir: Path, minutes: float = 10.0, rate: float = 100.0, peer_restart:
             "decisions": total_decisions,
             "scans_dropped": sent_count - total_decisions,
             "achieved_rate_per_s": round(sent_count / sending_s, 1),
-            "outcomes": dict(sorted((decided if total_decisions == sent_count else reasons).items())),
+            "outcomes": dict(sorted(decided.items() if total_decisions == sent_count else _by_reason(decided).items())),
             "loop_latency_ms": _spread(loop_latency),
             # (scans and decisions are paired in order: once one scan was dropped, every later pair is off)
             "scan_to_decision_ms": _spread(end_to_end) if total_decisions == sent_count else "not paired: scans were dropped",
@@ -255,6 +253,14 @@ def _restart_peer(peer: SimLane, kill: bool, counts: collections.Counter[str]) -
         peer.stop()
     counts["killed" if kill else "stopped"] += 1
     peer.start()
+
+
+def _by_reason(decided: collections.Counter[str]) -> collections.Counter[str]:
+    """The outcomes by reason alone ("kind:reason" counts summed over the kinds)."""
+    reasons: collections.Counter[str] = collections.Counter()
+    for key, n in decided.items():
+        reasons[key.split(":", 1)[1]] += n
+    return reasons
 
 
 def _spread(values: list[float]) -> dict[str, float]:

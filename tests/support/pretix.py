@@ -22,6 +22,7 @@ import json
 import os
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -93,6 +94,16 @@ class PretixTemplate:
         self.seed_seconds = time.monotonic() - started
         self.seed = json.loads(out.strip().splitlines()[-1])
         (workdir / "seed.json").write_text(json.dumps(self.seed))  # this run's only: for a person looking into a failure
+        # Write-ahead logging, once: it stays in the file, so every copy has it. In pretix's default
+        # rollback journal each check-in commit costs several fsyncs and a reader blocks a writer
+        # ("database is locked" as a 500); a venue's pretix runs on PostgreSQL, which neither does.
+        db = sqlite3.connect(self.datadir / "db.sqlite3")
+        try:
+            mode = db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+        finally:
+            db.close()  # the last connection: the log is checkpointed and removed, the copies are one file
+        if mode != "wal":
+            raise RuntimeError(f"pretix's database stayed in journal mode {mode!r}")
 
     @staticmethod
     def _run(cmd: list[str], env: dict[str, str], timeout: float) -> str:

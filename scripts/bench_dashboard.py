@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import bisect
+import os
 import statistics
 import subprocess
 import sys
@@ -75,6 +76,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--dashboard-seconds", type=float, default=60.0, help="how long they scan")
     group.add_argument("--dashboard-rendered", type=int, default=100, help="simulated lanes the page draws")
     group.add_argument("--dashboard-loads", type=int, default=10, help="page loads timed with that many lanes")
+    group.add_argument("--dashboard-lanes-nice", type=int, default=10,
+                       help="the niceness of the lanes (and their crowd) in the second run of the counts, where the "
+                            "dashboard's host (the dashboard, the broker, the browser) comes first, as on a host of its own")
 
 
 # --- the dashboard, as a venue runs it, and the browser ------------------------------------------------
@@ -219,17 +223,75 @@ class BusTimes:
         return arrived
 
 
+class CpuWait:
+    """How long the dashboard's threads waited for a CPU while they were ready to run: every
+    thread's ``/proc/<pid>/task/<tid>/schedstat`` (on a CPU, waiting on the run queue, in ns)
+    summed every 0.1 s. The total and the worst 0.1 s say whether a slow count was the dashboard
+    being slow or the dashboard not being run."""
+
+    WINDOW = 0.1
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.windows: list[tuple[float, float]] = []  # (on a CPU, waiting), seconds, per window
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, name="cpu-wait", daemon=True)
+        self._thread.start()
+
+    def _read(self) -> tuple[float, float]:
+        ran = waited = 0
+        for task in Path(f"/proc/{self.pid}/task").glob("*"):
+            try:
+                fields = (task / "schedstat").read_text().split()
+            except OSError:  # a thread that just ended
+                continue
+            ran, waited = ran + int(fields[0]), waited + int(fields[1])
+        return ran / 1e9, waited / 1e9
+
+    def _sample(self) -> None:
+        try:
+            last = self._read()
+            while not self._stop.wait(self.WINDOW):
+                now = self._read()
+                self.windows.append((now[0] - last[0], now[1] - last[1]))
+                last = now
+        except (OSError, IndexError, ValueError):  # the process ended (or no schedstat here): what was read stays
+            pass
+
+    def stop(self) -> dict[str, float]:
+        self._stop.set()
+        self._thread.join(5)
+        if not self.windows:
+            return {}
+        seconds = len(self.windows) * self.WINDOW
+        return {"seconds": seconds, "cpu": sum(r for r, _ in self.windows) / seconds,
+                "waited": sum(w for _, w in self.windows) / seconds, "worst": max(w for _, w in self.windows)}
+
+
+def renice_process(pid: int, nice: int) -> None:
+    """Every thread of ``pid`` to ``nice`` (on Linux a niceness is a thread's, not its process's)."""
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            os.setpriority(os.PRIO_PROCESS, int(task.name), nice)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
 def shown_counts(driver: Any) -> dict[str, int]:
     return driver.execute_script(
         "const o = {}; for (const r of document.querySelectorAll('#lanes tbody tr')) "
         "o[r.dataset.gate] = parseInt(r.querySelector('.c-entries').textContent, 10); return o;")
 
 
-def bench_counts(workdir: Path, issuer: SigningKey, count: int, rate: float, seconds: float) -> dict[str, Any]:
+def bench_counts(workdir: Path, issuer: SigningKey, count: int, rate: float, seconds: float, lanes_nice: int = 0) -> dict[str, Any]:
+    """``lanes_nice``: the lanes' niceness (and their crowd's). Above 0 the dashboard's host comes
+    first: these 2 cores stand for a venue where the lanes are other machines."""
     names = [f"lane-{i:02d}" for i in range(1, count + 1)]
     per_lane = max(1, round(rate * seconds / count))
     interval = count / rate  # between two scans at one lane
     with Lanes(workdir, issuer, names, ready_timeout=120) as venue:
+        for daemon in venue.daemons.values():
+            renice_process(daemon.pid, lanes_nice)
         dashboard = Dashboard(workdir / "dashboard", venue.broker, venue.keys.admin_public_hex)
         driver = None
         stops: list[Callable[[], None]] = []
@@ -241,7 +303,11 @@ def bench_counts(workdir: Path, issuer: SigningKey, count: int, rate: float, sec
             stops.append(arrivals.stop)
             failures: list[str] = []
 
+            cpu_wait = CpuWait(dashboard.process.pid)
+            stops.append(cpu_wait.stop)
+
             def crowd(index: int, gate: str) -> None:
+                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), lanes_nice)  # this thread only
                 start = time.monotonic() + index * interval / count  # the lanes take turns
                 try:
                     for k in range(per_lane):
@@ -267,6 +333,7 @@ def bench_counts(workdir: Path, issuer: SigningKey, count: int, rate: float, sec
             log = driver.execute_script("return window.benchShown")
             reopened = driver.execute_script("return window.benchReopened")
             arrived = arrivals.times()  # (stopped again in finally: a no-op)
+            waited = cpu_wait.stop()
         finally:
             for stop in stops:
                 stop()
@@ -298,7 +365,86 @@ def bench_counts(workdir: Path, issuer: SigningKey, count: int, rate: float, sec
             "achieved": (len(every) - 1) / (max(every) - min(every)) if len(every) > 1 else 0.0,
             "p50": percentile(delays, 50), "p99": percentile(delays, 99), "max": max(delays),
             "within": sum(d <= BUDGET_S * 1000 for d in delays) / len(delays), "parts": breakdown(parts),
-            "reopened": reopened}
+            "reopened": reopened, "nice": lanes_nice, "cpu_wait": waited}
+
+
+def bench_traffic(workdir: Path, count: int, rate: float, seconds: float) -> dict[str, Any]:
+    """``count`` lanes' bus traffic at exactly ``rate`` scans/s in all, without the lanes: what a
+    lane publishes for each admitted person (its admission record, its decision on ``scans/``, its
+    passage record, each sealed with the lane's key in a message of its own) and its retained status
+    every second, from one publisher; the figure is from the passage record's publishing to the page
+    showing the lane's count. The machine holds only the dashboard, the broker and the browser, as
+    the dashboard's host would at a venue whose 100 scans/s come from its lanes over the network."""
+    from hwsim.venue_keys import VenueKeys
+
+    admin = SigningKey(b"\x05" * 32)
+    names = [f"lane-{i:02d}" for i in range(1, count + 1)]
+    broker = Mosquitto(workdir / "broker")
+    try:
+        publish_venue(broker, admin, names, records=False)
+        keys = VenueKeys(VENUE, names, admin=admin)
+        seals = {g: sealer(keys.add(g), VENUE) for g in names}
+        dashboard = Dashboard(workdir / "dashboard", broker, bytes(admin.verify_key).hex())
+        driver = None
+        publisher = Watcher(broker.port, [])
+        try:
+            driver = open_browser(dashboard)
+            wait("every lane up on the page", lambda: len(shown_counts(driver)) == count, 30)
+            driver.execute_script(WATCH_ENTRIES)
+            cpu_wait = CpuWait(dashboard.process.pid)
+            entries: dict[str, list[float]] = {g: [] for g in names}
+            seq = dict.fromkeys(names, 0)
+            total = max(1, int(rate * seconds))
+            start = time.monotonic()
+            for n in range(total):
+                time.sleep(max(0.0, start + n / rate - time.monotonic()))
+                gate = names[n % count]
+                now = time.time()
+                seq[gate] += 2
+                admission = Record(gate, seq[gate] - 1, "admission", now, ticket_key=f"t{n}", format="gt1", direction="in", epoch="e1")
+                passage = Record(gate, seq[gate], "passage", now, direction="in", ref_origin=gate, ref_seq=seq[gate] - 1,
+                                 epoch="e1", ref_epoch="e1")
+                publisher.client.publish(f"{TOPIC_ROOT}ledger/{gate}", bus.encode_records(gate, [seals[gate](admission)]), qos=1)
+                publisher.client.publish(f"{TOPIC_ROOT}scans/{gate}", bus.encode_scan(gate, {
+                    "accepted": True, "reason": "ok", "format": "gt1", "direction": "in", "source": "scanner", "latency_ms": 3.0}))
+                publisher.client.publish(f"{TOPIC_ROOT}ledger/{gate}", bus.encode_records(gate, [seals[gate](passage)]), qos=1)
+                entries[gate].append(now)
+                if n % int(rate) < count:  # each lane's status once a second, as a lane's heartbeat
+                    publisher.client.publish(f"{TOPIC_ROOT}gates/{gate}/status", status(gate), qos=1, retain=True)
+            achieved = (total - 1) / (time.monotonic() - start) if total > 1 else 0.0
+            final = {g: len(times) for g, times in entries.items()}
+            try:
+                wait("the page's counts equal what was published", lambda: shown_counts(driver) == final, 30)
+            except TimeoutError:
+                pass
+            shown = shown_counts(driver)
+            log = driver.execute_script("return window.benchShown")
+            waited = cpu_wait.stop()
+        finally:
+            publisher.close()
+            if driver is not None:
+                driver.quit()
+            dashboard.stop()
+    finally:
+        broker.stop()
+    pages: dict[str, tuple[list[int], list[float]]] = {g: ([], []) for g in names}
+    for gate, value, at_ms, _ in log:
+        pages[gate][0].append(value)
+        pages[gate][1].append(at_ms / 1000)
+    delays, never = [], 0
+    for gate, times in entries.items():
+        values, seen = pages[gate]
+        for n, made in enumerate(times, start=1):
+            first = bisect.bisect_left(values, n)
+            if first == len(values):
+                never += 1
+                continue
+            delays.append((seen[first] - made) * 1000)
+    if not delays:
+        raise RuntimeError(f"the page showed none of the {total} entries: {shown} against {final}")
+    return {"lanes": count, "rate": rate, "seconds": seconds, "entries": total, "equal": shown == final, "never": never,
+            "achieved": achieved, "p50": percentile(delays, 50), "p99": percentile(delays, 99), "max": max(delays),
+            "within": sum(d <= BUDGET_S * 1000 for d in delays) / len(delays), "cpu_wait": waited}
 
 
 PARTS = ("the lane: in its ledger → on the bus", "the dashboard: on the bus → the snapshot that carries it",
@@ -417,19 +563,43 @@ def bench_drawn(workdir: Path, count: int, loads: int) -> dict[str, Any]:
 # --- BENCHMARKS.md -------------------------------------------------------------------------------
 
 
-def counts_rows(a: dict[str, Any], args: argparse.Namespace) -> list[str]:
-    what = (f"{args.dashboard_lanes} `gate run` lanes taking {args.dashboard_rate:g} scans/s in all for {args.dashboard_seconds:g} s: "
-            "an entry in a lane's ledger → the page shows that lane's count (Chromium)")
+def counts_rows(a: dict[str, Any], args: argparse.Namespace, host: str, judged: bool = True) -> list[str]:
+    what = (f"{host}: {args.dashboard_lanes} `gate run` lanes taking {args.dashboard_rate:g} scans/s in all for "
+            f"{args.dashboard_seconds:g} s: an entry in a lane's ledger → the page shows that lane's count (Chromium)")
     if "failed" in a:
         return [f"| {what} | **failed**: {a['failed']} | ≤ 1 s | **not measured** |"]
     equal = "yes" if a["equal"] else f"**no** ({a['never']} entries never shown)"
     return [
         (f"| {what} | p50 {a['p50']:.0f} ms, p99 {a['p99']:.0f} ms, max {a['max']:.0f} ms ({a['entries']:,} entries, "
-         f"{a['achieved']:.0f} scans/s reached) | ≤ 1 s | {verdict(a['max'] <= BUDGET_S * 1000 and a['equal'])} |"),
+         f"{a['achieved']:.0f} scans/s reached) | {'≤ 1 s' if judged else '(not judged)'} | "
+         f"{verdict(a['max'] <= BUDGET_S * 1000 and a['equal']) if judged else ''} |"),
         (f"| of which within 1 s | {a['within']:.1%}; at the end every lane's count on the page equals its ledger's: "
          f"{equal}; the page's event stream was lost and reopened {a.get('reopened', 0)} time(s) | | |"),
         *parts_rows(a.get("parts") or {}),
+        *cpu_wait_rows(a.get("cpu_wait") or {}),
     ]
+
+
+def traffic_rows(t: dict[str, Any], args: argparse.Namespace) -> list[str]:
+    what = (f"{args.dashboard_lanes} lanes' bus traffic at {args.dashboard_rate:g} scans/s in all for {args.dashboard_seconds:g} s "
+            "(each scan's sealed admission, decision and passage; no lane processes): a passage published → the page shows "
+            "that lane's count (Chromium)")
+    if "failed" in t:
+        return [f"| {what} | **failed**: {t['failed']} | ≤ 1 s | **not measured** |"]
+    equal = "yes" if t["equal"] else f"**no** ({t['never']} entries never shown)"
+    return [
+        (f"| {what} | p50 {t['p50']:.0f} ms, p99 {t['p99']:.0f} ms, max {t['max']:.0f} ms ({t['entries']:,} entries, "
+         f"{t['achieved']:.0f} scans/s published) | ≤ 1 s | {verdict(t['max'] <= BUDGET_S * 1000 and t['equal'])} |"),
+        f"| of which within 1 s | {t['within']:.1%}; at the end every lane's count on the page equals what it published: {equal} | | |",
+        *cpu_wait_rows(t.get("cpu_wait") or {}),
+    ]
+
+
+def cpu_wait_rows(waited: dict[str, float]) -> list[str]:
+    if not waited:
+        return []
+    return [f"| the dashboard process: on a CPU / ready but waiting for one | {waited['cpu']:.0%} / {waited['waited']:.0%} "
+            f"of a core over {waited['seconds']:.0f} s; worst 0.1 s: {waited['worst'] * 1000:.0f} ms of waiting | | |"]
 
 
 def parts_rows(parts: dict[str, Any]) -> list[str]:
@@ -457,8 +627,13 @@ def run(args: argparse.Namespace) -> int:
     ``args.out`` in place of its old one. Exit 1 when a scenario failed."""
     issuer = SigningKey(b"\x01" * 32)
     started = time.monotonic()
-    counts = attempt("the page's counts against the ledgers while lanes scan",
+    shared = attempt("the page's counts against the ledgers while lanes scan, everything at one priority",
                      lambda tmp: bench_counts(tmp, issuer, args.dashboard_lanes, args.dashboard_rate, args.dashboard_seconds))
+    first = attempt(f"the same, the dashboard's host first (the lanes at nice {args.dashboard_lanes_nice})",
+                    lambda tmp: bench_counts(tmp, issuer, args.dashboard_lanes, args.dashboard_rate, args.dashboard_seconds,
+                                             args.dashboard_lanes_nice))
+    traffic = attempt(f"{args.dashboard_lanes} lanes' traffic at {args.dashboard_rate:g} scans/s, no lane processes",
+                      lambda tmp: bench_traffic(tmp, args.dashboard_lanes, args.dashboard_rate, args.dashboard_seconds))
     drawn = attempt(f"{args.dashboard_rendered} lanes drawn", lambda tmp: bench_drawn(tmp, args.dashboard_rendered, args.dashboard_loads))
     lines = [
         SECTION,
@@ -474,16 +649,26 @@ def run(args: argparse.Namespace) -> int:
         "an entry's way: its record reaching the bus as a `mosquitto_sub` beside the dashboard stamps it, the",
         "push that first carries the count by its snapshot's time, and the page showing it.",
         "",
+        "The counts are measured twice. With everything at one priority, the dashboard competes for these",
+        "2 cores with 10 lanes' processes and their simulated hardware, which no venue does: there the lanes",
+        f"are other machines. The second run models that: the lanes and their crowd run at nice {args.dashboard_lanes_nice}, so the",
+        "dashboard's host (the dashboard, the broker, the browser) is run first and the lanes take the rest.",
+        "The budget is judged on it; the first run says what a starved dashboard does. How long the",
+        "dashboard's threads were ready to run but waited for a CPU (`/proc/<pid>/task/*/schedstat`) is",
+        "beside each.",
+        "",
         *machine(),
         "",
         "| what | figure | budget | |",
         "|---|---|---|---|",
-        *counts_rows(counts, args),
+        *counts_rows(shared, args, "One priority", judged=False),
+        *counts_rows(first, args, f"The dashboard's host first (lanes at nice {args.dashboard_lanes_nice})"),
+        *traffic_rows(traffic, args),
         *drawn_rows(drawn, args),
         "",
     ]
     write_section(Path(args.out), "\n".join(lines), SECTION)
-    return 1 if any("failed" in r for r in (counts, drawn)) else 0
+    return 1 if any("failed" in r for r in (shared, first, traffic, drawn)) else 0
 
 
 if __name__ == "__main__":  # pragma: no cover -- run through scripts/bench --dashboard

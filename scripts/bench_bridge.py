@@ -246,8 +246,8 @@ def run(args: argparse.Namespace) -> int:
         (f"Written by `scripts/bench --bridge` on {time.strftime('%Y-%m-%d %H:%M %Z')}; the run took "
          f"{(time.monotonic() - started) / 60:.1f} min (pretix's migrate and seed of {needed:,} tickets: "
          f"{rig.setup_s:.0f} s); load average at the start {load:.1f}."),
-        "pretix 2026.8.0 under `runserver` on SQLite, as the suite runs it (a production pretix on PostgreSQL",
-        "is faster); `gate bridge run` as its own process with one upload worker; a real mosquitto with the",
+        "pretix 2026.8.0 under `runserver` on SQLite in write-ahead-log mode, as the suite runs it (a production",
+        "pretix on PostgreSQL is faster); `gate bridge run` as its own process with one upload worker; a real mosquitto with the",
         "shipped ACL. The three lanes are simulated: each seals its admission and passage records with its",
         "roster key as a gate does and publishes them with its own login. Upload lag is a passage's time at",
         "the lane → the moment pretix accepted the check-in (`jobs.done_at - jobs.event_at` in the bridge's",

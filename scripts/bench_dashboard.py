@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import bisect
+import hashlib
 import os
 import statistics
 import subprocess
@@ -401,7 +402,7 @@ def bench_traffic(workdir: Path, count: int, rate: float, seconds: float) -> dic
                 gate = names[n % count]
                 now = time.time()
                 seq[gate] += 2
-                admission = Record(gate, seq[gate] - 1, "admission", now, ticket_key=f"t{n}", format="gt1", direction="in", epoch="e1")
+                admission = Record(gate, seq[gate] - 1, "admission", now, ticket_key=hashlib.sha256(b"%d" % n).hexdigest(), format="gt1", direction="in", epoch="e1")
                 passage = Record(gate, seq[gate], "passage", now, direction="in", ref_origin=gate, ref_seq=seq[gate] - 1,
                                  epoch="e1", ref_epoch="e1")
                 publisher.client.publish(f"{TOPIC_ROOT}ledger/{gate}", bus.encode_records(gate, [seals[gate](admission)]), qos=1)

@@ -156,13 +156,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help="keep the working directory (config, ledger)")
     parser.add_argument("--venue", action="store_true", help="three lanes sharing one ledger through mosquitto")
     parser.add_argument("--camera", action="store_true", help="the crowd holds tickets up to the simulated camera")
+    parser.add_argument("--stay", action=argparse.BooleanOptionalAction, default=None,
+                        help="with --venue: keep the lanes, the broker and the dashboard up after the story until Enter "
+                             "or Ctrl-C, to look at the dashboard (default: when run at a terminal)")
     args = parser.parse_args(argv)
+    if args.stay is None:
+        args.stay = sys.stdin.isatty() and sys.stdout.isatty()
     workdir = Path(tempfile.mkdtemp(prefix="gate-demo-"))
     try:
         if args.venue:
             from hwsim.venue import VenueDemo
 
-            return VenueDemo(workdir, args.quick).run()
+            return VenueDemo(workdir, args.quick, stay=args.stay).run()
         return Demo(workdir, args.quick, camera=args.camera).run()
     finally:
         if args.keep:

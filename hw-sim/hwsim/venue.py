@@ -102,8 +102,9 @@ class Gate:
 
 
 class VenueDemo:
-    def __init__(self, workdir: Path, quick: bool, gates: int = 3) -> None:
+    def __init__(self, workdir: Path, quick: bool, gates: int = 3, stay: bool = False) -> None:
         self.workdir = workdir
+        self.stay = stay  # after the story, the venue stays up (the dashboard with it) until Enter or Ctrl-C
         self.walk = 0.05 if quick else 0.4
         self.names = [f"gate-{i + 1}" for i in range(gates)]
         self.summary: collections.Counter[str] = collections.Counter()
@@ -124,6 +125,15 @@ class VenueDemo:
             self.mismatches.append(f"{who} at {gate.name}: expected {reason}, got {decision['reason']}")
         verb = "let in" if decision["accepted"] else "refused"
         print(f"  {who:<44} {gate.name}: {verb:<8} reason={decision['reason']:<13} ({decision['latency_ms']:.1f} ms)")
+
+    @staticmethod
+    def wait_for_enter(url: str) -> None:
+        print(f"\nthe lanes, the broker and the dashboard stay up: open {url} (user {USER}, password {PASSWORD})")
+        print("press Enter (or Ctrl-C) to end the demo", flush=True)
+        try:
+            sys.stdin.readline()
+        except KeyboardInterrupt:
+            print()
 
     def run(self) -> int:
         print(f"gate venue demo: {len(self.names)} lanes (real daemons), one real mosquitto\n")
@@ -167,6 +177,8 @@ class VenueDemo:
             records = len(gates[0].ledger())
             print(f"  every gate's ledger holds the same {records} records")
             self.expect("ticket 5, a third copy", gates[2], copied, "already_used")
+            if self.stay:
+                self.wait_for_enter(dashboard.url)
         finally:
             if watcher is not None:
                 watcher.close()

@@ -33,10 +33,13 @@ class Mosquitto:
     By default a plain listener on 127.0.0.1 with this class's own settings. ``lines`` is a
     whole config of the caller's instead (a shipped config made for a test: its listener on
     ``port``, which the caller chose with ``free_port``); ``ca_file``: the listener is TLS, and
-    clients (``sync_table``, ``Watcher``) trust that CA."""
+    clients (``sync_table``, ``Watcher``) trust that CA; ``persistent``: the broker keeps its
+    clients' sessions and queued messages across a restart in ``workdir``, as the shipped config
+    does (config/mosquitto/mosquitto.conf), instead of forgetting them."""
 
     def __init__(self, workdir: Path, *, password_file: Path | None = None, acl_file: Path | None = None,
-                 lines: list[str] | None = None, port: int | None = None, ca_file: Path | None = None) -> None:
+                 lines: list[str] | None = None, port: int | None = None, ca_file: Path | None = None,
+                 persistent: bool = False) -> None:
         binary = mosquitto_binary()
         if binary is None:
             raise RuntimeError("mosquitto is not installed (scripts/test installs it with apt-get)")
@@ -47,7 +50,9 @@ class Mosquitto:
         workdir.mkdir(parents=True, exist_ok=True)
         head = ["user root"] if os.geteuid() == 0 else []  # mosquitto would drop to its own user and not read the test's files
         if lines is None:
-            lines = [f"listener {self.port} 127.0.0.1", "set_tcp_nodelay true", "persistence false", "log_dest stderr", "log_type error", "log_type warning"]
+            persistence = ["persistence true", f"persistence_location {workdir}/"] if persistent else ["persistence false"]
+            lines = [f"listener {self.port} 127.0.0.1", "set_tcp_nodelay true", *persistence, "log_dest stderr", "log_type error",
+                     "log_type warning"]
             if password_file is not None:
                 lines += ["allow_anonymous false", f"password_file {password_file}"]
             else:

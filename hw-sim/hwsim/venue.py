@@ -138,7 +138,7 @@ class VenueDemo:
     def run(self) -> int:
         print(f"gate venue demo: {len(self.names)} lanes (real daemons), one real mosquitto\n")
         public = base64.b64encode(bytes(self.issuer.verify_key)).decode()
-        broker = Mosquitto(self.workdir / "broker")
+        broker = Mosquitto(self.workdir / "broker", persistent=True)  # as a venue's: sessions outlive its restart
         keys = VenueKeys(VENUE, self.names)
         configs = [venue_gate_config(self.workdir, public, n, broker.port, keys, walk=self.walk, timeout=2.0) for n in self.names]
         gates: list[Gate] = []

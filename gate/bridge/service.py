@@ -177,7 +177,7 @@ class Bridge:
             return
         now = time.time()
         key, body = refusals.job_body(refusal, now)
-        if self.store.add_capped(NewJob(refusals.SINK, key, body, now), self.intake.max_pending, now) is None:
+        if self.store.add_jobs([NewJob(refusals.SINK, key, body, now)], now, cap=self.intake.max_pending) is None:
             self.intake.dropped(gate, FULL)
 
     # --- lifecycle ------------------------------------------------------------------------

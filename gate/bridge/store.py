@@ -175,25 +175,19 @@ class BridgeStore:
         self._wake(sinks)
         return added, sum(sinks.values())
 
-    def add_jobs(self, jobs: list[NewJob], now: float | None = None) -> int:
+    def add_jobs(self, jobs: list[NewJob], now: float | None = None, cap: int | None = None) -> int | None:
         """Queue jobs that come from no record (a lane's refusal); one with a key already
-        queued is dropped. Returns how many were new."""
+        queued is dropped. Returns how many were new; with ``cap``, None and nothing queued when
+        a sink of ``jobs`` has ``cap`` jobs pending already (counted in the same transaction, so
+        two callers never both pass the cap)."""
         with self._tx() as conn:
+            if cap is not None and any(
+                    conn.execute("SELECT COUNT(*) FROM jobs WHERE sink=? AND state=?", (sink, PENDING)).fetchone()[0] >= cap
+                    for sink in {job.sink for job in jobs}):
+                return None
             sinks = self._insert_jobs(conn, jobs, time.time() if now is None else now)
         self._wake(sinks)
         return sum(sinks.values())
-
-    def add_capped(self, job: NewJob, cap: int, now: float | None = None) -> bool | None:
-        """Queue ``job`` unless ``cap`` jobs of its sink are pending already (counted in the same
-        transaction, so two callers never both pass the cap): True when queued, False when a job
-        with its key is queued already, None when the sink is full."""
-        with self._tx() as conn:
-            pending = conn.execute("SELECT COUNT(*) FROM jobs WHERE sink=? AND state=?", (job.sink, PENDING)).fetchone()[0]
-            if pending >= cap:
-                return None
-            sinks = self._insert_jobs(conn, [job], time.time() if now is None else now)
-        self._wake(sinks)
-        return bool(sinks[job.sink])
 
     @staticmethod
     def _insert_jobs(conn: sqlite3.Connection, jobs: list[NewJob], now: float) -> Counter[str]:

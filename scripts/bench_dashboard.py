@@ -341,32 +341,48 @@ def bench_counts(workdir: Path, issuer: SigningKey, count: int, rate: float, sec
             if driver is not None:
                 driver.quit()
             dashboard.stop()
-    pages: dict[str, tuple[list[int], list[float], list[float]]] = {g: ([], [], []) for g in names}
-    for gate, value, at_ms, made_ms in log:
-        pages[gate][0].append(value)
-        pages[gate][1].append(at_ms / 1000)
-        pages[gate][2].append(made_ms / 1000)
-    delays, never = [], 0
+    found, never = first_shown(log, {g: len(times) for g, times in ledgers.items()})
+    delays = []
     parts: list[tuple[float, float, float, float]] = []  # (total, ledger → bus, bus → pushed, pushed → shown), ms
-    for gate, times in ledgers.items():
-        values, seen, pushed = pages[gate]
-        for n, (made, seq) in enumerate(times, start=1):
-            first = bisect.bisect_left(values, n)  # the page's counts only grow
-            if first == len(values):
-                never += 1
-                continue
-            delays.append((seen[first] - made) * 1000)
-            on_bus = arrived.get((gate, seq))
-            if on_bus is not None:
-                parts.append((delays[-1], (on_bus - made) * 1000, (pushed[first] - on_bus) * 1000, (seen[first] - pushed[first]) * 1000))
+    for gate, n, seen, pushed in found:
+        made, seq = ledgers[gate][n - 1]
+        delays.append((seen - made) * 1000)
+        on_bus = arrived.get((gate, seq))
+        if on_bus is not None:
+            parts.append((delays[-1], (on_bus - made) * 1000, (pushed - on_bus) * 1000, (seen - pushed) * 1000))
     every = [t for times in ledgers.values() for t, _ in times]
     if not delays:
         raise RuntimeError(f"the page showed none of the {len(every)} entries: {shown} against {final}")
     return {"lanes": count, "rate": rate, "seconds": seconds, "entries": len(every), "equal": shown == final, "never": never,
             "achieved": (len(every) - 1) / (max(every) - min(every)) if len(every) > 1 else 0.0,
-            "p50": percentile(delays, 50), "p99": percentile(delays, 99), "max": max(delays),
-            "within": sum(d <= BUDGET_S * 1000 for d in delays) / len(delays), "parts": breakdown(parts),
-            "reopened": reopened, "nice": lanes_nice, "cpu_wait": waited}
+            **delay_figures(delays), "parts": breakdown(parts), "reopened": reopened, "nice": lanes_nice, "cpu_wait": waited}
+
+
+def first_shown(log: list[list[Any]], counts: dict[str, int]) -> tuple[list[tuple[str, int, float, float]], int]:
+    """For each lane's entries 1…N (``counts``), when the page first showed that count or more
+    (``log``: WATCH_ENTRIES's [gate, count, Date.now(), the push's snapshot time]): (gate, n, shown,
+    pushed) in seconds, and how many entries the page never showed."""
+    pages: dict[str, tuple[list[int], list[float], list[float]]] = {g: ([], [], []) for g in counts}
+    for gate, value, at_ms, made_ms in log:
+        pages[gate][0].append(value)
+        pages[gate][1].append(at_ms / 1000)
+        pages[gate][2].append(made_ms / 1000)
+    found, never = [], 0
+    for gate, count in counts.items():
+        values, seen, pushed = pages[gate]
+        for n in range(1, count + 1):
+            first = bisect.bisect_left(values, n)  # the page's counts only grow
+            if first == len(values):
+                never += 1
+            else:
+                found.append((gate, n, seen[first], pushed[first]))
+    return found, never
+
+
+def delay_figures(delays: list[float]) -> dict[str, float]:
+    """p50, p99, max (ms) and the share within the budget."""
+    return {"p50": percentile(delays, 50), "p99": percentile(delays, 99), "max": max(delays),
+            "within": sum(d <= BUDGET_S * 1000 for d in delays) / len(delays)}
 
 
 def bench_traffic(workdir: Path, count: int, rate: float, seconds: float) -> dict[str, Any]:
@@ -428,24 +444,12 @@ def bench_traffic(workdir: Path, count: int, rate: float, seconds: float) -> dic
             dashboard.stop()
     finally:
         broker.stop()
-    pages: dict[str, tuple[list[int], list[float]]] = {g: ([], []) for g in names}
-    for gate, value, at_ms, _ in log:
-        pages[gate][0].append(value)
-        pages[gate][1].append(at_ms / 1000)
-    delays, never = [], 0
-    for gate, times in entries.items():
-        values, seen = pages[gate]
-        for n, made in enumerate(times, start=1):
-            first = bisect.bisect_left(values, n)
-            if first == len(values):
-                never += 1
-                continue
-            delays.append((seen[first] - made) * 1000)
+    found, never = first_shown(log, {g: len(times) for g, times in entries.items()})
+    delays = [(seen - entries[gate][n - 1]) * 1000 for gate, n, seen, _ in found]
     if not delays:
         raise RuntimeError(f"the page showed none of the {total} entries: {shown} against {final}")
     return {"lanes": count, "rate": rate, "seconds": seconds, "entries": total, "equal": shown == final, "never": never,
-            "achieved": achieved, "p50": percentile(delays, 50), "p99": percentile(delays, 99), "max": max(delays),
-            "within": sum(d <= BUDGET_S * 1000 for d in delays) / len(delays), "cpu_wait": waited}
+            "achieved": achieved, **delay_figures(delays), "cpu_wait": waited}
 
 
 PARTS = ("the lane: in its ledger → on the bus", "the dashboard: on the bus → the snapshot that carries it",
